@@ -1,0 +1,143 @@
+"""Model cards rendered from the Jinja templates in `model_cards/`, offline (no `card.validate()`)."""
+
+import importlib.metadata
+from importlib import resources
+from pathlib import Path
+from dataclasses import dataclass
+
+import jinja2
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hf_transfer.config import RunConfig
+
+METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)",
+                "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)", "roc_auc": "ROC AUC"}
+STRATEGY_TEXT = {
+    "full": "full fine-tuning (every weight trained)",
+    "feature_extraction": "feature extraction (backbone frozen, new head trained)",
+    "partial": "top layers only",
+    "lora": "LoRA adapters",
+}
+HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_train_steps", "per_device_train_batch_size",
+                   "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "weight_decay",
+                   "label_smoothing", "class_weights", "mixed_precision", "seed")
+VERSIONED = ("hf-transfer-kit", "transformers", "peft", "torch", "accelerate", "datasets")
+
+
+@dataclass
+class CardContext:
+    """What the card says about one run."""
+
+    run: RunConfig
+    repo_id: str  # the Hub repo, or the output folder before a push
+    base_model: str | None
+    pipeline_tag: str
+    modality: str  # "text", "images", "audio clips"
+    auto_class: str
+    processor_class: str
+    label_names: list[str]
+    results: dict
+    per_class: list[dict]
+    report_split: str
+    split_sizes: dict[str, int]
+    split_sources: dict[str, str]
+    trainable: int
+    total: int
+    is_adapter: bool
+    extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
+
+
+def _strategy_text(run: RunConfig) -> str:
+    strategy = run.strategy
+    text = STRATEGY_TEXT[strategy.strategy]
+    if strategy.strategy == "partial":
+        text += f" (the top {strategy.unfreeze_layers} encoder layers and the head)"
+    if strategy.strategy == "lora":
+        targets = ", ".join(strategy.lora_target_modules)
+        text += f" (r={strategy.lora_r}, alpha={strategy.lora_alpha:g}, dropout={strategy.lora_dropout}, on {targets})"
+    if strategy.layerwise_lr_decay < 1 and strategy.strategy in ("full", "partial"):
+        text += f", layer-wise learning-rate decay {strategy.layerwise_lr_decay}"
+    return text
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _results_table(results: dict) -> dict:
+    splits = [s for s in ("eval", "test") if f"{s}_accuracy" in results]
+    rows = [{"metric": metric, "cells": [f"{results[f'{s}_{metric}']:.4f}" if results.get(f"{s}_{metric}") is not None
+                                          else "–" for s in splits]}
+            for metric in METRIC_NAMES if any(f"{s}_{metric}" in results for s in splits)]
+    return {"splits": ["validation" if s == "eval" else s for s in splits], "rows": rows}
+
+
+def _eval_results(ctx: CardContext) -> list[EvalResult]:
+    data = ctx.run.data
+    dataset_name = data.dataset_name or Path(data.train_file).name
+    evals = []
+    for prefix, split in (("eval", "validation"), ("test", "test")):
+        for metric, pretty in METRIC_NAMES.items():
+            value = ctx.results.get(f"{prefix}_{metric}")
+            if value is None:
+                continue
+            evals.append(EvalResult(
+                task_type=ctx.pipeline_tag, dataset_type=dataset_name, dataset_name=dataset_name,
+                dataset_config=data.dataset_config_name, dataset_split=split,
+                metric_type=metric.split("_")[0] if metric != "roc_auc" else "roc_auc",
+                metric_name=pretty, metric_value=round(value, 4),
+                metric_config=metric.split("_")[1] if metric.startswith(("f1_", "precision_", "recall_")) else None,
+            ))
+    return evals
+
+
+def render_card(ctx: CardContext) -> ModelCard:
+    run = ctx.run
+    datasets = run.data.dataset_name if run.data.dataset_name and not run.data.dataset_name.startswith("builtin:") \
+        else None
+    card_data = ModelCardData(
+        model_name=ctx.repo_id.rsplit("/", 1)[-1],
+        base_model=ctx.base_model,
+        library_name="peft" if ctx.is_adapter else "transformers",
+        pipeline_tag=ctx.pipeline_tag,
+        datasets=[datasets] if datasets else None,
+        language=run.hub.language,
+        license=run.hub.license,
+        tags=["hf_transfer", ctx.pipeline_tag, run.strategy.strategy] + (["lora"] if ctx.is_adapter else []),
+        metrics=sorted({e.metric_type for e in _eval_results(ctx)}),
+        eval_results=_eval_results(ctx) or None,
+    )
+    split = "test" if "test_accuracy" in ctx.results else "eval"
+    headline = (f"{ctx.results[f'{split}_accuracy']:.1%} accuracy on its "
+                f"{'test' if split == 'test' else 'validation'} split") if f"{split}_accuracy" in ctx.results else ""
+    data_lines = [f"{name}: {ctx.split_sizes[name]:,} examples from `{ctx.split_sources[name]}`"
+                  for name in ("train", "validation", "test") if name in ctx.split_sizes]
+    data_lines.append(f"labels: {', '.join(ctx.label_names)}")
+    data_lines += [f"{key}: {value}" for key, value in (ctx.extra_details or {}).items()]
+    config = run.to_dict()
+    smallest = min(ctx.per_class, key=lambda row: row["f1"])
+    limitations = [
+        f"Trained on {ctx.split_sizes['train']:,} examples; expect lower accuracy on {ctx.modality} unlike them "
+        "(other domains, styles or languages).",
+        f"The weakest class on the {ctx.report_split} split is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
+        "The model knows only the labels above: every input gets one of them, even when none applies.",
+    ]
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("hf_transfer.model_cards"))),
+                                     keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    template = environment.get_template("adapter.md" if ctx.is_adapter else "full_model.md")
+    text = template.render(
+        card_data=card_data.to_yaml(), model_name=card_data.model_name, repo_id=ctx.repo_id,
+        base_model=ctx.base_model, modality=ctx.modality, label_names=ctx.label_names, headline=headline,
+        pipeline_tag=ctx.pipeline_tag, auto_class=ctx.auto_class, processor_class=ctx.processor_class,
+        results_table=_results_table(ctx.results), per_class=ctx.per_class, report_split=ctx.report_split,
+        strategy_text=_strategy_text(run), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
+        hyperparameters={k: config[k] for k in HYPERPARAMETERS if config.get(k) is not None},
+        limitations=limitations, versions=_versions(),
+    )
+    return ModelCard(text)

@@ -1,0 +1,47 @@
+"""Atomic file writes: a killed run never leaves a half-written file that looks whole."""
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_files(directory: str | Path, save: Callable[[Path], None]) -> list[str]:
+    """Let `save` write into a scratch folder, then move each file into `directory` in one rename.
+
+    Returns the names of the files moved (top level only; `save_pretrained` writes flat folders).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".partial-"))
+    try:
+        save(scratch)
+        names = sorted(p.name for p in scratch.iterdir())
+        for name in names:
+            target = directory / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(scratch / name, target)
+        return names
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

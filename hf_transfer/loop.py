@@ -1,0 +1,233 @@
+"""The training loop every recipe shares: accelerate, accumulation, evaluation, early stopping, checkpoints.
+
+The loop knows nothing of tasks: it takes any iterable of batches, a `compute_loss(model, batch)` and an
+`evaluate(model)` returning metrics, so several data streams or heads fit in by changing those two functions.
+"""
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from hf_transfer.config import TrainArgs, UsageError
+from hf_transfer.io import atomic_write_json
+from hf_transfer.strategies import trainable_state_dict
+
+LOWER_IS_BETTER = ("loss",)
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved with every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer steps done
+    batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
+    """Cross-entropy on the model's logits, computed here so class weights and smoothing apply."""
+
+    def compute_loss(model, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits
+        weight = None if class_weights is None else class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), batch["labels"], weight=weight, label_smoothing=label_smoothing)
+
+    return compute_loss
+
+
+def auto_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so a balanced data set gets weight 1 everywhere."""
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(accelerator: Accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and references over the whole split, gathered from every process."""
+    model.eval()
+    probabilities, references = [], []
+    for batch in loader:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits.float()
+        logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+        probabilities.append(logits.softmax(-1).cpu())
+        references.append(labels.cpu())
+    model.train()
+    return torch.cat(probabilities).numpy(), torch.cat(references).numpy()
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
+    """Periodic checkpoints, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    found = [p for p in root.glob("step-*") if (p / "train_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def resolve_checkpoint(resume_from: str, output_dir: str | Path) -> Path:
+    if resume_from == "latest":
+        found = checkpoint_dirs(output_dir)
+        if not found:
+            raise UsageError(f"--resume_from_checkpoint latest: no checkpoint in {Path(output_dir) / 'checkpoints'}")
+        return found[-1]
+    path = Path(resume_from)
+    if not (path / "train_state.json").is_file():
+        raise UsageError(f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no train_state.json)")
+    return path
+
+
+def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric.endswith(LOWER_IS_BETTER) else value > best
+
+
+class Loop:
+    """Train `model` with `args`; call `fit()`, then the model holds the best weights seen."""
+
+    def __init__(self, accelerator: Accelerator, model, optimizer, train_loader, compute_loss: Callable,
+                 evaluate: Callable[[torch.nn.Module], dict], args: TrainArgs, output_dir: str | Path):
+        self.accelerator = accelerator
+        self.args = args
+        self.output_dir = Path(output_dir)
+        self.compute_loss = compute_loss
+        self.evaluate = evaluate
+        self.steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+        self.max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
+        scheduler = get_scheduler(
+            args.lr_scheduler_type, optimizer,
+            # The prepared scheduler steps once per process for each optimizer step.
+            num_warmup_steps=math.ceil(args.warmup_ratio * self.max_steps) * accelerator.num_processes,
+            num_training_steps=self.max_steps * accelerator.num_processes,
+        )
+        self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
+            model, optimizer, train_loader, scheduler)
+        self.state = TrainState()
+        self.best_path = self.output_dir / "checkpoints" / "best" / "trainable.safetensors"
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        path = self.output_dir / "checkpoints" / f"step-{self.state.step}"
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            # Written last: a folder without it is an interrupted save and is never resumed from.
+            atomic_write_json(path / "train_state.json", asdict(self.state))
+            for old in checkpoint_dirs(self.output_dir)[:-self.args.save_total_limit or None]:
+                shutil.rmtree(old)
+        self.accelerator.wait_for_everyone()
+
+    def resume(self, resume_from: str) -> None:
+        path = resolve_checkpoint(resume_from, self.output_dir)
+        self.accelerator.load_state(str(path))
+        self.state = TrainState(**json.loads((path / "train_state.json").read_text()))
+        self.accelerator.print(f"Resumed from {path} at step {self.state.step} (epoch {self.state.epoch})")
+
+    def _save_best(self) -> None:
+        if self.accelerator.is_main_process:
+            self.best_path.parent.mkdir(parents=True, exist_ok=True)
+            weights = trainable_state_dict(self.accelerator.unwrap_model(self.model))
+            tmp = self.best_path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+            tmp.replace(self.best_path)
+        self.accelerator.wait_for_everyone()
+
+    def restore_best(self) -> None:
+        """Load the best weights seen, then drop their scratch copy (the output folder gets the real save)."""
+        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(self.best_path)), strict=False)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.best_path.parent)
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+    def _evaluate_and_track(self) -> bool:
+        """Evaluate, log, keep the best weights. Returns True when early stopping says stop."""
+        metrics = {f"eval_{k}": v for k, v in self.evaluate(self.model).items() if v is not None}
+        metric = self.args.metric_for_best_model
+        key = metric if metric.startswith("eval_") else f"eval_{metric}"
+        if key not in metrics:
+            raise UsageError(f"--metric_for_best_model {metric}: not among the metrics "
+                             f"({', '.join(k.removeprefix('eval_') for k in metrics)})")
+        self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, **metrics})
+        self.accelerator.log(metrics, step=self.state.step)
+        shown = dict.fromkeys(("eval_accuracy", "eval_f1_macro", key))
+        self.accelerator.print(f"step {self.state.step}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown
+                                                                       if k in metrics))
+        if _is_better(metrics[key], self.state.best_metric, key):
+            self.state.best_metric, self.state.best_step, self.state.evals_since_best = metrics[key], self.state.step, 0
+            self._save_best()
+            return False
+        self.state.evals_since_best += 1
+        patience = self.args.early_stopping_patience
+        return patience is not None and self.state.evals_since_best >= patience
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        args, accelerator, state = self.args, self.accelerator, self.state
+        if args.resume_from_checkpoint:
+            self.resume(args.resume_from_checkpoint)
+        progress = tqdm(total=self.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
+                        desc="Training")
+        self.model.train()
+        stop, evaluated_at = state.step >= self.max_steps, None
+        running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
+        while not stop and state.epoch < self.num_epochs:
+            self.train_loader.set_epoch(state.epoch)
+            batches: Iterable = self.train_loader
+            if state.batches_in_epoch:
+                batches = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            for batch in batches:
+                with accelerator.accumulate(self.model):
+                    loss = self.compute_loss(self.model, batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                running_loss += loss.detach()
+                running_batches += 1
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                progress.update(1)
+                if state.step % args.logging_steps == 0 or state.step == self.max_steps:
+                    mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
+                    logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
+                    accelerator.log(logs, step=state.step)
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    running_loss.zero_()
+                    running_batches = 0
+                if args.eval_steps and state.step % args.eval_steps == 0:
+                    stop, evaluated_at = self._evaluate_and_track(), state.step
+                if args.save_steps and state.step % args.save_steps == 0:
+                    self.save_checkpoint()
+                if stop or state.step >= self.max_steps:
+                    stop = True
+                    break
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+            if not args.eval_steps and evaluated_at != state.step:
+                stop, evaluated_at = self._evaluate_and_track() or stop, state.step
+        if evaluated_at != state.step:
+            self._evaluate_and_track()
+        progress.close()
+        self.restore_best()
+        return state

@@ -1,0 +1,1 @@
+"""Per-modality preprocessing: turn raw examples into model inputs and batches."""

@@ -1,0 +1,65 @@
+"""Text: pick the text column(s), tokenise once up front, pad per batch."""
+
+from datasets import DatasetDict
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from hf_transfer.config import DataArgs, ModelArgs, UsageError
+from hf_transfer.data import LabelledSplits, guess_column
+
+TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document", "utterance", "question", "sentence1")
+
+
+def load_tokenizer(model_args: ModelArgs, model_path: str) -> PreTrainedTokenizerBase:
+    name = model_args.tokenizer_name or model_path or model_args.config_name
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=model_args.revision,
+                                             trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"could not load a tokenizer from {name!r}: {error}") from None
+
+
+def text_columns(labelled: LabelledSplits, data: DataArgs) -> tuple[str, str | None]:
+    columns = labelled.splits["train"].column_names
+    source = labelled.sources["train"]
+    text = guess_column(columns, data.text_column, TEXT_COLUMN_GUESSES, "text", source)
+    pair = guess_column(columns, data.text_pair_column, (), "text pair", source) if data.text_pair_column else None
+    for split, dataset in labelled.splits.items():
+        for column in filter(None, (text, pair)):
+            if column not in dataset.column_names:
+                raise UsageError(f"{labelled.sources[split]}: no text column {column!r}; "
+                                 f"columns are {', '.join(dataset.column_names)}")
+    return text, pair
+
+
+def tokenize_splits(labelled: LabelledSplits, data: DataArgs, tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
+    """Tokenise every split once (no padding: batches pad to their own longest example)."""
+    text, pair = text_columns(labelled, data)
+
+    def tokenize(batch, indices, split):
+        for column in filter(None, (text, pair)):
+            for index, value in zip(indices, batch[column]):
+                if not isinstance(value, str):
+                    raise UsageError(f"{labelled.sources[split]}: row {index} of column {column!r} "
+                                     f"is {value!r}, not text")
+        encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True,
+                            max_length=data.max_seq_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    tokenized = DatasetDict()
+    for split, dataset in labelled.splits.items():
+        tokenized[split] = dataset.map(
+            tokenize, batched=True, with_indices=True, fn_kwargs={"split": split},
+            remove_columns=[c for c in dataset.column_names if c != "labels"], desc=f"Tokenising {split}",
+        )
+    return tokenized
+
+
+def text_collator(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None):
+    """Pad to the batch's longest example; drop the `length` column the sampler used."""
+    pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def collate(features):
+        return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+
+    return collate

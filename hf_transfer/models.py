@@ -1,0 +1,62 @@
+"""Build a classification model from a checkpoint (or a config, to train from scratch)."""
+
+from pathlib import Path
+
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from hf_transfer.builtin import resolve_model
+from hf_transfer.config import ModelArgs, UsageError
+from hf_transfer.tasks import Task
+
+# Config attributes that hold dropout rates, across BERT, DistilBERT, ViT and Wav2Vec2 families.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
+                "attention_dropout", "seq_classif_dropout", "hidden_dropout", "activation_dropout",
+                "final_dropout", "feat_proj_dropout")
+
+
+def model_path(model_args: ModelArgs) -> str | None:
+    """The local folder or Hub id the weights are read from (`builtin:` names resolved)."""
+    if not model_args.model_name_or_path:
+        return None
+    return resolve_model(model_args.model_name_or_path)[0]
+
+
+def base_model_id(model_args: ModelArgs) -> str | None:
+    """The Hub id to name as `base_model` in cards: given, known for a built-in, or the Hub id loaded."""
+    if model_args.base_model_id:
+        return model_args.base_model_id
+    if not model_args.model_name_or_path:
+        return None
+    path, hub_id = resolve_model(model_args.model_name_or_path)
+    return hub_id or (None if Path(path).exists() else path)
+
+
+def load_config(model_args: ModelArgs, label_names: list[str], dropout: float | None) -> PretrainedConfig:
+    source = model_args.config_name or model_path(model_args)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=model_args.revision,
+                                            trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"could not load a model config from {source!r}: {error}") from None
+    config.num_labels = len(label_names)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, dropout)
+    return config
+
+
+def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None) -> PreTrainedModel:
+    config = load_config(model_args, label_names, dropout)
+    if model_args.config_name:
+        return task.auto_model.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    path = model_path(model_args)
+    try:
+        # A checkpoint that already has a head for another label set gets a fresh one.
+        return task.auto_model.from_pretrained(path, config=config, revision=model_args.revision,
+                                               trust_remote_code=model_args.trust_remote_code,
+                                               ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"could not load {task.name} weights from {path!r}: {error}") from None

@@ -1,0 +1,80 @@
+"""What a run leaves in `--output_dir`: a loadable model, `all_results.json`, the report, plots and a card."""
+
+import copy
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from hf_transfer.cards import CardContext, render_card
+from hf_transfer.config import RunConfig, save_config
+from hf_transfer.data import LabelledSplits
+from hf_transfer.io import atomic_save_files, atomic_write_json, atomic_write_text
+from hf_transfer.loop import TrainState
+from hf_transfer.metrics import classification_metrics
+from hf_transfer.metrics.report import write_report
+from hf_transfer.models import base_model_id
+from hf_transfer.strategies import is_adapter
+from hf_transfer.tasks import Task
+
+PREFIX = {"validation": "eval", "test": "test"}
+
+
+def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -> None:
+    """Adapter + head + config for LoRA (so `config.json` carries the labels), the full model otherwise."""
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        if is_adapter(model):
+            model.get_base_model().config.save_pretrained(folder)
+            if hub_base_model:
+                # Point the adapter at the Hub checkpoint, not the local folder it was read from.
+                adapter_config = copy.copy(model.peft_config["default"])
+                adapter_config.base_model_name_or_path = hub_base_model
+                adapter_config.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    atomic_save_files(output_dir, save)
+
+
+def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task, data: LabelledSplits,
+                  predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
+                  extra_details: dict[str, str] | None = None) -> dict:
+    """Score each split's predictions and write everything on the main process; returns the results."""
+    results = {"train_samples": len(data.splits["train"]), "train_steps": state.step, "best_step": state.best_step}
+    for split, (probabilities, references) in predictions.items():
+        metrics = classification_metrics(probabilities, references)
+        results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
+        results[f"{PREFIX[split]}_samples"] = len(references)
+
+    output_dir = Path(run.train.output_dir)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        hub_base_model = base_model_id(run.model)
+        save_model(unwrapped, processor, output_dir, hub_base_model)
+        save_config(run, output_dir / "run_config.yaml")
+        report_split = "test" if "test" in predictions else "validation"
+        summary = {
+            "model": run.hub.hub_model_id or output_dir.name,
+            "base model": hub_base_model or run.model.model_name_or_path or f"from scratch ({run.model.config_name})",
+            "strategy": run.strategy.strategy,
+            "trainable parameters": f"{parameter_counts[0]:,} of {parameter_counts[1]:,}",
+            "training examples": f"{len(data.splits['train']):,}",
+            "best validation step": f"{state.best_step} of {state.step}",
+            **(extra_details or {}),
+        }
+        per_class = write_report(output_dir, results, report_split, data.sources[report_split],
+                                 *predictions[report_split], data.label_names, summary, state.history)
+        atomic_write_json(output_dir / "all_results.json", results)
+        card = render_card(CardContext(
+            run=run, repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
+            pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
+            processor_class=task.processor_class,
+            label_names=data.label_names, results=results, per_class=per_class, report_split=report_split,
+            split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
+            trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
+            extra_details=extra_details,
+        ))
+        atomic_write_text(output_dir / "README.md", str(card))
+        accelerator.print(f"Wrote model, report and card to {output_dir}")
+    accelerator.wait_for_everyone()
+    return results

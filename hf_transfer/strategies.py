@@ -1,0 +1,98 @@
+"""Transfer strategies: decide what trains, and at which learning rate."""
+
+import re
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.tasks import base_model, encoder_layers, head_module_names, lora_target_modules
+
+
+def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) -> nn.Module:
+    """Freeze what the strategy keeps fixed (or wrap in LoRA); returns the model to train."""
+    heads = head_module_names(model)
+    if args.strategy == "lora":
+        # Resolved here so the saved config and the card name the modules that got adapters.
+        args.lora_target_modules = args.lora_target_modules or lora_target_modules(model)
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+            # The head is new: train it fully and save it with the adapter, or a reload gets a random head.
+            modules_to_save=heads,
+            task_type=peft_task_type,
+        )
+        return get_peft_model(model, config)
+    if args.strategy == "full":
+        model.requires_grad_(True)
+        return model
+    model.requires_grad_(False)
+    for name in heads:
+        getattr(model, name).requires_grad_(True)
+    if args.strategy == "partial" and args.unfreeze_layers:
+        layers = encoder_layers(model)
+        for layer in layers[len(layers) - args.unfreeze_layers:]:
+            layer.requires_grad_(True)
+        pooler = getattr(base_model(model), "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(True)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _layer_depths(model: nn.Module) -> dict[str, int]:
+    """How far below the head each trainable parameter sits: 0 for head and top, L - i for layer i, L + 1 below."""
+    layers = encoder_layers(model)
+    layer_ids = {id(p): i for i, layer in enumerate(layers) for p in layer.parameters()}
+    backbone = {id(p) for p in base_model(model).parameters()}
+    depths = {}
+    for name, param in model.named_parameters():
+        if id(param) in layer_ids:
+            depths[name] = len(layers) - layer_ids[id(param)]
+        elif id(param) in backbone and re.search(r"embed|feature_extractor|feature_projection", name):
+            depths[name] = len(layers) + 1
+        else:
+            depths[name] = 0
+    return depths
+
+
+def parameter_groups(model: nn.Module, strategy: StrategyArgs, train: TrainArgs) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms (1-d tensors); layer-wise LR decay when asked."""
+    use_decay = strategy.layerwise_lr_decay < 1 and strategy.strategy in ("full", "partial")
+    depths = _layer_depths(model) if use_decay else {}
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = train.learning_rate * strategy.layerwise_lr_decay ** depths.get(name, 0)
+        weight_decay = train.weight_decay if param.ndim >= 2 else 0.0
+        groups.setdefault((lr, weight_decay), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
+
+
+def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, device: torch.device):
+    return torch.optim.AdamW(
+        parameter_groups(model, strategy, train),
+        lr=train.learning_rate,
+        betas=(train.adam_beta1, train.adam_beta2),
+        fused=device.type in ("cuda", "cpu"),
+    )
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what trains (plus buffers): enough to restore the best weights without copying a frozen backbone."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items() if name not in frozen}
+
+
+def is_adapter(model: nn.Module) -> bool:
+    return isinstance(model, PeftModel)

@@ -1,0 +1,85 @@
+"""What hf_transfer knows per task and per architecture: Auto class, pipeline tag, heads, layers, LoRA targets."""
+
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import (
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+)
+
+from hf_transfer.config import UsageError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    auto_model: type
+    processor_class: str  # the Auto class users load the preprocessing with
+    modality: str  # how cards name the inputs
+    peft_task_type: str | None = None  # peft's wrapper for the task, where it has one
+
+    @property
+    def pipeline_tag(self) -> str:
+        return self.name
+
+
+TASKS = {
+    "text-classification": Task("text-classification", AutoModelForSequenceClassification, "AutoTokenizer", "text",
+                                "SEQ_CLS"),
+    "image-classification": Task("image-classification", AutoModelForImageClassification, "AutoImageProcessor",
+                                 "images"),
+    "audio-classification": Task("audio-classification", AutoModelForAudioClassification, "AutoFeatureExtractor",
+                                 "audio clips"),
+}
+
+# Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.
+# In transformers 5, ViT and the Wav2Vec2 family name them q_proj/v_proj; BERT and its relatives keep query/value.
+LORA_TARGETS = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert",
+                     "data2vec-text"), ["query", "value"]),
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "deberta": ["in_proj"],
+    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm"), ["q_proj", "v_proj"]),
+}
+# When the table has no entry: the first pair whose names occur among the model's Linear layers.
+LORA_TARGET_FALLBACKS = (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["query_proj", "value_proj"])
+
+
+def _linear_names(model: nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    model_type = getattr(model.config, "model_type", "")
+    linears = _linear_names(model)
+    if model_type in LORA_TARGETS and set(LORA_TARGETS[model_type]) <= linears:
+        return LORA_TARGETS[model_type]
+    for pair in LORA_TARGET_FALLBACKS:
+        if set(pair) <= linears:
+            return pair
+    raise UsageError(f"can't guess LoRA target modules for model type {model_type!r}; name them with "
+                     f"--lora_target_modules (its Linear layers are: {', '.join(sorted(linears))})")
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`)."""
+    backbone = model.base_model_prefix
+    return [name for name, module in model.named_children()
+            if name != backbone and any(True for _ in module.parameters())]
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The backbone's stack of transformer blocks (`encoder.layer`, `transformer.layer`, `encoder.layers`...)."""
+    stacks = [module for name, module in base_model(model).named_modules()
+              if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers")]
+    if not stacks:
+        raise UsageError(f"can't find the encoder layers of {type(model).__name__}; "
+                         "use --strategy full, feature_extraction or lora")
+    return max(stacks, key=len)

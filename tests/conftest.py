@@ -1,0 +1,55 @@
+"""Fixtures shared by the tests: tiny models, small data sets, a fake Hub."""
+
+import os
+
+# Every test runs as on a machine without the Hub; huggingface_hub reads these at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+from fixtures import make_tiny_model, sentences, write_csv  # noqa: E402
+from hub_server import FakeHub  # noqa: E402
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A started FakeHub (tests/hub_server.py) that huggingface_hub talks to instead of huggingface.co.
+
+    `HfApi(endpoint=fake_hub.url, token=fake_hub.token)` works without this patching; it is here so that
+    code creating a plain `HfApi()` (or calling `huggingface_hub.upload_folder(...)` etc.) hits the fake too.
+    """
+    from huggingface_hub import constants, hf_api
+
+    with FakeHub() as hub:
+        # huggingface_hub reads HF_ENDPOINT once, at import, into constants.ENDPOINT; HfApi() reads that
+        # constant when constructed, and the module-level `huggingface_hub.create_repo/upload_folder/...`
+        # are bound to an HfApi built at import time => patch the constants and that instance. The env var is
+        # for subprocesses, which import huggingface_hub afresh.
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
+        # With hf_xet installed, huggingface_hub 2.4 uploads every LFS file through Xet storage whatever the
+        # server says; the fake only speaks classic LFS. is_xet_available() reads this constant at call time.
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # Token for a plain HfApi(); read from the environment on every call (it beats ~/.cache/huggingface/token).
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        # HF_HUB_OFFLINE=1 (also read at import) would block every request, the loopback ones included.
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory):
+    """train.csv (160 rows) and test.csv (40 rows) of two-class reviews."""
+    folder = tmp_path_factory.mktemp("sentiment")
+    return {"train": write_csv(folder / "train.csv", sentences(160, seed=0)),
+            "test": write_csv(folder / "test.csv", sentences(40, seed=1))}
+

@@ -1,0 +1,58 @@
+import pytest
+import yaml
+
+from hf_transfer.config import UsageError, parse, save_config
+
+DEFAULTS = {"model_name_or_path": "google-bert/bert-base-uncased", "dataset_name": "stanfordnlp/sst2"}
+
+
+def test_flags_override_config_file_which_overrides_recipe_defaults(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3.0e-4\nnum_train_epochs: 5\nstrategy: full\n")
+    run = parse(["--config", str(config), "--num_train_epochs", "2"], defaults=DEFAULTS)
+    assert run.train.learning_rate == 3e-4
+    assert run.train.num_train_epochs == 2
+    assert run.strategy.strategy == "full"
+    assert run.model.model_name_or_path == "google-bert/bert-base-uncased"
+
+
+def test_list_flags_parse():
+    run = parse(["--lora_target_modules", "query", "key", "value"], defaults=DEFAULTS)
+    assert run.strategy.lora_target_modules == ["query", "key", "value"]
+
+
+def test_own_train_file_replaces_the_recipes_default_data_set():
+    run = parse(["--train_file", "mine.csv"], defaults=DEFAULTS)
+    assert run.data.dataset_name is None
+    assert run.data.train_file == "mine.csv"
+
+
+@pytest.mark.parametrize("argv, config, message", [
+    (["--bogus", "1"], None, "unknown flag"),
+    ([], {"learnin_rate": 1e-3}, "unknown setting(s) in config: learnin_rate"),
+    (["--strategy", "everything"], None, "--strategy must be one of"),
+    (["--learning_rate", "-1"], None, "--learning_rate must be > 0"),
+    (["--mixed_precision", "fp8"], None, "--mixed_precision must be one of"),
+    (["--validation_split_percentage", "100"], None, "--validation_split_percentage"),
+    (["--push_to_hub"], None, "--push_to_hub needs --hub_model_id"),
+    (["--config"], None, "--config needs a YAML file path"),
+])
+def test_bad_settings_are_rejected_by_name(argv, config, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(argv, config, DEFAULTS)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(UsageError, match="config file not found: .*nope.yaml"):
+        parse(["--config", str(tmp_path / "nope.yaml")], defaults=DEFAULTS)
+
+
+def test_saved_config_round_trips_and_never_holds_the_token(tmp_path):
+    run = parse(["--hub_token", "hf_secret", "--learning_rate", "1e-4"], defaults=DEFAULTS)
+    save_config(run, tmp_path / "run_config.yaml")
+    text = (tmp_path / "run_config.yaml").read_text()
+    assert "hf_secret" not in text
+    saved = yaml.safe_load(text)
+    assert saved["learning_rate"] == 1e-4
+    saved.pop("task")
+    assert parse([], saved).to_dict() == run.to_dict()

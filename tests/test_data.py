@@ -1,0 +1,106 @@
+import json
+
+import pandas as pd
+import pytest
+from fixtures import sentences, write_csv
+
+from hf_transfer.config import DataArgs, UsageError
+from hf_transfer.data import load_labelled_splits
+
+
+def data_args(**kwargs) -> DataArgs:
+    return DataArgs(**kwargs)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_every_file_format_loads_with_string_labels(tmp_path, suffix):
+    rows = sentences(60)
+    path = tmp_path / f"train{suffix}"
+    frame = pd.DataFrame(rows)
+    if suffix in (".csv", ".tsv"):
+        write_csv(path, rows, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    data = load_labelled_splits(data_args(train_file=str(path)), seed=0)
+    assert data.label_names == ["negative", "positive"]
+    assert data.label2id == {"negative": 0, "positive": 1}
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 60
+
+
+def test_validation_is_carved_stratified_and_seeded(tmp_path):
+    path = write_csv(tmp_path / "train.csv", sentences(100, labels=("a", "b", "c", "d")))
+    first = load_labelled_splits(data_args(train_file=str(path), validation_split_percentage=20), seed=3)
+    again = load_labelled_splits(data_args(train_file=str(path), validation_split_percentage=20), seed=3)
+    other = load_labelled_splits(data_args(train_file=str(path), validation_split_percentage=20), seed=4)
+    validation = first.splits["validation"]
+    assert len(validation) == 20
+    assert sorted(validation["labels"]) == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
+    assert validation["text"] == again.splits["validation"]["text"]
+    assert validation["text"] != other.splits["validation"]["text"]
+
+
+def test_integer_labels_keep_their_values_as_names(tmp_path):
+    rows = [{"sentence": r["text"], "rating": 5 if r["label"] == "positive" else 1} for r in sentences(40)]
+    path = write_csv(tmp_path / "train.csv", rows)
+    data = load_labelled_splits(data_args(train_file=str(path), label_column="rating"), seed=0)
+    assert data.label_names == ["1", "5"]
+
+
+def test_label_budgets_are_per_class_and_reproducible(tmp_path):
+    path = write_csv(tmp_path / "train.csv", sentences(200, labels=("a", "b", "c")))
+    args = data_args(train_file=str(path), samples_per_class=7)
+    data = load_labelled_splits(args, seed=0)
+    assert sorted(data.splits["train"]["labels"]) == [0] * 7 + [1] * 7 + [2] * 7
+    assert data.splits["train"]["text"] == load_labelled_splits(args, seed=0).splits["train"]["text"]
+    subset = load_labelled_splits(data_args(train_file=str(path), max_train_samples=25), seed=0)
+    assert len(subset.splits["train"]) == 25
+
+
+def test_builtin_demo_data_set_loads():
+    data = load_labelled_splits(data_args(dataset_name="builtin:sentiment_demo"), seed=0)
+    assert data.label_names == ["negative", "positive"]
+    assert len(data.splits["test"]) == 160
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 480
+
+
+def _bad(tmp_path, name, rows):
+    return str(write_csv(tmp_path / name, rows))
+
+
+BAD_INPUTS = [
+    ("missing file", lambda p: data_args(train_file=str(p / "nope.csv")), "data file not found: .*nope.csv"),
+    ("unsupported type", lambda p: data_args(train_file=_bad(p, "x.txt", sentences(10))), "unsupported file type"),
+    ("missing label column", lambda p: data_args(train_file=_bad(p, "t.csv", sentences(10)), label_column="stars"),
+     "t.csv: no label column 'stars'; columns are text, label"),
+    ("unguessable label column", lambda p: data_args(
+        train_file=_bad(p, "t.csv", [{"text": r["text"], "verdict": r["label"]} for r in sentences(10)])),
+     "can't tell which column holds the label; columns are text, verdict"),
+    ("label unseen in training", lambda p: data_args(
+        train_file=_bad(p, "t.csv", sentences(20)),
+        validation_file=_bad(p, "v.csv", sentences(9, labels=("negative", "positive", "mixed")))),
+     "v.csv: label\\(s\\) 'mixed' in the validation split never appear in the training data"),
+    ("empty split", lambda p: data_args(train_file=_bad(p, "t.csv", sentences(20)),
+                                        test_file=str(_write(p / "e.csv", "text,label\n"))),
+     "e.csv: no examples"),
+    ("single class", lambda p: data_args(train_file=_bad(p, "t.csv", sentences(10, labels=("positive",)))),
+     "only one class \\('positive'\\)"),
+    ("too few for a budget", lambda p: data_args(train_file=_bad(p, "t.csv", sentences(20)), samples_per_class=50),
+     "--samples_per_class 50 but class 'negative' has only"),
+    ("empty label", lambda p: data_args(train_file=str(_write(p / "n.csv", "text,label\ngood,positive\nbad,\n"))),
+     "n.csv: column 'label' has empty labels"),
+]
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case, make_args, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gets_a_clear_error(tmp_path, case, make_args, message):
+    with pytest.raises(UsageError, match=message):
+        load_labelled_splits(make_args(tmp_path), seed=0)
