@@ -1,4 +1,4 @@
-"""`hf-transfer`: train a recipe, evaluate or predict with a trained folder, list the recipes."""
+"""`hf-transfer`: train a recipe, evaluate, predict with, push or merge a trained folder, list the recipes."""
 
 import argparse
 import importlib
@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("output_dir")
     predict_parser.add_argument("texts", nargs="*")
     predict_parser.add_argument("--file", help="a text file, one input per line")
+    push_parser = commands.add_parser("push", help="upload a trained folder (model, card, report) to the Hub")
+    push_parser.add_argument("output_dir")
+    push_parser.add_argument("--repo_id", required=True, help="user/name (created if missing)")
+    push_parser.add_argument("--private", action="store_true", help="create the repo as private")
+    push_parser.add_argument("--revision", help="branch to push to (created if missing)")
+    push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
+    push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
+    merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
+    merge_parser.add_argument("output_dir")
+    merge_parser.add_argument("--out", required=True, help="folder for the merged model")
     return parser
 
 
@@ -96,5 +106,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Report: {Path(report_dir) / 'eval_report.md'}")
         elif args.command == "predict":
             predict(args.output_dir, args.texts, args.file)
+        elif args.command == "push":
+            from hf_transfer.hub import push_folder
+
+            print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                              token=args.token, merge_adapter=args.merge_adapter))
+        elif args.command == "merge":
+            from hf_transfer.merge import merge_adapter
+
+            print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")
     except UsageError as error:
         sys.exit(f"error: {error}")

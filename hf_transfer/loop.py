@@ -36,7 +36,8 @@ class TrainState:
     best_metric: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # one entry per evaluation
+    train_losses: list[dict] = field(default_factory=list)  # one entry per logging step
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
@@ -126,6 +127,8 @@ class Loop:
         path = self.output_dir / "checkpoints" / f"step-{self.state.step}"
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
+            if self.best_path.is_file():  # the best weights so far belong to this point of the run
+                shutil.copyfile(self.best_path, path / self.best_path.name)
             # Written last: a folder without it is an interrupted save and is never resumed from.
             atomic_write_json(path / "train_state.json", asdict(self.state))
             for old in checkpoint_dirs(self.output_dir)[:-self.args.save_total_limit or None]:
@@ -136,6 +139,10 @@ class Loop:
         path = resolve_checkpoint(resume_from, self.output_dir)
         self.accelerator.load_state(str(path))
         self.state = TrainState(**json.loads((path / "train_state.json").read_text()))
+        if self.accelerator.is_main_process and (path / self.best_path.name).is_file():
+            self.best_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path / self.best_path.name, self.best_path)
+        self.accelerator.wait_for_everyone()
         self.accelerator.print(f"Resumed from {path} at step {self.state.step} (epoch {self.state.epoch})")
 
     def _save_best(self) -> None:
@@ -178,9 +185,9 @@ class Loop:
 
     # --- training ----------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
         args, accelerator, state = self.args, self.accelerator, self.state
-        if args.resume_from_checkpoint:
-            self.resume(args.resume_from_checkpoint)
         progress = tqdm(total=self.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                         desc="Training")
         self.model.train()
@@ -211,6 +218,7 @@ class Loop:
                     mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
                     logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
                     accelerator.log(logs, step=state.step)
+                    state.train_losses.append({"step": state.step, **logs})
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     running_loss.zero_()
                     running_batches = 0

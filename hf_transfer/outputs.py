@@ -8,6 +8,7 @@ from accelerate import Accelerator
 from hf_transfer.cards import CardContext, render_card
 from hf_transfer.config import RunConfig, save_config
 from hf_transfer.data import LabelledSplits
+from hf_transfer.hub import push_folder
 from hf_transfer.io import atomic_save_files, atomic_write_json, atomic_write_text
 from hf_transfer.loop import TrainState
 from hf_transfer.metrics import classification_metrics
@@ -40,7 +41,8 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
                   predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
                   extra_details: dict[str, str] | None = None) -> dict:
     """Score each split's predictions and write everything on the main process; returns the results."""
-    results = {"train_samples": len(data.splits["train"]), "train_steps": state.step, "best_step": state.best_step}
+    results = {"train_samples": len(data.splits["train"]), "train_steps": state.step, "best_step": state.best_step,
+               "train_loss": state.train_losses[-1]["train_loss"], "num_processes": accelerator.num_processes}
     for split, (probabilities, references) in predictions.items():
         metrics = classification_metrics(probabilities, references)
         results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
@@ -65,6 +67,7 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
         per_class = write_report(output_dir, results, report_split, data.sources[report_split],
                                  *predictions[report_split], data.label_names, summary, state.history)
         atomic_write_json(output_dir / "all_results.json", results)
+        atomic_write_json(output_dir / "train_log.json", {"train": state.train_losses, "eval": state.history})
         card = render_card(CardContext(
             run=run, repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
             pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
@@ -77,4 +80,9 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
         atomic_write_text(output_dir / "README.md", str(card))
         accelerator.print(f"Wrote model, report and card to {output_dir}")
     accelerator.wait_for_everyone()
+    if run.hub.push_to_hub and accelerator.is_main_process:
+        hub = run.hub
+        url = push_folder(output_dir, hub.hub_model_id, private=hub.hub_private, revision=hub.hub_revision,
+                          token=hub.hub_token, merge_adapter=hub.merge_adapter)
+        accelerator.print(f"Pushed to {url}")
     return results

@@ -7,6 +7,7 @@ In a notebook: `from hf_transfer.recipes import sentiment; sentiment.main({"lear
 Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
 """
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -63,8 +64,10 @@ class SentimentRecipe:
         train = self.splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
+        # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
         train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collate, pin_memory=accelerator.device.type == "cuda")
+                                  collate_fn=collate, pin_memory=accelerator.device.type == "cuda",
+                                  generator=torch.Generator().manual_seed(run.train.seed))
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
                                                   collate_fn=collate))

@@ -1,0 +1,26 @@
+"""Fold a LoRA output's adapter into its base weights: a plain transformers model that runs without peft."""
+
+from pathlib import Path
+
+from hf_transfer.config import UsageError
+from hf_transfer.inference import load_trained
+from hf_transfer.io import atomic_save_files
+
+
+def merge_adapter(output_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the merged model, its config (with the label names) and the tokenizer to `out_dir`."""
+    folder, out = Path(output_dir), Path(out_dir)
+    if not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"{output_dir} holds no LoRA adapter (no adapter_config.json): only LoRA outputs need a merge")
+    if out.resolve() == folder.resolve():
+        raise UsageError(f"--out must differ from {output_dir}: the merged model would overwrite the adapter's config")
+    model, tokenizer, _ = load_trained(folder)
+    # The base was loaded with the output's config.json, so the merged config keeps id2label/label2id.
+    merged = model.merge_and_unload()
+
+    def save(scratch: Path) -> None:
+        merged.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+
+    atomic_save_files(out, save)
+    return out

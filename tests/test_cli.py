@@ -1,0 +1,84 @@
+"""Entry points as users call them: `accelerate launch` (real 2-process DDP on CPU) and `hf-transfer`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_transfer.cli import main as cli
+from hf_transfer.inference import evaluate_folder
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "sentiment.py"
+
+
+@pytest.fixture(scope="module")
+def ddp_output(tiny_bert, tmp_path_factory):
+    """The sentiment recipe under `accelerate launch` with two gloo processes, on an odd-sized test set."""
+    from fixtures import sentences, write_csv
+
+    folder = tmp_path_factory.mktemp("ddp")
+    train = write_csv(folder / "train.csv", sentences(160))
+    test = write_csv(folder / "test.csv", sentences(41, seed=1))
+    # --multi_gpu on a machine without GPUs gives gloo DDP once accelerate is told to use the CPU.
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
+         "--model_name_or_path", str(tiny_bert), "--train_file", str(train), "--test_file", str(test),
+         "--output_dir", str(folder / "out"), "--max_train_steps", "6", "--per_device_train_batch_size", "8",
+         "--strategy", "lora", "--learning_rate", "3e-2"],
+        check=True, env=env, capture_output=True, timeout=300,
+    )
+    return folder
+
+
+def test_ddp_reports_metrics_over_the_whole_eval_set(ddp_output):
+    results = json.loads((ddp_output / "out" / "all_results.json").read_text())
+    assert results["num_processes"] == 2
+    assert results["test_samples"] == 41  # gather_for_metrics drops the padding DDP adds to odd splits
+    assert results["eval_samples"] == 16
+    # The same model scored by one process gives the same numbers.
+    single = evaluate_folder(ddp_output / "out", str(ddp_output / "test.csv"), ddp_output / "single")
+    assert single["test_accuracy"] == results["test_accuracy"]
+    assert single["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+
+
+def test_predict_and_evaluate_commands(ddp_output, capsys):
+    cli(["predict", str(ddp_output / "out"), "the film was great", "this phone was awful"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["the film was great", "this phone was awful"]
+    assert all(line["label"] in ("negative", "positive") for line in lines)
+    assert all(sum(line["scores"].values()) == pytest.approx(1) for line in lines)
+    cli(["evaluate", str(ddp_output / "out"), "--test_file", str(ddp_output / "test.csv")])
+    assert json.loads((ddp_output / "out" / "evaluation" / "all_results.json").read_text())["test_samples"] == 41
+    assert (ddp_output / "out" / "evaluation" / "confusion_matrix.png").is_file()
+
+
+def test_recipes_command_lists_configs_with_their_launch_commands(capsys):
+    cli(["recipes"])
+    out = capsys.readouterr().out
+    assert "sentiment:" in out
+    assert "hf-transfer train sentiment --config recipes/configs/sentiment_demo.yaml" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "nosuchrecipe"], "unknown recipe 'nosuchrecipe'"),
+    (["train", "sentiment", "--train_file", "missing.csv"], "data file not found: missing.csv"),
+    (["predict", "not-an-output"], "give texts to classify"),
+    (["predict", "not-an-output", "hello"], "not an hf_transfer output folder"),
+])
+def test_bad_input_exits_with_a_message_not_a_traceback(argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(argv)
+    assert message in str(exit_info.value.code)
+
+
+def test_recipe_script_prints_usage_errors_cleanly(tmp_path):
+    done = subprocess.run([sys.executable, str(RECIPE), "--train_file", str(tmp_path / "none.csv")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1
+    assert "error: data file not found" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,60 @@
+"""`merge_adapter`: a trained LoRA folder folded into a plain transformers model that gives the same logits."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from hf_transfer import cli
+from hf_transfer.config import UsageError
+from hf_transfer.inference import load_trained
+from hf_transfer.merge import merge_adapter
+from hf_transfer.recipes import sentiment
+
+TEXTS = ["the film was great and lovely", "this phone was awful and broken", "our meal was superb"]
+
+
+@pytest.fixture(scope="module")
+def lora_output(tmp_path_factory, tiny_bert, sentiment_files):
+    """A real LoRA output folder: the sentiment recipe for 6 steps on the tiny model (trained once per file)."""
+    output_dir = tmp_path_factory.mktemp("lora") / "out"
+    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(sentiment_files["train"]),
+                    "test_file": str(sentiment_files["test"]), "strategy": "lora", "max_train_steps": 6,
+                    "per_device_train_batch_size": 16, "learning_rate": 5e-3, "output_dir": str(output_dir)})
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def merged(lora_output, tmp_path_factory):
+    return merge_adapter(lora_output, tmp_path_factory.mktemp("merged") / "model")
+
+
+def test_merged_logits_match_the_adapter(lora_output, merged):
+    adapter, tokenizer, _ = load_trained(lora_output)
+    plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected, got = adapter(**batch).logits, plain(**batch).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert not (merged / "adapter_config.json").exists()
+
+
+def test_merged_folder_runs_in_a_plain_pipeline(merged):
+    classifier = pipeline("text-classification", model=str(merged))
+    labels = {prediction["label"] for prediction in classifier(TEXTS)}
+    assert labels <= {"negative", "positive"}
+
+
+def test_merge_from_the_command_line(lora_output, tmp_path, capsys):
+    cli.main(["merge", str(lora_output), "--out", str(tmp_path / "merged")])
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert "Merged model:" in capsys.readouterr().out
+
+
+def test_a_folder_without_an_adapter_is_refused(tiny_bert, tmp_path):
+    with pytest.raises(UsageError, match="no LoRA adapter"):
+        merge_adapter(tiny_bert, tmp_path / "merged")
+
+
+def test_merging_into_the_output_folder_is_refused(lora_output):
+    with pytest.raises(UsageError, match="--out must differ"):
+        merge_adapter(lora_output, lora_output)

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from sklearn import metrics as sk
+
+from hf_transfer.cards import CardContext, render_card
+from hf_transfer.config import parse
+from hf_transfer.metrics import classification_metrics
+from hf_transfer.metrics.report import write_report
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("num_labels", [2, 4])
+def test_metrics_agree_with_sklearn(num_labels):
+    probabilities = RNG.dirichlet(np.ones(num_labels), size=200).astype(np.float32)
+    references = RNG.integers(0, num_labels, size=200)
+    predictions = probabilities.argmax(1)
+    results = classification_metrics(probabilities, references)
+    assert results["accuracy"] == pytest.approx(sk.accuracy_score(references, predictions))
+    assert results["f1_macro"] == pytest.approx(sk.f1_score(references, predictions, average="macro"))
+    assert results["recall_weighted"] == pytest.approx(sk.recall_score(references, predictions, average="weighted"))
+    if num_labels == 2:
+        assert results["f1"] == pytest.approx(sk.f1_score(references, predictions))
+        assert results["roc_auc"] == pytest.approx(sk.roc_auc_score(references, probabilities[:, 1]), rel=1e-5)
+    else:
+        assert "f1" not in results
+        assert results["roc_auc"] == pytest.approx(sk.roc_auc_score(references, probabilities, multi_class="ovr"),
+                                                   rel=1e-5)
+
+
+def test_roc_auc_is_left_out_when_a_class_is_missing():
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1]], dtype=np.float32)
+    assert classification_metrics(probabilities, np.array([0, 1]))["roc_auc"] is None
+
+
+def _context(tmp_path, results, per_class, strategy="lora"):
+    run = parse([], {"model_name_or_path": "/some/local/folder", "train_file": "reviews.csv", "strategy": strategy,
+                     "lora_target_modules": ["query", "value"], "language": "en", "license": "apache-2.0"})
+    return CardContext(
+        run=run, repo_id="user/tiny-sentiment", base_model="google-bert/bert-base-uncased",
+        pipeline_tag="text-classification", modality="text", auto_class="AutoModelForSequenceClassification",
+        processor_class="AutoTokenizer", label_names=["negative", "positive"], results=results,
+        per_class=per_class, report_split="test", split_sizes={"train": 90, "validation": 10, "test": 40},
+        split_sources={"train": "reviews.csv", "validation": "reviews.csv (10% held out)", "test": "test.csv"},
+        trainable=3138, total=1005555, is_adapter=strategy == "lora")
+
+
+def test_report_plots_and_card(tmp_path):
+    probabilities = RNG.dirichlet([1, 1], size=40).astype(np.float32)
+    references = np.arange(40) % 2
+    results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
+    results.update({f"eval_{k}": v for k, v in classification_metrics(probabilities[:10], references[:10]).items()})
+    per_class = write_report(tmp_path, results, "test", "test.csv", probabilities, references,
+                             ["negative", "positive"], {"model": "tiny", "strategy": "lora"},
+                             [{"step": 5, "epoch": 0, "eval_accuracy": 0.5}])
+    assert [row["support"] for row in per_class] == [20, 20]
+    report = (tmp_path / "eval_report.md").read_text()
+    assert f"| accuracy | {results['eval_accuracy']:.4f} | {results['test_accuracy']:.4f} |" in report
+    assert "| **negative** |" in report
+    for plot in ("confusion_matrix.png", "roc_curve.png"):
+        assert Image.open(tmp_path / plot).size[0] > 300
+
+    card = str(render_card(_context(tmp_path, results, per_class)))
+    front_matter = yaml.safe_load(card.split("---")[1])
+    assert front_matter["base_model"] == "google-bert/bert-base-uncased"
+    assert front_matter["library_name"] == "peft"
+    assert front_matter["pipeline_tag"] == "text-classification"
+    assert front_matter["language"] == "en" and front_matter["license"] == "apache-2.0"
+    assert {"hf_transfer", "lora", "text-classification"} <= set(front_matter["tags"])
+    [entry] = front_matter["model-index"]
+    scores = {(r["dataset"]["split"], m["type"], m.get("config")): m["value"]
+              for r in entry["results"] for m in r["metrics"]}
+    assert scores[("test", "accuracy", None)] == round(results["test_accuracy"], 4)
+    assert scores[("validation", "f1", "macro")] == round(results["eval_f1_macro"], 4)
+    assert "PeftModel.from_pretrained(base, \"user/tiny-sentiment\")" in card
+    assert "More Information Needed" not in card
+    assert "LoRA adapters (r=8, alpha=16, dropout=0.1, on query, value)" in card
+
+
+def test_full_model_card_says_transformers_and_pipeline(tmp_path):
+    probabilities = RNG.dirichlet([1, 1], size=20).astype(np.float32)
+    references = np.arange(20) % 2
+    results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
+    per_class = [{"label": "negative", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10},
+                 {"label": "positive", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10}]
+    card = str(render_card(_context(tmp_path, results, per_class, strategy="full")))
+    assert yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"
+    assert 'pipeline("text-classification", model="user/tiny-sentiment")' in card

@@ -1,0 +1,111 @@
+"""The sentiment recipe end to end on a tiny model: strategies, resume, early stopping, reload."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_transfer.inference import load_trained
+from hf_transfer.recipes import sentiment
+
+
+def run(tiny_bert, sentiment_files, output_dir, **overrides):
+    config = {
+        "model_name_or_path": str(tiny_bert), "train_file": str(sentiment_files["train"]),
+        "test_file": str(sentiment_files["test"]), "output_dir": str(output_dir), "learning_rate": 5e-3,
+        "per_device_train_batch_size": 16, "max_train_steps": 16, "logging_steps": 2, "warmup_ratio": 0.0,
+        **overrides,
+    }
+    results = sentiment.main(config)
+    return results, json.loads((output_dir / "all_results.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", ["full", "feature_extraction", "partial", "lora"])
+def test_every_strategy_trains_and_its_loss_falls(tiny_bert, sentiment_files, tmp_path, strategy):
+    # Adapters on a random tiny backbone need a higher rate to move within 16 steps.
+    results, saved = run(tiny_bert, sentiment_files, tmp_path, strategy=strategy, unfreeze_layers=1,
+                         learning_rate=3e-2 if strategy == "lora" else 5e-3)
+    assert results == saved
+    state = json.loads(json.dumps(results))
+    assert state["train_steps"] == 16
+    assert state["eval_samples"] == 16 and state["test_samples"] == 40  # 10% of 160 held out; all of test
+    for name in ("README.md", "eval_report.md", "confusion_matrix.png", "roc_curve.png", "run_config.yaml",
+                 "tokenizer.json", "config.json"):
+        assert (tmp_path / name).is_file(), name
+    model_file = "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"
+    assert (tmp_path / model_file).is_file()
+    assert not (tmp_path / "checkpoints" / "best").exists()
+    losses = [entry["train_loss"] for entry in json.loads((tmp_path / "train_log.json").read_text())["train"]]
+    assert len(losses) == 8
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def weights(output_dir):
+    name = "adapter_model.safetensors" if (output_dir / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(output_dir / name))
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_resume_continues_the_same_run(tiny_bert, sentiment_files, tmp_path, strategy):
+    settings = dict(strategy=strategy, max_train_steps=12, save_steps=4, save_total_limit=3, eval_steps=4,
+                    dropout=0.1)  # dropout on: resuming must restore the random state too
+    whole, _ = run(tiny_bert, sentiment_files, tmp_path / "whole", **settings)
+    # An interrupted run: only what was on disk at step 4 survives.
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-4", tmp_path / "resumed" / "checkpoints" / "step-4")
+    resumed, _ = run(tiny_bert, sentiment_files, tmp_path / "resumed", resume_from_checkpoint="latest", **settings)
+    assert resumed == whole
+    expected, actual = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint_is_refused(tiny_bert, sentiment_files, tmp_path):
+    from hf_transfer.config import UsageError
+
+    with pytest.raises(UsageError, match="not a checkpoint folder"):
+        run(tiny_bert, sentiment_files, tmp_path, resume_from_checkpoint=str(tmp_path))
+
+
+def test_early_stopping_stops_when_the_metric_stalls(tiny_bert, sentiment_files, tmp_path):
+    results, _ = run(tiny_bert, sentiment_files, tmp_path, strategy="full", learning_rate=1e-12, eval_steps=1,
+                     early_stopping_patience=2, metric_for_best_model="f1_macro")
+    assert results["train_steps"] == 3  # best at step 1, then two evaluations without improvement
+    assert results["best_step"] == 1
+
+
+def test_reload_gives_the_predictions_of_the_end_of_training(tiny_bert, sentiment_files, tmp_path):
+    """LoRA save -> load: same logits, head included (a random head after reload is peft's classic bug)."""
+    run(tiny_bert, sentiment_files, tmp_path, strategy="lora", learning_rate=3e-2, lora_dropout=0.0)
+    model, tokenizer, _ = load_trained(tmp_path)
+    batch = tokenizer(["the film was great and lovely", "this app was awful and broken"], return_tensors="pt",
+                      padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        base_logits = model.get_base_model()(**batch).logits  # still adapted: peft injects in place
+        with model.disable_adapter():
+            plain_logits = model(**batch).logits
+    # The saved test predictions came from the in-memory model at the end of training: compare scores.
+    results = json.loads((tmp_path / "all_results.json").read_text())
+    from hf_transfer.inference import evaluate_folder
+
+    again = evaluate_folder(tmp_path, str(sentiment_files["test"]), tmp_path / "evaluation")
+    assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+    assert again["test_accuracy"] == results["test_accuracy"]
+    torch.testing.assert_close(logits, base_logits)
+    assert not torch.allclose(logits, plain_logits, atol=1e-3)  # the adapter and head really changed the model
+    head = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert any("classifier" in name for name in head)
+
+
+def test_class_weights_auto_and_label_smoothing_run(tiny_bert, sentiment_files, tmp_path):
+    results, _ = run(tiny_bert, sentiment_files, tmp_path, strategy="full", class_weights="auto",
+                     label_smoothing=0.1, max_train_steps=4)
+    assert results["train_steps"] == 4
+
+
+def test_tensorboard_logging_writes_events(tiny_bert, sentiment_files, tmp_path):
+    run(tiny_bert, sentiment_files, tmp_path, strategy="full", report_to="tensorboard", max_train_steps=4)
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
