@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -56,3 +58,14 @@ def test_saved_config_round_trips_and_never_holds_the_token(tmp_path):
     assert saved["learning_rate"] == 1e-4
     saved.pop("task")
     assert parse([], saved).to_dict() == run.to_dict()
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_every_shipped_config_parses_and_opens_with_its_command(path):
+    first_line = path.read_text().splitlines()[0]
+    recipe = path.stem.split("_")[0]
+    assert first_line == f"# hf-transfer train {recipe} --config recipes/configs/{path.name}"
+    parse([], path)
