@@ -206,6 +206,11 @@ class RunConfig:
     hub: HubArgs
     task: str = "text-classification"  # set by the recipe; lets `hf-transfer evaluate` rebuild the model
 
+    def __post_init__(self):
+        if self.hub.merge_adapter and self.strategy.strategy != "lora":
+            raise UsageError(f"--merge_adapter needs --strategy lora (got {self.strategy.strategy}: "
+                             "there is no adapter to merge)")
+
     def to_dict(self) -> dict[str, Any]:
         """A flat dict of every setting, for saving with the run. The Hub token is left out."""
         flat = {"task": self.task}

@@ -160,6 +160,8 @@ class Loop:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             shutil.rmtree(self.best_path.parent)
+            if not any(self.best_path.parent.parent.iterdir()):  # no periodic checkpoints either
+                self.best_path.parent.parent.rmdir()
 
     # --- evaluation --------------------------------------------------------------------------------------------
     def _evaluate_and_track(self) -> bool:

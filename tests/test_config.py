@@ -38,6 +38,7 @@ def test_own_train_file_replaces_the_recipes_default_data_set():
     (["--validation_split_percentage", "100"], None, "--validation_split_percentage"),
     (["--push_to_hub"], None, "--push_to_hub needs --hub_model_id"),
     (["--config"], None, "--config needs a YAML file path"),
+    (["--strategy", "full", "--merge_adapter"], None, "--merge_adapter needs --strategy lora"),
 ])
 def test_bad_settings_are_rejected_by_name(argv, config, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):

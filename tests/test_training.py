@@ -36,7 +36,7 @@ def test_every_strategy_trains_and_its_loss_falls(tiny_bert, sentiment_files, tm
         assert (tmp_path / name).is_file(), name
     model_file = "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"
     assert (tmp_path / model_file).is_file()
-    assert not (tmp_path / "checkpoints" / "best").exists()
+    assert not (tmp_path / "checkpoints").exists()  # the best weights' scratch copy is cleaned up
     losses = [entry["train_loss"] for entry in json.loads((tmp_path / "train_log.json").read_text())["train"]]
     assert len(losses) == 8
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
