@@ -93,7 +93,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
     for metric in HEADLINE:
         if any(f"{p}_{metric}" in results for p in prefixes):
             lines.append(f"| {metric} | " + " | ".join(_format(results.get(f"{p}_{metric}")) for p in prefixes) + " |")
-    lines += ["", f"Macro averages weigh every class equally; weighted ones follow the class sizes. "
+    lines += ["", "Macro averages weigh every class equally; weighted ones follow the class sizes. "
               + ("`f1`, `precision` and `recall` are for the positive class "
                  f"`{names[1]}`." if len(names) == 2 else "")]
     lines += ["", f"## Per class ({split_name}: {split_source})", "",
