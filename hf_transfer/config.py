@@ -66,6 +66,11 @@ class DataArgs:
     train_file: str | None = field(default=None, metadata={"help": "csv/tsv/json/jsonl/parquet file to train on."})
     validation_file: str | None = field(default=None, metadata={"help": "File to evaluate on during training."})
     test_file: str | None = field(default=None, metadata={"help": "File to evaluate the final model on."})
+    train_dir: str | None = field(
+        default=None, metadata={"help": "Folder with one subfolder of files per class (images, audio) to train on."}
+    )
+    validation_dir: str | None = field(default=None, metadata={"help": "Class-subfolder layout, for validation."})
+    test_dir: str | None = field(default=None, metadata={"help": "Class-subfolder layout, for the final test."})
     text_column: str | None = field(default=None, metadata={"help": "Column with the text (guessed if omitted)."})
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Second text column, for sentence-pair tasks (NLI, paraphrase)."}
@@ -84,8 +89,10 @@ class DataArgs:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
 
     def __post_init__(self):
-        if not self.dataset_name and not self.train_file:
-            raise UsageError("give --dataset_name or --train_file")
+        if not (self.dataset_name or self.train_file or self.train_dir):
+            raise UsageError("give --dataset_name, --train_file or --train_dir")
+        if self.train_file and self.train_dir:
+            raise UsageError("give --train_file or --train_dir, not both")
         if not 0 < self.validation_split_percentage < 100:
             raise UsageError(
                 f"--validation_split_percentage must be between 0 and 100; got {self.validation_split_percentage}"
@@ -205,6 +212,7 @@ class RunConfig:
     train: TrainArgs
     hub: HubArgs
     task: str = "text-classification"  # set by the recipe; lets `hf-transfer evaluate` rebuild the model
+    modality: Any = None  # the recipe's own settings dataclass (image size, audio duration...), if it has one
 
     def __post_init__(self):
         if self.hub.merge_adapter and self.strategy.strategy != "lora":
@@ -214,16 +222,16 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """A flat dict of every setting, for saving with the run. The Hub token is left out."""
         flat = {"task": self.task}
-        for group in (self.model, self.data, self.strategy, self.train, self.hub):
-            flat.update(dataclasses.asdict(group))
+        for group in (self.model, self.data, self.strategy, self.train, self.hub, self.modality):
+            if group is not None:
+                flat.update(dataclasses.asdict(group))
         flat.pop("hub_token")
         return flat
 
 
 GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs)
 # A user who names their own data or model source replaces the recipe's default source, not adds to it.
-REPLACES_DEFAULT = {"train_file": "dataset_name", "config_name": "model_name_or_path"}
-FIELD_NAMES = {f.name for group in GROUPS for f in dataclasses.fields(group)}
+REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -239,8 +247,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _check_keys(values: dict[str, Any], source: str) -> None:
-    unknown = sorted(set(values) - FIELD_NAMES)
+def _check_keys(values: dict[str, Any], source: str, known: set[str]) -> None:
+    unknown = sorted(set(values) - known)
     if unknown:
         raise UsageError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
 
@@ -249,11 +257,16 @@ def parse(
     argv: list[str] | None = None,
     config: dict[str, Any] | str | Path | None = None,
     defaults: dict[str, Any] | None = None,
+    task: str = "text-classification",
+    modality: type | None = None,
 ) -> RunConfig:
     """Build a `RunConfig` from a recipe's `defaults`, a config (file path or dict) and command-line flags.
 
-    `argv` may contain `--config FILE.yaml`; flags after it override the file.
+    `argv` may contain `--config FILE.yaml`; flags after it override the file. `modality` is the recipe's own
+    settings dataclass; its fields become flags like the others.
     """
+    groups = GROUPS + ((modality,) if modality else ())
+    known = {f.name for group in groups for f in dataclasses.fields(group)}
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         at = argv.index("--config")
@@ -262,26 +275,26 @@ def parse(
         config = argv[at + 1]
         del argv[at : at + 2]
     values = dict(defaults or {})
-    _check_keys(values, "recipe defaults")
+    _check_keys(values, "recipe defaults", known)
     user_keys = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
     if config is not None:
         file_values = config if isinstance(config, dict) else read_config_file(config)
-        _check_keys(file_values, str(config) if not isinstance(config, dict) else "config")
+        _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
         values.update(file_values)
         user_keys |= set(file_values)
-    for given, replaced in REPLACES_DEFAULT.items():
+    for given, replaced in REPLACES_DEFAULT:
         if given in user_keys and replaced not in user_keys:
             values.pop(replaced, None)
-    parser = HfArgumentParser(GROUPS)
+    parser = HfArgumentParser(groups)
     parser.set_defaults(**values)
     namespace, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UsageError(f"unknown flag(s): {' '.join(unknown)}")
-    groups = []
-    for group in GROUPS:
+    built = []
+    for group in groups:
         names = {f.name for f in dataclasses.fields(group)}
-        groups.append(group(**{k: v for k, v in vars(namespace).items() if k in names}))
-    return RunConfig(*groups)
+        built.append(group(**{k: v for k, v in vars(namespace).items() if k in names}))
+    return RunConfig(*built[:len(GROUPS)], task=task, modality=built[len(GROUPS)] if modality else None)
 
 
 def save_config(run_config: RunConfig, path: str | Path) -> None:

@@ -57,7 +57,33 @@ def load_file(path: str) -> datasets.Dataset:
         raise UsageError(f"could not read {path}: {error}") from None
 
 
-def load_raw_splits(data: DataArgs) -> tuple[DatasetDict, dict[str, str]]:
+@dataclass(frozen=True)
+class FolderLayout:
+    """How a modality reads `<root>/<class>/<file>` folders: the column the file paths go in, and which files count."""
+
+    column: str
+    extensions: tuple[str, ...]
+
+
+def load_class_folder(root: str, layout: FolderLayout) -> datasets.Dataset:
+    """One example per file under `root/<class name>/`, as (path, class name) rows."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise UsageError(f"data folder not found: {root}")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UsageError(f"{root}: no class subfolders (expected {root}/<class>/<file>)")
+    rows = {layout.column: [], "label": []}
+    for class_dir in classes:
+        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in layout.extensions)
+        if not files:
+            raise UsageError(f"{class_dir}: class folder has no {'/'.join(layout.extensions)} files")
+        rows[layout.column] += [str(p) for p in files]
+        rows["label"] += [class_dir.name] * len(files)
+    return datasets.Dataset.from_dict(rows)
+
+
+def load_raw_splits(data: DataArgs, layout: FolderLayout | None = None) -> tuple[DatasetDict, dict[str, str]]:
     """The splits as stored, with a human-readable source for each (used in error messages)."""
     if data.dataset_name:
         name, config, files = resolve_dataset(data.dataset_name, data.dataset_config_name)
@@ -79,6 +105,12 @@ def load_raw_splits(data: DataArgs) -> tuple[DatasetDict, dict[str, str]]:
     for split, path in (("train", data.train_file), ("validation", data.validation_file), ("test", data.test_file)):
         if path:
             splits[split] = load_file(path)
+            sources[split] = path
+    for split, path in (("train", data.train_dir), ("validation", data.validation_dir), ("test", data.test_dir)):
+        if path:
+            if layout is None:
+                raise UsageError(f"--{split}_dir: this recipe reads files, not class folders; use --{split}_file")
+            splits[split] = load_class_folder(path, layout)
             sources[split] = path
     if "train" not in splits:
         raise UsageError(f"no train split in {data.dataset_name}; found {', '.join(splits) or 'none'}")
@@ -146,9 +178,13 @@ def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names:
     return dataset.select(sorted(keep))
 
 
-def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | None = None) -> LabelledSplits:
-    """Load, validate and encode the splits; carve a stratified validation split when missing."""
-    splits, sources = load_raw_splits(data)
+def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | None = None,
+                         layout: FolderLayout | None = None) -> LabelledSplits:
+    """Load, validate and encode the splits; carve a stratified validation split when missing.
+
+    `layout` lets image and audio recipes read `--train_dir` class folders.
+    """
+    splits, sources = load_raw_splits(data, layout)
     if "test" in splits and not data.test_file and _is_unlabelled(splits["test"], data, label_column_default):
         # Hub benchmarks (GLUE, SST-2) ship test splits with hidden labels (-1): nothing to score.
         del splits["test"]

@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 import yaml
 from peft import PeftModel
-from transformers import AutoConfig, AutoTokenizer
+import transformers
+from transformers import AutoConfig
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import UsageError
@@ -25,7 +26,11 @@ def read_run_config(output_dir: str | Path) -> dict:
 
 
 def load_trained(output_dir: str | Path):
-    """(model in eval mode, tokenizer, run settings) from a folder a recipe wrote: adapter + head, or full model."""
+    """(model in eval mode, tokenizer or processor, run settings) from a folder a recipe wrote.
+
+    The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml says which
+    Auto classes rebuild it.
+    """
     folder = Path(output_dir)
     settings = read_run_config(folder)
     task = TASKS[settings["task"]]
@@ -36,7 +41,8 @@ def load_trained(output_dir: str | Path):
         model = PeftModel.from_pretrained(base, folder)
     else:
         model = task.auto_model.from_pretrained(folder)
-    return model.eval(), AutoTokenizer.from_pretrained(folder), settings
+    processor = getattr(transformers, task.processor_class).from_pretrained(folder)
+    return model.eval(), processor, settings
 
 
 @torch.no_grad()
