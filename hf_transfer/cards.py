@@ -1,14 +1,16 @@
 """Model cards rendered from the Jinja templates in `model_cards/`, offline (no `card.validate()`)."""
 
 import importlib.metadata
+import json
 from importlib import resources
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_transfer.config import RunConfig
+from hf_transfer.io import atomic_write_json, atomic_write_text
+
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)",
                 "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)", "roc_auc": "ROC AUC"}
@@ -24,11 +26,14 @@ HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_train_steps", "per_
 VERSIONED = ("hf-transfer-kit", "transformers", "peft", "torch", "accelerate", "datasets")
 
 
+CONTEXT_FILE = "card_context.json"
+
+
 @dataclass
 class CardContext:
-    """What the card says about one run."""
+    """What the card says about one run; saved as JSON beside the card so a push can re-render it for its repo."""
 
-    run: RunConfig
+    settings: dict  # the run's flat settings (`RunConfig.to_dict()`)
     repo_id: str  # the Hub repo, or the output folder before a push
     base_model: str | None
     pipeline_tag: str
@@ -47,16 +52,17 @@ class CardContext:
     extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
 
 
-def _strategy_text(run: RunConfig) -> str:
-    strategy = run.strategy
-    text = STRATEGY_TEXT[strategy.strategy]
-    if strategy.strategy == "partial":
-        text += f" (the top {strategy.unfreeze_layers} encoder layers and the head)"
-    if strategy.strategy == "lora":
-        targets = ", ".join(strategy.lora_target_modules)
-        text += f" (r={strategy.lora_r}, alpha={strategy.lora_alpha:g}, dropout={strategy.lora_dropout}, on {targets})"
-    if strategy.layerwise_lr_decay < 1 and strategy.strategy in ("full", "partial"):
-        text += f", layer-wise learning-rate decay {strategy.layerwise_lr_decay}"
+def _strategy_text(settings: dict) -> str:
+    strategy = settings["strategy"]
+    text = STRATEGY_TEXT[strategy]
+    if strategy == "partial":
+        text += f" (the top {settings['unfreeze_layers']} encoder layers and the head)"
+    if strategy == "lora":
+        targets = ", ".join(settings["lora_target_modules"])
+        text += (f" (r={settings['lora_r']}, alpha={settings['lora_alpha']:g}, dropout={settings['lora_dropout']}, "
+                 f"on {targets})")
+    if settings["layerwise_lr_decay"] < 1 and strategy in ("full", "partial"):
+        text += f", layer-wise learning-rate decay {settings['layerwise_lr_decay']}"
     return text
 
 
@@ -79,8 +85,8 @@ def _results_table(results: dict) -> dict:
 
 
 def _eval_results(ctx: CardContext) -> list[EvalResult]:
-    data = ctx.run.data
-    dataset_name = data.dataset_name or Path(data.train_file).name
+    settings = ctx.settings
+    dataset_name = settings["dataset_name"] or Path(settings["train_file"] or settings["train_dir"]).name
     evals = []
     for prefix, split in (("eval", "validation"), ("test", "test")):
         for metric, pretty in METRIC_NAMES.items():
@@ -89,7 +95,7 @@ def _eval_results(ctx: CardContext) -> list[EvalResult]:
                 continue
             evals.append(EvalResult(
                 task_type=ctx.pipeline_tag, dataset_type=dataset_name, dataset_name=dataset_name,
-                dataset_config=data.dataset_config_name, dataset_split=split,
+                dataset_config=settings["dataset_config_name"], dataset_split=split,
                 metric_type=metric.split("_")[0] if metric != "roc_auc" else "roc_auc",
                 metric_name=pretty, metric_value=round(value, 4),
                 metric_config=metric.split("_")[1] if metric.startswith(("f1_", "precision_", "recall_")) else None,
@@ -98,18 +104,18 @@ def _eval_results(ctx: CardContext) -> list[EvalResult]:
 
 
 def render_card(ctx: CardContext) -> ModelCard:
-    run = ctx.run
-    datasets = run.data.dataset_name if run.data.dataset_name and not run.data.dataset_name.startswith("builtin:") \
-        else None
+    settings = ctx.settings
+    dataset_name = settings["dataset_name"]
+    datasets = dataset_name if dataset_name and not dataset_name.startswith("builtin:") else None
     card_data = ModelCardData(
         model_name=ctx.repo_id.rsplit("/", 1)[-1],
         base_model=ctx.base_model,
         library_name="peft" if ctx.is_adapter else "transformers",
         pipeline_tag=ctx.pipeline_tag,
         datasets=[datasets] if datasets else None,
-        language=run.hub.language,
-        license=run.hub.license,
-        tags=["hf_transfer", ctx.pipeline_tag, run.strategy.strategy] + (["lora"] if ctx.is_adapter else []),
+        language=settings["language"],
+        license=settings["license"],
+        tags=["hf_transfer", ctx.pipeline_tag, settings["strategy"]] + (["lora"] if ctx.is_adapter else []),
         metrics=sorted({e.metric_type for e in _eval_results(ctx)}),
         eval_results=_eval_results(ctx) or None,
     )
@@ -120,7 +126,6 @@ def render_card(ctx: CardContext) -> ModelCard:
                   for name in ("train", "validation", "test") if name in ctx.split_sizes]
     data_lines.append(f"labels: {', '.join(ctx.label_names)}")
     data_lines += [f"{key}: {value}" for key, value in (ctx.extra_details or {}).items()]
-    config = run.to_dict()
     smallest = min(ctx.per_class, key=lambda row: row["f1"])
     limitations = [
         f"Trained on {ctx.split_sizes['train']:,} examples; expect lower accuracy on {ctx.modality} unlike them "
@@ -136,8 +141,23 @@ def render_card(ctx: CardContext) -> ModelCard:
         base_model=ctx.base_model, modality=ctx.modality, label_names=ctx.label_names, headline=headline,
         pipeline_tag=ctx.pipeline_tag, auto_class=ctx.auto_class, processor_class=ctx.processor_class,
         results_table=_results_table(ctx.results), per_class=ctx.per_class, report_split=ctx.report_split,
-        strategy_text=_strategy_text(run), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
-        hyperparameters={k: config[k] for k in HYPERPARAMETERS if config.get(k) is not None},
+        strategy_text=_strategy_text(settings), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
+        hyperparameters={k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None},
         limitations=limitations, versions=_versions(),
     )
     return ModelCard(text)
+
+
+def save_card(ctx: CardContext, output_dir: Path) -> None:
+    """The card as README.md, and what it was rendered from, so `retarget_card` can redo it for a Hub repo."""
+    atomic_write_json(output_dir / CONTEXT_FILE, asdict(ctx))
+    atomic_write_text(output_dir / "README.md", str(render_card(ctx)))
+
+
+def retarget_card(output_dir: Path, repo_id: str, merged: bool = False) -> str:
+    """The folder's card re-rendered to name `repo_id` (usage snippet, model-index); `merged` for an adapter that
+    was folded into its base weights, which loads as a plain transformers model."""
+    ctx = CardContext(**json.loads((Path(output_dir) / CONTEXT_FILE).read_text()))
+    ctx.repo_id = repo_id
+    ctx.is_adapter = ctx.is_adapter and not merged
+    return str(render_card(ctx))

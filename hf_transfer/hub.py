@@ -1,26 +1,24 @@
 """Push a trained output folder to the Hub in one commit: model, tokenizer, card, report and plots."""
 
 import shlex
-import shutil
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, HfApi
 # HTTPError: the base class of the HTTP client's own errors (refused connection, timeout) and of HfHubHTTPError;
 # huggingface_hub lets network failures through unwrapped.
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
 
+from hf_transfer.cards import CONTEXT_FILE, retarget_card
 from hf_transfer.config import UsageError
 from hf_transfer.inference import read_run_config
 from hf_transfer.merge import merge_adapter as merge_into
 
 # Weights, model and tokenizer/processor configs, vocabularies, sentencepiece models.
 MODEL_FILES = ["*.safetensors", "*.json", "*.txt", "*.model"]
-# What a reader gets besides the model: the card, the report and its plots, the metrics, the run's settings.
-REPORT_FILES = ["README.md", "eval_report.md", "all_results.json", "run_config.yaml", "*.png"]
-# All of the above sits at the top of the folder. Subfolders hold checkpoints, `evaluation/` reruns, tracker
-# logs and `.partial-*` saves in progress; hidden files are scratch.
-IGNORE = ["*/*", ".*"]
+# What a reader gets besides the model and the card: the report and its plots, the metrics, the run's settings.
+REPORT_FILES = ["eval_report.md", "all_results.json", "train_log.json", "run_config.yaml", "*.png"]
 
 
 def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -33,16 +31,22 @@ def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, 
     read_run_config(folder)  # a clear error for a folder that is not a run's output
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_transfer-merged-") as scratch:
-        upload_dir = _merged_copy(folder, Path(scratch)) if merge_adapter else folder
+        model_dir = Path(scratch) if merge_adapter else folder
+        if merge_adapter:
+            merge_into(folder, model_dir)
+        # The card is re-rendered to name this repo; everything else goes up exactly as it is on disk.
+        card = retarget_card(folder, repo_id, merged=merge_adapter).encode()
+        files = {path.name: path for path in _files(folder, REPORT_FILES) + _files(model_dir, MODEL_FILES)}
+        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
+        operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
         try:
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            api.upload_folder(
-                repo_id=repo_id, folder_path=upload_dir, revision=revision,
+            api.create_commit(
+                repo_id, operations, revision=revision,
                 commit_message=commit_message or f"Upload {'merged model' if merge_adapter else 'model'} "
                                                  "trained with hf_transfer",
-                allow_patterns=MODEL_FILES + REPORT_FILES, ignore_patterns=IGNORE,
             )
         except HFValidationError as error:
             raise UsageError(f"--repo_id {repo_id!r} is not a valid repo id: {error}") from None
@@ -53,17 +57,12 @@ def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, 
     return f"{repo_url}/tree/{revision}" if revision else str(repo_url)
 
 
-def _merged_copy(folder: Path, scratch: Path) -> Path:
-    """The merged model, with the output's card (now naming transformers, not peft), report, plots and settings."""
-    merge_into(folder, scratch)
-    for pattern in REPORT_FILES:
-        for path in folder.glob(pattern):
-            shutil.copyfile(path, scratch / path.name)
-    if (scratch / "README.md").is_file():
-        card = ModelCard.load(scratch / "README.md")
-        card.data.library_name = "transformers"
-        card.save(scratch / "README.md")
-    return scratch
+def _files(folder: Path, patterns: list[str]) -> list[Path]:
+    """Top-level files of `folder` that match `patterns`: subfolders hold checkpoints, `evaluation/` reruns and
+    tracker logs, hidden files are scratch, and the card is uploaded re-rendered."""
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONTEXT_FILE)
+                  and any(fnmatch(path.name, pattern) for pattern in patterns))
 
 
 def _describe(error: Exception, endpoint: str) -> str:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from hf_transfer.cards import CardContext, render_card
+from hf_transfer.cards import CardContext, save_card
 from hf_transfer.config import RunConfig, save_config
 from hf_transfer.data import LabelledSplits
 from hf_transfer.hub import push_folder
-from hf_transfer.io import atomic_save_files, atomic_write_json, atomic_write_text
+from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import TrainState
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.metrics.report import write_report
@@ -68,16 +68,15 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
                                  *predictions[report_split], data.label_names, summary, state.history)
         atomic_write_json(output_dir / "all_results.json", results)
         atomic_write_json(output_dir / "train_log.json", {"train": state.train_losses, "eval": state.history})
-        card = render_card(CardContext(
-            run=run, repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
+        save_card(CardContext(
+            settings=run.to_dict(), repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
             pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
             processor_class=task.processor_class,
             label_names=data.label_names, results=results, per_class=per_class, report_split=report_split,
             split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
             trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
             extra_details=extra_details,
-        ))
-        atomic_write_text(output_dir / "README.md", str(card))
+        ), output_dir)
         accelerator.print(f"Wrote model, report and card to {output_dir}")
     accelerator.wait_for_everyone()
     if run.hub.push_to_hub and accelerator.is_main_process:

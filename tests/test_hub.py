@@ -49,8 +49,9 @@ def folder_hash(folder: Path) -> str:
 
 
 def shareable_files(folder: Path) -> set[str]:
-    """Every file at the top of the folder that is not hidden: exactly what a push uploads."""
-    return {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    """Every file at the top of the folder that is not hidden, less the card's render inputs: what a push uploads."""
+    return {p.name for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name != "card_context.json"}
 
 
 def test_push_uploads_the_output_byte_for_byte_in_one_commit(fake_hub, lora_output):
@@ -59,9 +60,20 @@ def test_push_uploads_the_output_byte_for_byte_in_one_commit(fake_hub, lora_outp
     files = fake_hub.files(REPO)
     assert url == f"{fake_hub.url}/{REPO}"
     assert LORA_FILES <= set(files) == shareable_files(lora_output)
-    assert all(files[name] == (lora_output / name).read_bytes() for name in files)
+    assert all(files[name] == (lora_output / name).read_bytes() for name in files if name != "README.md")
     assert not any("/" in name for name in files)  # nothing from checkpoints/, evaluation/, runs/, .partial-*/
     assert len(fake_hub.commits) == 1
+
+
+def test_a_card_rendered_before_the_push_is_retargeted_at_the_repo(fake_hub, lora_output):
+    """Trained without --hub_model_id, pushed later: the card must name the repo, not the local folder."""
+    push_folder(lora_output, REPO)
+
+    local, pushed = (lora_output / "README.md").read_text(), fake_hub.files(REPO)["README.md"].decode()
+    assert str(lora_output) in local
+    assert str(lora_output) not in pushed
+    assert f'PeftModel.from_pretrained(base, "{REPO}")' in pushed
+    assert ModelCard(pushed).data.eval_results[0].metric_value == ModelCard(local).data.eval_results[0].metric_value
 
 
 def test_the_pushed_card_names_the_base_model_and_the_metrics(fake_hub, lora_output):
@@ -142,6 +154,7 @@ def test_merge_adapter_pushes_a_plain_transformers_model(fake_hub, lora_output):
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "transformers"
     assert card.data.base_model == "google-bert/bert-base-uncased"
+    assert f'pipeline("text-classification", model="{REPO}")' in card.text  # loads without peft
 
 
 def test_training_with_push_to_hub_pushes_and_never_writes_the_token(fake_hub, tmp_path, tiny_bert, sentiment_files,

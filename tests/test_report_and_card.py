@@ -39,7 +39,7 @@ def _context(tmp_path, results, per_class, strategy="lora"):
     run = parse([], {"model_name_or_path": "/some/local/folder", "train_file": "reviews.csv", "strategy": strategy,
                      "lora_target_modules": ["query", "value"], "language": "en", "license": "apache-2.0"})
     return CardContext(
-        run=run, repo_id="user/tiny-sentiment", base_model="google-bert/bert-base-uncased",
+        settings=run.to_dict(), repo_id="user/tiny-sentiment", base_model="google-bert/bert-base-uncased",
         pipeline_tag="text-classification", modality="text", auto_class="AutoModelForSequenceClassification",
         processor_class="AutoTokenizer", label_names=["negative", "positive"], results=results,
         per_class=per_class, report_split="test", split_sizes={"train": 90, "validation": 10, "test": 40},
