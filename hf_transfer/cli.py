@@ -52,7 +52,13 @@ def predict(output_dir: str, texts: list[str], file: str | None) -> None:
     if not texts:
         raise UsageError("give texts to classify, or --file with one text per line")
     model, tokenizer, settings = load_trained(output_dir)
-    for prediction in predict_texts(model, tokenizer, texts, settings["max_seq_length"]):
+    if settings["task"] == "image-classification":
+        from hf_transfer.modalities.image import predict_images
+
+        predictions = predict_images(model, tokenizer, texts)  # the inputs are image file paths
+    else:
+        predictions = predict_texts(model, tokenizer, texts, settings["max_seq_length"])
+    for prediction in predictions:
         print(json.dumps(prediction))
 
 
@@ -67,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("output_dir")
     evaluate_parser.add_argument("--test_file", required=True)
     evaluate_parser.add_argument("--text_column")
+    evaluate_parser.add_argument("--image_column", help="for an image model: the column of image paths")
     evaluate_parser.add_argument("--label_column")
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
-    predict_parser = commands.add_parser("predict", help="classify texts with a trained folder")
+    predict_parser = commands.add_parser("predict", help="classify texts (image files, for an image model) with a "
+                                                         "trained folder")
     predict_parser.add_argument("output_dir")
     predict_parser.add_argument("texts", nargs="*")
     predict_parser.add_argument("--file", help="a text file, one input per line")
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             from hf_transfer.inference import evaluate_folder
 
             report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
-            results = evaluate_folder(args.output_dir, args.test_file, report_dir, args.text_column, args.label_column)
+            results = evaluate_folder(args.output_dir, args.test_file, report_dir, args.text_column, args.label_column,
+                                      image_column=args.image_column)
             print(json.dumps(results, indent=2))
             print(f"Report: {Path(report_dir) / 'eval_report.md'}")
         elif args.command == "predict":

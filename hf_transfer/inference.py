@@ -14,6 +14,7 @@ from hf_transfer.data import LABEL_COLUMN_GUESSES, guess_column, load_file
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.metrics.report import write_report
+from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, predict_images, resolve_image_paths
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES
 from hf_transfer.tasks import TASKS
 
@@ -35,6 +36,9 @@ def load_trained(output_dir: str | Path):
     settings = read_run_config(folder)
     task = TASKS[settings["task"]]
     if (folder / "adapter_config.json").is_file():
+        if not settings.get("model_name_or_path"):
+            raise UsageError(f"{folder} holds a LoRA adapter for a randomly initialised model (--config_name) whose "
+                             "base weights were not saved, so it can't be reloaded; train with --strategy full instead")
         # Base weights come from where training read them (the adapter names the Hub id instead).
         base_path = resolve_model(settings["model_name_or_path"])[0]
         base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder))
@@ -62,12 +66,12 @@ def predict_texts(model, tokenizer, texts: list[str], max_length: int, batch_siz
 
 
 def evaluate_folder(output_dir: str | Path, test_file: str, report_dir: str | Path,
-                    text_column: str | None = None, label_column: str | None = None) -> dict:
+                    text_column: str | None = None, label_column: str | None = None,
+                    image_column: str | None = None) -> dict:
     """Score a trained folder on a labelled file; writes all_results.json, report and plots to `report_dir`."""
     model, tokenizer, settings = load_trained(output_dir)
     dataset = load_file(test_file)
     columns = dataset.column_names
-    text = guess_column(columns, text_column or settings.get("text_column"), TEXT_COLUMN_GUESSES, "text", test_file)
     label = guess_column(columns, label_column or settings.get("label_column"), LABEL_COLUMN_GUESSES, "label",
                          test_file)
     label2id = {str(name): i for name, i in model.config.label2id.items()}
@@ -75,7 +79,15 @@ def evaluate_folder(output_dir: str | Path, test_file: str, report_dir: str | Pa
     if unknown:
         raise UsageError(f"{test_file}: label(s) {', '.join(map(repr, unknown))} were not trained on "
                          f"(the model knows {', '.join(label2id)})")
-    predictions = predict_texts(model, tokenizer, dataset[text], settings["max_seq_length"])
+    if settings["task"] == "image-classification":
+        image = guess_column(columns, image_column or settings.get("image_column"), IMAGE_COLUMN_GUESSES, "image",
+                             test_file)
+        predictions = predict_images(model, tokenizer,
+                                     resolve_image_paths(dataset[image], Path(test_file).parent, test_file))
+    else:
+        text = guess_column(columns, text_column or settings.get("text_column"), TEXT_COLUMN_GUESSES, "text",
+                            test_file)
+        predictions = predict_texts(model, tokenizer, dataset[text], settings["max_seq_length"])
     names = [model.config.id2label[i] for i in range(len(label2id))]
     probabilities = torch.tensor([[p["scores"][n] for n in names] for p in predictions]).numpy()
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()

@@ -1,0 +1,330 @@
+"""Images: decode with PIL per batch, augment for training, resize/crop/normalise as the checkpoint's processor does.
+
+Augmentation is our own PIL + numpy + torch code: torchvision's wheels don't load beside the CPU torch here,
+albumentations pulls in OpenCV (and its maintained successor is AGPL), and kornia would add a compiled dependency
+for the handful of ops below. Evaluation and prediction go through the checkpoint's own image processor, exactly
+as `pipeline("image-classification")` does, so the reported scores are the ones users get.
+"""
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from datasets import DatasetDict
+from PIL import Image, ImageEnhance, ImageOps
+from transformers.image_utils import SizeDict
+
+from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
+from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
+
+IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
+AUGMENTATIONS = ("none", "basic", "randaugment")
+# Model types whose position embeddings fix the input size (a different --image_size fails at the first batch).
+FIXED_SIZE_MODEL_TYPES = ("vit", "deit")
+
+
+@dataclass
+class ImageArgs:
+    image_column: str | None = field(
+        default=None,
+        metadata={"help": "Column with the image: a file path (relative to the data file's folder) or a Hub image "
+                          "feature. Guessed from image/img/path/file/filename when omitted."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Side in pixels of the square the model sees (default: the image processor's)."}
+    )
+    augment: str = field(
+        default="basic",
+        metadata={"help": "Training augmentation: none | basic (random resized crop, horizontal flip, small colour "
+                          "jitter) | randaugment (basic + two RandAugment-style ops per image)."},
+    )
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "Mixup: blend pairs of training images, Beta(alpha, alpha) shares (0 = off)."}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "CutMix: paste a box of one training image into another (0 = off). With "
+                                       "mixup also on, each batch gets one of the two."}
+    )
+
+    def __post_init__(self):
+        _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_positive("image_size", self.image_size)
+        _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
+        _check_positive("cutmix_alpha", self.cutmix_alpha, allow_zero=True)
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | None) -> DatasetDict:
+    """Each split as (`image`, `labels`) rows holding undecoded images: absolute paths or {bytes, path} dicts.
+
+    Relative paths in a `--train_file` resolve against that file's folder; a missing file is named here, before
+    training starts. Decoding waits for the batch that needs the image.
+    """
+    column = guess_column(labelled.splits["train"].column_names, image_column, IMAGE_COLUMN_GUESSES, "image",
+                          labelled.sources["train"])
+    # A validation split carved out of the training file shares its folder.
+    carved_from_file = data.train_file if not (data.validation_dir or data.dataset_name) else None
+    files = {"train": data.train_file, "validation": data.validation_file or carved_from_file, "test": data.test_file}
+    prepared = DatasetDict()
+    for split, dataset in labelled.splits.items():
+        source = labelled.sources[split]
+        if column not in dataset.column_names:
+            raise UsageError(f"{source}: no image column {column!r}; columns are {', '.join(dataset.column_names)}")
+        dataset = dataset.select_columns([column, "labels"])
+        if isinstance(dataset.features[column], datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        else:
+            base = Path(files[split]).parent if files.get(split) else Path.cwd()
+            paths = resolve_image_paths(dataset[column], base, source)
+            dataset = dataset.remove_columns(column).add_column(column, paths)
+        prepared[split] = dataset.rename_column(column, "image") if column != "image" else dataset
+    return prepared
+
+
+def resolve_image_paths(values: list, base: Path, source: str) -> list[str]:
+    paths = []
+    for row, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{source}: row {row} of the image column is {value!r}, not an image path")
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise UsageError(f"{source}: image file not found: {path} (row {row})")
+        paths.append(str(path))
+    return paths
+
+
+def load_image(value: str | dict, source: str) -> Image.Image:
+    """Decode one image to RGB; an unreadable or corrupt file is named in the error."""
+    if isinstance(value, str):
+        name, handle = value, value
+    else:
+        name = value.get("path") or f"an image in {source}"
+        handle = BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    try:
+        with Image.open(handle) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad and truncated files with all three
+        raise UsageError(f"can't read image {name} ({source}): {error}") from None
+
+
+# --- sizes and the processor -----------------------------------------------------------------------------------
+def load_image_processor(model_args: ModelArgs, model_path: str | None, image_size: int | None):
+    """The checkpoint's image processor (PIL backend), resized to `image_size` when one is given."""
+    name = model_args.tokenizer_name or model_path or model_args.config_name
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(
+            name, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code, backend="pil")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"could not load an image processor from {name!r}: {error}") from None
+    if image_size:
+        set_input_size(processor, image_size)
+    return processor
+
+
+def input_size(processor) -> tuple[int, int]:
+    """(height, width) of what the processor hands the model."""
+    if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        return processor.crop_size["height"], processor.crop_size["width"]
+    size = processor.size
+    if size.get("height"):
+        return size["height"], size["width"]
+    # ConvNeXt-style processors resize the shortest edge, then crop (or squash) to a square of that side.
+    return size["shortest_edge"], size["shortest_edge"]
+
+
+def set_input_size(processor, side: int) -> None:
+    """Make the processor produce `side` x `side` inputs, keeping any resize-then-crop margin."""
+    size = processor.size
+    if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        scale = side / processor.crop_size["height"]
+        processor.crop_size = SizeDict(height=side, width=side)
+        processor.size = (SizeDict(height=round(size["height"] * scale), width=round(size["width"] * scale))
+                          if size.get("height") else SizeDict(shortest_edge=round(size["shortest_edge"] * scale)))
+    elif size.get("height"):
+        processor.size = SizeDict(height=side, width=side)
+    else:
+        processor.size = SizeDict(shortest_edge=side)
+
+
+def check_model_input_size(config, size: tuple[int, int]) -> None:
+    expected = getattr(config, "image_size", None)
+    if config.model_type in FIXED_SIZE_MODEL_TYPES and expected and (expected, expected) != size:
+        raise UsageError(f"this {config.model_type} model takes {expected} x {expected} images but the image "
+                         f"processor makes {size[0]} x {size[1]}; drop --image_size or set it to {expected}")
+
+
+# --- transforms ------------------------------------------------------------------------------------------------
+GREY = (128, 128, 128)  # what rotations and shifts uncover
+
+
+def _affine(image: Image.Image, coefficients: tuple) -> Image.Image:
+    return image.transform(image.size, Image.Transform.AFFINE, coefficients, fillcolor=GREY)
+
+
+# RandAugment-style ops at a fixed moderate magnitude (RandAugment's m=9 of 30); `sign` is -1 or 1.
+RANDAUGMENT_OPS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
+    "rotate": lambda image, sign: image.rotate(sign * 9, fillcolor=GREY),
+    "shear_x": lambda image, sign: _affine(image, (1, sign * 0.09, 0, 0, 1, 0)),
+    "shear_y": lambda image, sign: _affine(image, (1, 0, 0, sign * 0.09, 1, 0)),
+    "translate_x": lambda image, sign: _affine(image, (1, 0, sign * 0.1 * image.width, 0, 1, 0)),
+    "translate_y": lambda image, sign: _affine(image, (1, 0, 0, 0, 1, sign * 0.1 * image.height)),
+    "autocontrast": lambda image, sign: ImageOps.autocontrast(image),
+    "equalize": lambda image, sign: ImageOps.equalize(image),
+    "posterize": lambda image, sign: ImageOps.posterize(image, 5),
+    "solarize": lambda image, sign: ImageOps.solarize(image, 180),
+    "sharpness": lambda image, sign: ImageEnhance.Sharpness(image).enhance(1 + sign * 0.3),
+}
+AUGMENTATION_TEXT = {
+    "none": "none (resize only)",
+    "basic": "random resized crop (25-100 % of the area), horizontal flip, colour jitter (±20 % brightness, "
+             "contrast, saturation)",
+}
+AUGMENTATION_TEXT["randaugment"] = (AUGMENTATION_TEXT["basic"] + ", then 2 random ops per image of "
+                                    + ", ".join(RANDAUGMENT_OPS))
+
+
+def to_tensor(images: list[Image.Image], processor) -> torch.Tensor:
+    """Rescale and normalise as the processor would; images must already have the model's size."""
+    array = np.stack([np.asarray(image, dtype=np.float32) for image in images]) * processor.rescale_factor
+    if processor.do_normalize:
+        array = (array - np.asarray(processor.image_mean, np.float32)) / np.asarray(processor.image_std, np.float32)
+    return torch.from_numpy(array.transpose(0, 3, 1, 2).copy())
+
+
+class TrainTransform:
+    """Training augmentation on PIL images -> a normalised batch tensor of the processor's size."""
+
+    # Gentler than ImageNet's 8 %: small data sets often show one object that a tiny crop misses.
+    crop_scale = (0.25, 1.0)
+    crop_ratio = (3 / 4, 4 / 3)
+    jitter = 0.2
+
+    def __init__(self, processor, augment: str, seed: int):
+        self.processor = processor
+        self.augment = augment
+        self.height, self.width = input_size(processor)
+        self.resample = Image.Resampling(processor.resample)
+        self.rng = random.Random(seed)  # its own stream: augmenting must not shift the RNG that dropout uses
+
+    def _crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        for _ in range(10):
+            area = width * height * self.rng.uniform(*self.crop_scale)
+            ratio = math.exp(self.rng.uniform(*map(math.log, self.crop_ratio)))
+            w, h = math.sqrt(area * ratio), math.sqrt(area / ratio)
+            if w <= width and h <= height:
+                left, top = self.rng.uniform(0, width - w), self.rng.uniform(0, height - h)
+                return left, top, left + w, top + h
+        return 0, 0, width, height
+
+    def _augment(self, image: Image.Image) -> Image.Image:
+        image = image.resize((self.width, self.height), self.resample, box=self._crop_box(*image.size))
+        if self.rng.random() < 0.5:
+            image = ImageOps.mirror(image)
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            image = enhance(image).enhance(self.rng.uniform(1 - self.jitter, 1 + self.jitter))
+        if self.augment == "randaugment":
+            for name in self.rng.sample(sorted(RANDAUGMENT_OPS), 2):
+                image = RANDAUGMENT_OPS[name](image, self.rng.choice((-1, 1)))
+        return image
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        if self.augment == "none":
+            return processor_transform(self.processor)(images)
+        return to_tensor([self._augment(image) for image in images], self.processor)
+
+
+def processor_transform(processor) -> Callable[[list[Image.Image]], torch.Tensor]:
+    """Evaluation and prediction: the processor itself, as the pipeline runs it."""
+    return lambda images: processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def image_collator(transform: Callable[[list[Image.Image]], torch.Tensor], source: str):
+    """Decode and transform one batch: images are read when a batch needs them, never all at once."""
+
+    def collate(examples: list[dict]) -> dict:
+        images = [load_image(example["image"], source) for example in examples]
+        return {"pixel_values": transform(images), "labels": torch.tensor([example["labels"] for example in examples])}
+
+    return collate
+
+
+# --- mixup / cutmix --------------------------------------------------------------------------------------------
+class BatchMixer:
+    """Mixup or CutMix on a training batch, paired with the batch reversed; returns (images, soft targets)."""
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, num_labels: int, seed: int):
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.num_labels = num_labels
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = F.one_hot(labels, self.num_labels).float()
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or self.rng.random() < 0.5)
+        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+        keep = float(self.rng.beta(alpha, alpha))  # share of each image that stays its own
+        partner = pixel_values.flip(0)
+        if use_cutmix:
+            height, width = pixel_values.shape[-2:]
+            box_h, box_w = round(height * math.sqrt(1 - keep)), round(width * math.sqrt(1 - keep))
+            top, left = self.rng.integers(0, height - box_h + 1), self.rng.integers(0, width - box_w + 1)
+            pixel_values = pixel_values.clone()
+            pixel_values[..., top:top + box_h, left:left + box_w] = partner[..., top:top + box_h, left:left + box_w]
+            keep = 1 - box_h * box_w / (height * width)  # the box was rounded to whole pixels
+        else:
+            pixel_values = keep * pixel_values + (1 - keep) * partner
+        return pixel_values, keep * targets + (1 - keep) * targets.flip(0)
+
+
+def mixed_loss(mixer: BatchMixer, class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
+    """Cross-entropy against the mixer's soft targets: the Loop's `compute_loss` when mixup or CutMix is on."""
+
+    def compute_loss(model, batch):
+        pixel_values, targets = mixer(batch["pixel_values"], batch["labels"])
+        logits = model(pixel_values=pixel_values).logits
+        weight = None if class_weights is None else class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=label_smoothing)
+
+    return compute_loss
+
+
+def image_details(args: ImageArgs, size: tuple[int, int]) -> dict[str, str]:
+    """What the report and the card say about the images."""
+    mixing = [f"{name} alpha {alpha:g}" for name, alpha in (("mixup", args.mixup_alpha), ("CutMix", args.cutmix_alpha))
+              if alpha]
+    return {
+        "image size": f"{size[0]} x {size[1]} pixels",
+        "training augmentation": AUGMENTATION_TEXT[args.augment],
+        "mixup / CutMix": ", ".join(mixing) or "off",
+    }
+
+
+# --- prediction ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_images(model, processor, paths: list[str], batch_size: int = 32) -> list[dict]:
+    """Label and class probabilities for each image file."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"no image file {path!r}: an image model takes image file paths (a text model, texts)")
+    id2label = model.config.id2label
+    transform = processor_transform(processor)
+    predictions = []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        pixel_values = transform([load_image(path, "the images to classify") for path in batch])
+        probabilities = model(pixel_values=pixel_values).logits.float().softmax(-1)
+        for path, row in zip(batch, probabilities.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            predictions.append({"image": path, "label": id2label[best], "score": row[best],
+                                "scores": {id2label[i]: p for i, p in enumerate(row)}})
+    return predictions
