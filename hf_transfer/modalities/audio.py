@@ -1,0 +1,282 @@
+"""Audio: find the clips, decode every one once before training, then decode and augment lazily per batch.
+
+Decoding is soundfile (libsndfile: wav, flac, mp3, ogg) plus soxr resampling: neither torchaudio nor torchcodec
+(which datasets' `Audio` feature needs in order to decode) is required. Clips are read from disk again for each
+batch rather than held in memory, so memory stays flat however large the data set; decoding a short clip costs
+far less than the model's forward pass over it.
+"""
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch import nn
+from transformers import AutoFeatureExtractor, SequenceFeatureExtractor
+
+from hf_transfer.config import DataArgs, ModelArgs, UsageError
+from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
+from hf_transfer.tasks import base_model
+
+AUDIO_COLUMN_GUESSES = ("audio", "path", "file", "filename")
+AUDIO_LAYOUT = FolderLayout("audio", (".wav", ".flac", ".mp3", ".ogg"))
+BAD_AUDIO = ("error", "skip")
+NOISE_SNR_SPAN_DB = 20  # training noise SNR is drawn from [noise_snr_db, noise_snr_db + this]
+
+
+@dataclass
+class AudioArgs:
+    audio_column: str | None = field(
+        default=None, metadata={"help": "Column with the audio (file paths, or a Hub audio column); guessed if omitted."}
+    )
+    max_duration_seconds: float = field(
+        default=1.0,
+        metadata={"help": "Longer clips are cropped to this: at a random point in training, centred in evaluation. "
+                          "Shorter ones are padded to the longest clip of their batch."},
+    )
+    gain_db: float = field(
+        default=6.0, metadata={"help": "Training: scale each clip by a random gain within +-this many dB (0 = off)."}
+    )
+    time_shift_seconds: float = field(
+        default=0.1,
+        metadata={"help": "Training: delay each clip by a random 0 to this many seconds of leading silence (0 = off)."},
+    )
+    noise_snr_db: float = field(
+        default=20.0,
+        metadata={"help": f"Training: add white noise at a random signal-to-noise ratio between this and "
+                          f"{NOISE_SNR_SPAN_DB} dB more (lower = noisier; 0 = off)."},
+    )
+    spec_augment: float = field(
+        default=0.0,
+        metadata={"help": "SpecAugment: share of time steps and of feature channels masked in training, set as the "
+                          "model config's mask_time_prob and mask_feature_prob (0 = off; 0.05 is mild)."},
+    )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata={"help": "Keep the convolutional feature encoder fixed, as the Wav2Vec2 papers do. Turn it off to "
+                          "train from scratch (--config_name)."},
+    )
+    bad_audio: str = field(
+        default="error",
+        metadata={"help": "A file that is missing, unreadable or empty: `error` stops before training and names it; "
+                          "`skip` leaves it out and prints how many were left out."},
+    )
+
+    def __post_init__(self):
+        if self.bad_audio not in BAD_AUDIO:
+            raise UsageError(f"--bad_audio must be one of {', '.join(BAD_AUDIO)}; got {self.bad_audio!r}")
+        if self.max_duration_seconds <= 0:
+            raise UsageError(f"--max_duration_seconds must be > 0; got {self.max_duration_seconds}")
+        for name in ("gain_db", "time_shift_seconds", "noise_snr_db"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name} must be >= 0 (0 = off); got {getattr(self, name)}")
+        if not 0 <= self.spec_augment < 1:
+            raise UsageError(f"--spec_augment must be in [0, 1); got {self.spec_augment}")
+
+
+def describe_augmentation(args: AudioArgs) -> str:
+    """For the report and card."""
+    parts = []
+    if args.gain_db:
+        parts.append(f"gain within ±{args.gain_db:g} dB")
+    if args.time_shift_seconds:
+        parts.append(f"up to {args.time_shift_seconds:g} s of leading silence")
+    if args.noise_snr_db:
+        parts.append(f"white noise at {args.noise_snr_db:g}–{args.noise_snr_db + NOISE_SNR_SPAN_DB:g} dB SNR")
+    if args.spec_augment:
+        parts.append(f"SpecAugment (mask_time_prob = mask_feature_prob = {args.spec_augment:g})")
+    return ", ".join(parts) or "none"
+
+
+def load_feature_extractor(model_args: ModelArgs, model_path: str | None) -> SequenceFeatureExtractor:
+    name = model_args.tokenizer_name or model_path or model_args.config_name
+    try:
+        return AutoFeatureExtractor.from_pretrained(name, revision=model_args.revision,
+                                                    trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"could not load a feature extractor from {name!r}: {error}") from None
+
+
+# --- decoding ---------------------------------------------------------------------------------------------------
+def _source(value: str | dict):
+    """What soundfile opens: a path, or the bytes of a Hub audio column (`{"bytes", "path"}`)."""
+    if isinstance(value, dict):
+        return io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    return value
+
+
+def _name(value: str | dict) -> str:
+    return (value.get("path") or "<audio bytes>") if isinstance(value, dict) else value
+
+
+def read_audio(value: str | dict, sampling_rate: int) -> np.ndarray:
+    """Mono float32 samples at `sampling_rate`: channels averaged, resampled with soxr when the file's rate differs."""
+    samples, rate = sf.read(_source(value), dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    return mono if rate == sampling_rate else soxr.resample(mono, rate, sampling_rate)
+
+
+def _probe(value: str | dict, sampling_rate: int) -> tuple[int, str | None]:
+    """(length in samples at `sampling_rate`, None), or (0, why the clip can't be used)."""
+    if isinstance(value, str) and not Path(value).is_file():
+        return 0, "file not found"
+    try:
+        # The whole file, not just its header: damaged audio data must show now, not in the middle of an epoch.
+        samples, rate = sf.read(_source(value), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        return 0, f"unreadable: {error}"
+    if len(samples) == 0:
+        return 0, "empty: no audio samples"
+    return math.ceil(len(samples) * sampling_rate / rate), None
+
+
+# --- preparing the splits ---------------------------------------------------------------------------------------
+def _csv_folder(split: str, data: DataArgs) -> Path:
+    """Relative paths in a data file are read from that file's folder (a carved validation split is train's)."""
+    file = {"train": data.train_file, "validation": data.validation_file or data.train_file,
+            "test": data.test_file}[split]
+    return Path(file).parent if file else Path()
+
+
+def audio_column(labelled: LabelledSplits, args: AudioArgs) -> str:
+    column = guess_column(labelled.splits["train"].column_names, args.audio_column, AUDIO_COLUMN_GUESSES, "audio",
+                          labelled.sources["train"])
+    for split, dataset in labelled.splits.items():
+        if column not in dataset.column_names:
+            raise UsageError(f"{labelled.sources[split]}: no audio column {column!r}; "
+                             f"columns are {', '.join(dataset.column_names)}")
+        feature = dataset.features[column]
+        is_path = getattr(feature, "dtype", None) in ("string", "large_string")
+        if not isinstance(feature, datasets.Audio) and not is_path:
+            raise UsageError(f"{labelled.sources[split]}: column {column!r} holds {feature}, not audio or file paths")
+    return column
+
+
+def prepare_audio_splits(labelled: LabelledSplits, data: DataArgs, args: AudioArgs,
+                         sampling_rate: int) -> tuple[LabelledSplits, str, dict[str, list[str]]]:
+    """Check every clip decodes before training starts; returns the splits, the audio column and what was skipped.
+
+    Relative paths become paths from the working folder; each split gains a `length` column (samples at
+    `sampling_rate`, at most the max duration) that batches similar lengths together.
+    """
+    column = audio_column(labelled, args)
+    max_samples = round(args.max_duration_seconds * sampling_rate)
+    splits, skipped = datasets.DatasetDict(), {}
+    for split, dataset in labelled.splits.items():
+        is_hub_audio = isinstance(dataset.features[column], datasets.Audio)
+        if is_hub_audio:
+            dataset = dataset.cast_column(column, datasets.Audio(decode=False))  # bytes in, decoded by soundfile
+        folder = _csv_folder(split, data)
+        values, lengths, keep, bad = [], [], [], []
+        for batch in dataset.iter(batch_size=256):
+            for value in batch[column]:
+                if not is_hub_audio:
+                    value = str(folder / value) if value else ""
+                length, reason = _probe(value, sampling_rate)
+                if reason:
+                    bad.append(f"{_name(value) or '<empty path>'} ({reason})")
+                else:
+                    keep.append(len(values))
+                values.append(value)
+                lengths.append(min(length, max_samples))
+        if not keep:
+            raise UsageError(f"{labelled.sources[split]}: not one audio file of the {split} split can be used: "
+                             + _shorten(bad))
+        if not is_hub_audio:
+            dataset = dataset.remove_columns(column).add_column(column, values)
+        dataset = dataset.add_column("length", lengths)
+        splits[split] = dataset.select(keep) if bad else dataset
+        if bad:
+            skipped[split] = bad
+    if skipped and args.bad_audio == "error":
+        where = ", ".join(f"{len(bad)} in {split} ({labelled.sources[split]})" for split, bad in skipped.items())
+        raise UsageError(f"{sum(map(len, skipped.values()))} audio file(s) can't be used, {where}: "
+                         f"{_shorten([entry for bad in skipped.values() for entry in bad])}. "
+                         "Fix or remove them, or pass --bad_audio skip to leave them out")
+    prepared = LabelledSplits(splits=splits, label_names=labelled.label_names, sources=labelled.sources)
+    return prepared, column, skipped
+
+
+def _shorten(entries: list[str], shown: int = 3) -> str:
+    return "; ".join(entries[:shown]) + (f"; and {len(entries) - shown} more" if len(entries) > shown else "")
+
+
+# --- augmentation and batches -----------------------------------------------------------------------------------
+def crop(wave: np.ndarray, max_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """At most `max_samples`: a random window when `rng` is given (training), the centre otherwise."""
+    extra = len(wave) - max_samples
+    if extra <= 0:
+        return wave
+    start = int(rng.integers(0, extra + 1)) if rng is not None else extra // 2
+    return wave[start:start + max_samples]
+
+
+def augment(wave: np.ndarray, sampling_rate: int, max_samples: int, args: AudioArgs,
+            rng: np.random.Generator) -> np.ndarray:
+    """Training-time changes: leading silence, a random crop, gain, white noise."""
+    if args.time_shift_seconds:
+        delay = int(rng.integers(0, round(args.time_shift_seconds * sampling_rate) + 1))
+        wave = np.concatenate([np.zeros(delay, dtype=wave.dtype), wave])
+    wave = crop(wave, max_samples, rng)
+    if args.gain_db:
+        wave = wave * np.float32(10 ** (rng.uniform(-args.gain_db, args.gain_db) / 20))
+    if args.noise_snr_db:
+        snr_db = rng.uniform(args.noise_snr_db, args.noise_snr_db + NOISE_SNR_SPAN_DB)
+        noise_power = np.mean(wave ** 2) / 10 ** (snr_db / 10)
+        wave = wave + (rng.standard_normal(len(wave)) * np.sqrt(noise_power)).astype(wave.dtype)
+    return wave
+
+
+def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool,
+                   seed: int):
+    """Decode, crop (and in training augment) each clip, then pad the batch with the feature extractor.
+
+    Padding to the batch's longest clip wastes little with length grouping; the feature extractor's attention mask
+    (for models that take one) keeps the padding out of the pooled prediction.
+    """
+    rate = feature_extractor.sampling_rate
+    max_samples = round(args.max_duration_seconds * rate)
+    # SpecAugment masks spans of `mask_time_length` frames: a batch of short clips could be shorter than one span.
+    padding = "max_length" if train and args.spec_augment else "longest"
+    rng = np.random.default_rng(seed)
+
+    def collate(examples: list[dict]) -> dict:
+        waves = [read_audio(example[column], rate) for example in examples]
+        waves = [augment(w, rate, max_samples, args, rng) if train else crop(w, max_samples) for w in waves]
+        batch = feature_extractor(waves, sampling_rate=rate, padding=padding, max_length=max_samples,
+                                  return_tensors="pt")
+        return {**batch, "labels": torch.tensor([example["labels"] for example in examples])}
+
+    return collate
+
+
+# --- the model --------------------------------------------------------------------------------------------------
+def set_spec_augment(model: nn.Module, args: AudioArgs, sampling_rate: int) -> None:
+    """Set SpecAugment masking in the model config (read at each training forward pass); 0 turns it off."""
+    config = model.config
+    if not hasattr(config, "mask_time_prob"):
+        if args.spec_augment:
+            raise UsageError(f"--spec_augment: model type {config.model_type!r} has no SpecAugment settings")
+        return
+    config.mask_time_prob = config.mask_feature_prob = args.spec_augment
+    if not args.spec_augment:
+        return
+    if getattr(base_model(model), "masked_spec_embed", None) is None:
+        raise UsageError("--spec_augment: this model was built without a mask embedding (its config had "
+                         "mask_time_prob 0); set mask_time_prob > 0 in the config to build one")
+    frames = round(args.max_duration_seconds * sampling_rate) // math.prod(config.conv_stride)
+    if frames <= config.mask_time_length:
+        raise UsageError(f"--spec_augment masks spans of {config.mask_time_length} frames, but "
+                         f"--max_duration_seconds {args.max_duration_seconds:g} gives only {frames}")
+
+
+def freeze_feature_encoder(model: nn.Module) -> None:
+    if not hasattr(model, "freeze_feature_encoder"):
+        raise UsageError(f"{type(model).__name__} has no convolutional feature encoder to freeze; "
+                         "pass --freeze_feature_encoder false")
+    model.freeze_feature_encoder()

@@ -1,0 +1,318 @@
+"""The audio classification recipe on a tiny Wav2Vec2 and generated tones: decoding, bad files, strategies, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import transformers
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForSequenceClassification,
+)
+
+from hf_transfer.config import DataArgs, UsageError, parse
+from hf_transfer.data import load_labelled_splits
+from hf_transfer.inference import load_trained
+from hf_transfer.metrics import classification_metrics
+from hf_transfer.modalities.audio import (
+    AUDIO_LAYOUT,
+    AudioArgs,
+    audio_collator,
+    augment,
+    crop,
+    prepare_audio_splits,
+    read_audio,
+)
+from hf_transfer.recipes import audio_classification
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "audio_classification.py"
+CONFIGS = Path(__file__).parents[1] / "recipes" / "configs"
+RATE = 16000
+PITCH = {"low": 440.0, "high": 880.0}
+# (extension, sampling rate, channels): the files a class folder holds, in turn.
+FORMATS = [(".wav", 16000, 1), (".flac", 8000, 1), (".wav", 22050, 2), (".flac", 16000, 2), (".mp3", 16000, 1),
+           (".ogg", 8000, 1)]
+
+
+def tone(frequency: float, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * frequency * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_tones(folder: Path, per_class: int, seed: int) -> list[dict]:
+    """`folder/<class>/*` in every format of FORMATS; returns (path, label) rows."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, frequency in PITCH.items():
+        (folder / label).mkdir(parents=True)
+        for i in range(per_class):
+            extension, rate, channels = FORMATS[i % len(FORMATS)]
+            wave = tone(frequency, rng.uniform(0.1, 0.4), rate, seed=seed * 1000 + i)
+            path = folder / label / f"{i}{extension}"
+            sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
+            rows.append({"path": str(path), "label": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-wav2vec2")
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=16, classifier_proj_size=16)
+    torch.manual_seed(0)
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=RATE).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    """train/ and test/ class folders, and train.csv / test.csv with paths relative to the CSVs' folder."""
+    folder = tmp_path_factory.mktemp("tones")
+    for split, per_class, seed in (("train", 12, 0), ("test", 4, 1)):
+        rows = write_tones(folder / split, per_class, seed)
+        lines = ["audio,label"] + [f"{Path(r['path']).relative_to(folder)},{r['label']}" for r in rows]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# --- decoding and augmentation --------------------------------------------------------------------------------
+def test_read_audio_averages_channels_and_resamples(tmp_path):
+    left, right = tone(440, 0.5, 8000, seed=1), tone(440, 0.5, 8000, seed=2)
+    sf.write(tmp_path / "stereo.flac", np.stack([left, right], axis=1), 8000)
+    assert np.allclose(read_audio(str(tmp_path / "stereo.flac"), 8000), (left + right) / 2, atol=1e-4)
+    resampled = read_audio(str(tmp_path / "stereo.flac"), RATE)
+    assert resampled.dtype == np.float32 and resampled.shape == (RATE // 2,)
+    # The same tone generated at 16 kHz: resampling keeps the pitch (noise aside).
+    clean = np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE)
+    assert np.corrcoef(resampled[100:-100], clean[100:-100])[0, 1] > 0.98
+
+
+def test_crop_is_centred_in_evaluation_and_random_in_training():
+    wave = np.arange(10, dtype=np.float32)
+    assert crop(wave, 4).tolist() == [3, 4, 5, 6]
+    assert crop(wave, 20) is wave
+    starts = {crop(wave, 4, np.random.default_rng(seed))[0] for seed in range(20)}
+    assert len(starts) > 1 and starts <= set(range(7))
+
+
+def test_augmentation_keeps_the_length_limit_and_is_off_at_zero():
+    rng = np.random.default_rng(0)
+    wave = tone(440, 0.3, RATE)
+    mild = augment(wave, RATE, RATE // 4, AudioArgs(), rng)
+    assert len(mild) <= RATE // 4 and mild.dtype == np.float32
+    off = AudioArgs(gain_db=0, time_shift_seconds=0, noise_snr_db=0)
+    assert np.array_equal(augment(wave[:1000], RATE, RATE, off, rng), wave[:1000])
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+def write_bad_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"empty": folder / "empty.wav", "no samples": folder / "silent.wav", "corrupt": folder / "corrupt.flac"}
+    bad["empty"].write_bytes(b"")
+    sf.write(bad["no samples"], np.zeros(0, dtype=np.float32), RATE)
+    bad["corrupt"].write_bytes(b"fLaC" + bytes(range(256)) * 8)
+    return bad
+
+
+@pytest.fixture
+def csv_with_bad_files(tones, tmp_path):
+    bad = write_bad_files(tmp_path / "bad")
+    header, *rows = (tones / "train.csv").read_text().splitlines()
+    lines = [header] + [f"{tones / row}" for row in rows]  # "train/low/0.wav,low" -> "/.../train/low/0.wav,low"
+    lines += [f"{path},low" for path in bad.values()] + ["missing.wav,high"]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "train.csv", bad
+
+
+def prepare(train_file: str, **audio) -> tuple:
+    data = DataArgs(train_file=train_file, validation_split_percentage=25)
+    labelled = load_labelled_splits(data, seed=0, layout=AUDIO_LAYOUT)
+    return prepare_audio_splits(labelled, data, AudioArgs(**audio), RATE)
+
+
+def test_bad_audio_error_names_the_files_before_training(csv_with_bad_files):
+    train_file, bad = csv_with_bad_files
+    with pytest.raises(UsageError) as error:
+        prepare(str(train_file))
+    message = str(error.value)
+    assert "4 audio file(s)" in message and "--bad_audio skip" in message
+    assert any(str(path) in message for path in bad.values())
+
+
+def test_bad_audio_skip_leaves_them_out_and_counts_them(csv_with_bad_files):
+    train_file, bad = csv_with_bad_files
+    prepared, column, skipped = prepare(str(train_file), bad_audio="skip")
+    assert column == "audio"
+    left_out = [entry for entries in skipped.values() for entry in entries]
+    assert len(left_out) == 4
+    reasons = " ".join(left_out)
+    for path in bad.values():
+        assert str(path) in reasons
+    assert "missing.wav (file not found)" in reasons and "empty: no audio samples" in reasons
+    kept = sum(len(prepared.splits[s]) for s in ("train", "validation"))
+    assert kept == 24
+    assert all(0 < n <= RATE for n in prepared.splits["train"]["length"])
+
+
+def test_relative_paths_are_read_from_the_csv_folder(tones, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # nowhere near the CSV
+    prepared, _, skipped = prepare(str(tones / "train.csv"))
+    assert not skipped
+    assert all(Path(p).is_file() for p in prepared.splits["train"]["audio"])
+
+
+def test_a_class_folder_with_no_audio_is_named(tmp_path):
+    write_tones(tmp_path / "train", 2, seed=0)
+    (tmp_path / "train" / "empty_class").mkdir()
+    (tmp_path / "train" / "empty_class" / "notes.txt").write_text("no audio here")
+    with pytest.raises(UsageError, match="empty_class: class folder has no .wav/.flac/.mp3/.ogg files"):
+        load_labelled_splits(DataArgs(train_dir=str(tmp_path / "train")), seed=0, layout=AUDIO_LAYOUT)
+
+
+def test_hub_audio_column_is_decoded_from_its_bytes(tmp_path):
+    """A Hub data set's `Audio` column, decoded by soundfile (datasets would need torchcodec)."""
+    rows = write_tones(tmp_path / "clips", 4, seed=0)
+    table = datasets.Dataset.from_dict({"audio": [{"bytes": Path(r["path"]).read_bytes(), "path": None}
+                                                  for r in rows], "label": [r["label"] for r in rows]})
+    table.cast_column("audio", datasets.Audio()).to_parquet(tmp_path / "hub.parquet")
+    prepared, column, _ = prepare(str(tmp_path / "hub.parquet"))
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=RATE)
+    batch = audio_collator(extractor, column, AudioArgs(), False, 0)([prepared.splits["train"][0]])
+    assert batch["input_values"].shape[0] == 1 and batch["labels"].shape == (1,)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bad_audio", "ignore"], "--bad_audio must be one of error, skip"),
+    (["--max_duration_seconds", "0"], "--max_duration_seconds must be > 0"),
+    (["--gain_db", "-3"], "--gain_db must be >= 0"),
+    (["--spec_augment", "1"], r"--spec_augment must be in \[0, 1\)"),
+])
+def test_bad_audio_settings_are_rejected_by_name(argv, message):
+    with pytest.raises(UsageError, match=message):
+        parse(argv, defaults=audio_classification.DEFAULTS, modality=AudioArgs)
+
+
+@pytest.mark.parametrize("argv", [["--train_file", "clips.csv"], ["--train_dir", "clips"],
+                                  ["--dataset_name", "someone/keywords"]])
+def test_own_data_drops_the_default_data_sets_config(argv):
+    """The recipe's default Hub set has a config (v0.02); it must not stick to data the user names."""
+    assert parse(argv, defaults=audio_classification.DEFAULTS, modality=AudioArgs).data.dataset_config_name is None
+
+
+def test_shipped_model_config_is_an_8_khz_wav2vec2():
+    folder = CONFIGS / "audio_classification_wav2vec2_8khz"
+    assert AutoFeatureExtractor.from_pretrained(folder).sampling_rate == 8000
+    assert AutoConfig.from_pretrained(folder).model_type == "wav2vec2"
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+def settings(tiny_wav2vec2, tones, output_dir, **overrides) -> dict:
+    return {"model_name_or_path": str(tiny_wav2vec2), "train_dir": str(tones / "train"),
+            "test_dir": str(tones / "test"), "output_dir": str(output_dir), "max_duration_seconds": 0.25,
+            "validation_split_percentage": 25, "per_device_train_batch_size": 8, "max_train_steps": 4,
+            "logging_steps": 1, "warmup_ratio": 0.0, "learning_rate": 5e-3, **overrides}
+
+
+STRATEGIES = {
+    "full": {"spec_augment": 0.05},
+    "feature_extraction": {},
+    "partial": {"unfreeze_layers": 1},
+    # Adapters on a random tiny backbone need a high rate to move within a few steps.
+    "lora": {"learning_rate": 3e-2},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_wav2vec2, tones, tmp_path_factory):
+    """Each strategy trained for 4 steps through `main`; {strategy: (results, output folder)}."""
+    runs = {}
+    for strategy, overrides in STRATEGIES.items():
+        output_dir = tmp_path_factory.mktemp(strategy)
+        runs[strategy] = audio_classification.main(
+            settings(tiny_wav2vec2, tones, output_dir, strategy=strategy, **overrides)), output_dir
+    return runs
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_trains_and_writes_its_outputs(trained, strategy):
+    results, output_dir = trained[strategy]
+    assert results["train_steps"] == 4
+    assert results["test_samples"] == 8 and results["eval_samples"] == 6
+    for name in ("README.md", "eval_report.md", "confusion_matrix.png", "run_config.yaml", "config.json",
+                 "preprocessor_config.json", "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"):
+        assert (output_dir / name).is_file(), name
+    card = (output_dir / "README.md").read_text()
+    assert "pipeline_tag: audio-classification" in card
+    assert "sampling rate: 16,000 Hz" in card and "max duration: 0.25 s" in card
+    assert "gain within ±6 dB" in card
+
+
+def test_feature_encoder_is_frozen_unless_switched_off(tiny_wav2vec2, tones, tmp_path):
+    from hf_transfer.recipes.audio_classification import AudioClassificationRecipe
+
+    for freeze in (True, False):
+        run = parse([], settings(tiny_wav2vec2, tones, tmp_path, strategy="full", freeze_feature_encoder=freeze),
+                    audio_classification.DEFAULTS, task="audio-classification", modality=AudioArgs)
+        recipe = AudioClassificationRecipe(run)
+        recipe.setup()
+        encoder = recipe.model.wav2vec2.feature_extractor
+        assert all(p.requires_grad != freeze for p in encoder.parameters())
+        assert recipe.model.config.mask_time_prob == 0  # SpecAugment off by default
+
+
+def test_lora_round_trip_keeps_projector_and_classifier(trained, tones):
+    results, output_dir = trained["lora"]
+    model, extractor, saved = load_trained(output_dir)
+    assert saved["task"] == "audio-classification"
+    saved_keys = list(load_file(str(output_dir / "adapter_model.safetensors")))
+    assert any(".projector." in k for k in saved_keys) and any(".classifier." in k for k in saved_keys)
+    # The reloaded model scores the test split exactly as the run did (one batch, as the run's eval loader).
+    data, audio = DataArgs(train_dir=str(tones / "train"), test_dir=str(tones / "test")), AudioArgs(max_duration_seconds=0.25)
+    prepared, column, _ = prepare_audio_splits(load_labelled_splits(data, seed=42, layout=AUDIO_LAYOUT), data, audio,
+                                               RATE)
+    collate = audio_collator(extractor, column, audio, False, 0)
+    test = prepared.splits["test"]
+    batch = collate([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        probabilities = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.softmax(-1).numpy()
+    metrics = classification_metrics(probabilities, batch["labels"].numpy())
+    assert metrics["accuracy"] == results["test_accuracy"]
+    assert metrics["roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+
+
+def test_full_model_predicts_a_label_in_the_transformers_pipeline(trained):
+    _, output_dir = trained["full"]
+    classify = transformers.pipeline("audio-classification", model=str(output_dir))
+    predictions = classify({"raw": tone(880, 0.3, RATE), "sampling_rate": RATE})
+    assert {p["label"] for p in predictions} == set(PITCH)
+
+
+def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):
+    """`accelerate launch` with two gloo processes, full fine-tuning: LayerDrop and the unused mask embedding."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    flags = settings(tiny_wav2vec2, tones, tmp_path / "out", strategy="full", max_train_steps=3,
+                     per_device_train_batch_size=4)
+    argv = [arg for key, value in flags.items() for arg in (f"--{key}", str(value))]
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE), *argv],
+        check=False, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["num_processes"] == 2 and results["train_steps"] == 3
+    assert results["test_samples"] == 8  # gather_for_metrics drops DDP's padding
