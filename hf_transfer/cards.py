@@ -13,7 +13,8 @@ from hf_transfer.io import atomic_write_json, atomic_write_text
 
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)",
-                "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)", "roc_auc": "ROC AUC"}
+                "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)", "roc_auc": "ROC AUC",
+                "wer": "WER", "cer": "CER"}
 STRATEGY_TEXT = {
     "full": "full fine-tuning (every weight trained)",
     "feature_extraction": "feature extraction (backbone frozen, new head trained)",
@@ -50,6 +51,7 @@ class CardContext:
     total: int
     is_adapter: bool
     extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
+    examples: list[dict] | None = None  # speech recognition: reference and predicted transcripts
 
 
 def _strategy_text(settings: dict) -> str:
@@ -77,7 +79,7 @@ def _versions() -> dict[str, str]:
 
 
 def _results_table(results: dict) -> dict:
-    splits = [s for s in ("eval", "test") if f"{s}_accuracy" in results]
+    splits = [s for s in ("eval", "test") if any(f"{s}_{metric}" in results for metric in METRIC_NAMES)]
     rows = [{"metric": metric, "cells": [f"{results[f'{s}_{metric}']:.4f}" if results.get(f"{s}_{metric}") is not None
                                           else "–" for s in splits]}
             for metric in METRIC_NAMES if any(f"{s}_{metric}" in results for s in splits)]
@@ -119,23 +121,34 @@ def render_card(ctx: CardContext) -> ModelCard:
         metrics=sorted({e.metric_type for e in _eval_results(ctx)}),
         eval_results=_eval_results(ctx) or None,
     )
-    split = "test" if "test_accuracy" in ctx.results else "eval"
-    headline = (f"{ctx.results[f'{split}_accuracy']:.1%} accuracy on its "
-                f"{'test' if split == 'test' else 'validation'} split") if f"{split}_accuracy" in ctx.results else ""
+    split = "test" if any(k.startswith("test_") for k in ctx.results) else "eval"
+    split_name = "test" if split == "test" else "validation"
+    if f"{split}_accuracy" in ctx.results:
+        headline = f"{ctx.results[f'{split}_accuracy']:.1%} accuracy on its {split_name} split"
+    else:
+        headline = f"a word error rate of {ctx.results[f'{split}_wer']:.1%} on its {split_name} split"
     data_lines = [f"{name}: {ctx.split_sizes[name]:,} examples from `{ctx.split_sources[name]}`"
                   for name in ("train", "validation", "test") if name in ctx.split_sizes]
-    data_lines.append(f"labels: {', '.join(ctx.label_names)}")
+    if ctx.label_names:
+        data_lines.append(f"labels: {', '.join(ctx.label_names)}")
     data_lines += [f"{key}: {value}" for key, value in (ctx.extra_details or {}).items()]
-    smallest = min(ctx.per_class, key=lambda row: row["f1"])
-    limitations = [
-        f"Trained on {ctx.split_sizes['train']:,} examples; expect lower accuracy on {ctx.modality} unlike them "
-        "(other domains, styles or languages).",
-        f"The weakest class on the {ctx.report_split} split is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
-        "The model knows only the labels above: every input gets one of them, even when none applies.",
-    ]
+    limitations = [f"Trained on {ctx.split_sizes['train']:,} examples; expect lower accuracy on {ctx.modality} "
+                   "unlike them (other domains, speakers, styles or languages)."]
+    if ctx.per_class:
+        smallest = min(ctx.per_class, key=lambda row: row["f1"])
+        limitations += [
+            f"The weakest class on the {ctx.report_split} split is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
+            "The model knows only the labels above: every input gets one of them, even when none applies.",
+        ]
+    else:
+        limitations.append("It spells only the characters of its training transcripts, with greedy CTC decoding "
+                           "and no language model.")
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("hf_transfer.model_cards"))),
                                      keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    template = environment.get_template("adapter.md" if ctx.is_adapter else "full_model.md")
+    if ctx.pipeline_tag == "automatic-speech-recognition":
+        template = environment.get_template("speech_recognition.md")
+    else:
+        template = environment.get_template("adapter.md" if ctx.is_adapter else "full_model.md")
     text = template.render(
         card_data=card_data.to_yaml(), model_name=card_data.model_name, repo_id=ctx.repo_id,
         base_model=ctx.base_model, modality=ctx.modality, label_names=ctx.label_names, headline=headline,
@@ -143,7 +156,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         results_table=_results_table(ctx.results), per_class=ctx.per_class, report_split=ctx.report_split,
         strategy_text=_strategy_text(settings), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
         hyperparameters={k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None},
-        limitations=limitations, versions=_versions(),
+        limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
     )
     return ModelCard(text)
 

@@ -23,7 +23,7 @@ from hf_transfer.config import TrainArgs, UsageError
 from hf_transfer.io import atomic_write_json
 from hf_transfer.strategies import trainable_state_dict
 
-LOWER_IS_BETTER = ("loss",)
+LOWER_IS_BETTER = ("loss", "wer", "cer")
 
 
 @dataclass

@@ -31,16 +31,16 @@ def base_model_id(model_args: ModelArgs) -> str | None:
     return hub_id or (None if Path(path).exists() else path)
 
 
-def load_config(model_args: ModelArgs, label_names: list[str], dropout: float | None) -> PretrainedConfig:
+def load_config(model_args: ModelArgs, dropout: float | None, **overrides) -> PretrainedConfig:
+    """The checkpoint's (or `--config_name`'s) config with the task's `overrides` and an optional dropout rate."""
     source = model_args.config_name or model_path(model_args)
     try:
         config = AutoConfig.from_pretrained(source, revision=model_args.revision,
                                             trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load a model config from {source!r}: {error}") from None
-    config.num_labels = len(label_names)
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {name: i for i, name in enumerate(label_names)}
+    for key, value in overrides.items():
+        setattr(config, key, value)
     if dropout is not None:
         for key in DROPOUT_KEYS:
             if isinstance(getattr(config, key, None), float):
@@ -48,15 +48,22 @@ def load_config(model_args: ModelArgs, label_names: list[str], dropout: float | 
     return config
 
 
-def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None) -> PreTrainedModel:
-    config = load_config(model_args, label_names, dropout)
+def build_model(model_args: ModelArgs, task: Task, config: PretrainedConfig) -> PreTrainedModel:
+    """Pretrained weights with `config`, or random ones from it for `--config_name` (training from scratch)."""
     if model_args.config_name:
         return task.auto_model.from_config(config, trust_remote_code=model_args.trust_remote_code)
     path = model_path(model_args)
     try:
-        # A checkpoint that already has a head for another label set gets a fresh one.
+        # A checkpoint that already has a head for another label set (or vocabulary) gets a fresh one.
         return task.auto_model.from_pretrained(path, config=config, revision=model_args.revision,
                                                trust_remote_code=model_args.trust_remote_code,
                                                ignore_mismatched_sizes=True)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load {task.name} weights from {path!r}: {error}") from None
+
+
+def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None) -> PreTrainedModel:
+    """A classifier for `label_names`."""
+    config = load_config(model_args, dropout, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                         label2id={name: i for i, name in enumerate(label_names)})
+    return build_model(model_args, task, config)

@@ -1,6 +1,7 @@
 """What a run leaves in `--output_dir`: a loadable model, `all_results.json`, the report, plots and a card."""
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -11,8 +12,8 @@ from hf_transfer.data import LabelledSplits
 from hf_transfer.hub import push_folder
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import TrainState
-from hf_transfer.metrics import classification_metrics
-from hf_transfer.metrics.report import write_report
+from hf_transfer.metrics import classification_metrics, transcription_metrics
+from hf_transfer.metrics.report import write_report, write_transcription_report
 from hf_transfer.models import base_model_id
 from hf_transfer.strategies import is_adapter
 from hf_transfer.tasks import Task
@@ -40,21 +41,63 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
 def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task, data: LabelledSplits,
                   predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
                   extra_details: dict[str, str] | None = None) -> dict:
-    """Score each split's predictions and write everything on the main process; returns the results."""
-    results = {"train_samples": len(data.splits["train"]), "train_steps": state.step, "best_step": state.best_step,
-               "train_loss": state.train_losses[-1]["train_loss"], "num_processes": accelerator.num_processes}
+    """Classification: score each split's (probabilities, references) and write everything; returns the results."""
+    results = _run_results(accelerator, data, state)
     for split, (probabilities, references) in predictions.items():
         metrics = classification_metrics(probabilities, references)
         results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
         results[f"{PREFIX[split]}_samples"] = len(references)
+    report_split = "test" if "test" in predictions else "validation"
 
+    def report(output_dir: Path, summary: dict) -> dict:
+        per_class = write_report(output_dir, results, report_split, data.sources[report_split],
+                                 *predictions[report_split], data.label_names, summary, state.history)
+        return {"per_class": per_class, "report_split": report_split}
+
+    publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
+    return results
+
+
+def write_transcription_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task,
+                                data: LabelledSplits, transcripts: dict, state: TrainState,
+                                parameter_counts: tuple[int, int], extra_details: dict[str, str] | None = None,
+                                num_examples: int = 10) -> dict:
+    """Speech recognition: score each split's {index: predicted transcript} with WER/CER and write everything."""
+    results = _run_results(accelerator, data, state)
+    for split, predicted in transcripts.items():
+        references = data.splits[split]["transcript"]
+        metrics = transcription_metrics([predicted[i] for i in range(len(references))], references)
+        results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
+        results[f"{PREFIX[split]}_samples"] = len(references)
+    report_split = "test" if "test" in transcripts else "validation"
+    references = data.splits[report_split]["transcript"]
+    examples = [{"split": report_split, "reference": references[i], "prediction": transcripts[report_split][i]}
+                for i in range(min(num_examples, len(references)))]
+
+    def report(output_dir: Path, summary: dict) -> dict:
+        write_transcription_report(output_dir, results, examples, summary, state.history)
+        return {"per_class": [], "report_split": report_split, "examples": examples}
+
+    publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
+    return results
+
+
+def _run_results(accelerator: Accelerator, data: LabelledSplits, state: TrainState) -> dict:
+    return {"train_samples": len(data.splits["train"]), "train_steps": state.step, "best_step": state.best_step,
+            "train_loss": state.train_losses[-1]["train_loss"], "num_processes": accelerator.num_processes}
+
+
+def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Task, data: LabelledSplits,
+            state: TrainState, results: dict, parameter_counts: tuple[int, int], extra_details: dict[str, str] | None,
+            report: Callable[[Path, dict], dict]) -> None:
+    """On the main process: model, settings, the task's report (`report` returns its card fields), results, card;
+    then the push when asked."""
     output_dir = Path(run.train.output_dir)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         hub_base_model = base_model_id(run.model)
         save_model(unwrapped, processor, output_dir, hub_base_model)
         save_config(run, output_dir / "run_config.yaml")
-        report_split = "test" if "test" in predictions else "validation"
         summary = {
             "model": run.hub.hub_model_id or output_dir.name,
             "base model": hub_base_model or run.model.model_name_or_path or f"from scratch ({run.model.config_name})",
@@ -64,18 +107,16 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
             "best validation step": f"{state.best_step} of {state.step}",
             **(extra_details or {}),
         }
-        per_class = write_report(output_dir, results, report_split, data.sources[report_split],
-                                 *predictions[report_split], data.label_names, summary, state.history)
+        card_fields = report(output_dir, summary)
         atomic_write_json(output_dir / "all_results.json", results)
         atomic_write_json(output_dir / "train_log.json", {"train": state.train_losses, "eval": state.history})
         save_card(CardContext(
             settings=run.to_dict(), repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
             pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
-            processor_class=task.processor_class,
-            label_names=data.label_names, results=results, per_class=per_class, report_split=report_split,
+            processor_class=task.processor_class, label_names=data.label_names, results=results,
             split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
             trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
-            extra_details=extra_details,
+            extra_details=extra_details, **card_fields,
         ), output_dir)
         accelerator.print(f"Wrote model, report and card to {output_dir}")
     accelerator.wait_for_everyone()
@@ -84,4 +125,3 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
         url = push_folder(output_dir, hub.hub_model_id, private=hub.hub_private, revision=hub.hub_revision,
                           token=hub.hub_token, merge_adapter=hub.merge_adapter)
         accelerator.print(f"Pushed to {url}")
-    return results

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import (
     AutoModelForAudioClassification,
+    AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
 )
@@ -32,6 +33,7 @@ TASKS = {
                                  "images"),
     "audio-classification": Task("audio-classification", AutoModelForAudioClassification, "AutoFeatureExtractor",
                                  "audio clips"),
+    "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech"),
 }
 
 # Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.

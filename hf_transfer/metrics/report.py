@@ -113,3 +113,24 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
                   for h in history]
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")
     return rows
+
+
+def write_transcription_report(output_dir: Path, results: dict, examples: list[dict], summary: dict,
+                               history: list[dict]) -> None:
+    """eval_report.md for speech recognition: WER/CER per split, example transcripts, the validation curve."""
+    prefixes = [p for p in ("eval", "test") if f"{p}_wer" in results]
+    lines = [f"# Evaluation report: {summary['model']}", ""]
+    lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
+    lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |", "|---|" + "---:|" * len(prefixes)]
+    lines += [f"| {metric} | " + " | ".join(f"{results[f'{p}_{metric}']:.4f}" for p in prefixes) + " |"
+              for metric in ("wer", "cer")]
+    lines += ["", "WER and CER count edits (substitutions, deletions, insertions) per reference word or character, "
+              "summed over the split. Greedy CTC decoding, no language model.", "",
+              f"## Example transcripts ({examples[0]['split'] if examples else 'none'})", "",
+              "| reference | prediction |", "|---|---|"]
+    lines += [f"| {e['reference']} | {e['prediction']}{'' if e['prediction'] == e['reference'] else ' ✗'} |"
+              for e in examples]
+    if history:
+        lines += ["", "## Validation during training", "", "| step | epoch | wer | cer |", "|---:|---:|---:|---:|"]
+        lines += [f"| {h['step']} | {h['epoch']} | {h['eval_wer']:.4f} | {h['eval_cer']:.4f} |" for h in history]
+    atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")

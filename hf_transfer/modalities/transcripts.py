@@ -1,0 +1,148 @@
+"""Speech recognition data: audio + transcript pairs, a character vocabulary built from them, CTC batches.
+
+Audio decoding and augmentation come from `hf_transfer.modalities.audio`; a transcript can't be cropped, so
+clips longer than `--max_duration_seconds` are left out of training instead of cut.
+"""
+
+import dataclasses
+import json
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+
+from hf_transfer.config import DataArgs, UsageError
+from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
+from hf_transfer.modalities.audio import AudioArgs, augment, prepare_audio_splits, read_audio
+
+TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
+WORD_DELIMITER, PAD, UNK = "|", "[PAD]", "[UNK]"
+
+
+@dataclass
+class SpeechArgs(AudioArgs):
+    transcript_column: str | None = field(
+        default=None, metadata={"help": "Column with the transcripts (guessed if omitted)."}
+    )
+    max_duration_seconds: float = field(
+        default=10.0,
+        metadata={"help": "Clips longer than this are left out of training (a transcript can't be cropped)."},
+    )
+    lowercase: bool = field(default=True, metadata={"help": "Lower-case transcripts before building the vocabulary."})
+    strip_punctuation: bool = field(
+        default=True, metadata={"help": "Drop punctuation from transcripts (keeps letters, digits, ' and spaces)."}
+    )
+
+
+def normalize(text: str, args: SpeechArgs) -> str:
+    text = unicodedata.normalize("NFC", text)
+    if args.lowercase:
+        text = text.lower()
+    if args.strip_punctuation:
+        text = re.sub(r"[^\w\s']", " ", text)
+    return " ".join(text.split())
+
+
+def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> LabelledSplits:
+    """Splits with a normalised `transcript` column; a random validation split is held out when there is none."""
+    splits, sources = load_raw_splits(data)
+    column = guess_column(splits["train"].column_names, args.transcript_column, TRANSCRIPT_COLUMN_GUESSES,
+                          "transcript", sources["train"])
+    for split, dataset in splits.items():
+        if column not in dataset.column_names:
+            raise UsageError(f"{sources[split]}: no transcript column {column!r}; "
+                             f"columns are {', '.join(dataset.column_names)}")
+        texts = [normalize(t, args) if isinstance(t, str) else "" for t in dataset[column]]
+        if not dataset.num_rows:
+            raise UsageError(f"{sources[split]}: the {split} split is empty")
+        if "" in texts:
+            raise UsageError(f"{sources[split]}: row {texts.index('')} of column {column!r} has no transcript")
+        splits[split] = dataset.remove_columns(column).add_column("transcript", texts)
+    if "validation" not in splits:
+        carved = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=seed)
+        splits["train"], splits["validation"] = carved["train"], carved["test"]
+        sources["validation"] = f"{sources['train']} ({data.validation_split_percentage:g}% held out)"
+    if data.max_train_samples and data.max_train_samples < len(splits["train"]):
+        splits["train"] = splits["train"].shuffle(seed=seed).select(range(data.max_train_samples))
+    if data.max_eval_samples:
+        for split in ("validation", "test"):
+            if split in splits and data.max_eval_samples < len(splits[split]):
+                splits[split] = splits[split].select(range(data.max_eval_samples))
+    return LabelledSplits(splits=splits, label_names=[], sources=sources)
+
+
+def prepare_speech_splits(transcribed: LabelledSplits, data: DataArgs, args: SpeechArgs,
+                          sampling_rate: int) -> tuple[LabelledSplits, str, dict[str, list[str]]]:
+    """Check every clip decodes (see `prepare_audio_splits`), then leave training clips that are too long out."""
+    uncapped = dataclasses.replace(args, max_duration_seconds=24 * 3600.0)  # lengths as they are, uncapped
+    prepared, column, skipped = prepare_audio_splits(transcribed, data, uncapped, sampling_rate)
+    train = prepared.splits["train"]
+    max_samples = args.max_duration_seconds * sampling_rate
+    keep = [i for i, length in enumerate(train["length"]) if length <= max_samples]
+    if not keep:
+        raise UsageError(f"{prepared.sources['train']}: every clip is longer than --max_duration_seconds "
+                         f"{args.max_duration_seconds:g}")
+    if len(keep) < len(train):
+        skipped.setdefault("train", []).extend(
+            f"{train[i][column]} (longer than {args.max_duration_seconds:g} s)"
+            for i in sorted(set(range(len(train))) - set(keep)))
+        prepared.splits["train"] = train.select(keep)
+    for split, dataset in prepared.splits.items():
+        prepared.splits[split] = dataset.add_column("index", list(range(len(dataset))))
+    return prepared, column, skipped
+
+
+def build_processor(train_transcripts: list[str], feature_extractor: SequenceFeatureExtractor) -> Wav2Vec2Processor:
+    """A character vocabulary from the training transcripts (space as `|`); saved later with the model."""
+    characters = sorted(set("".join(train_transcripts)) - {" "})
+    vocab = {PAD: 0, UNK: 1, WORD_DELIMITER: 2, **{c: i + 3 for i, c in enumerate(characters)}}
+    with tempfile.TemporaryDirectory() as folder:  # the tokenizer reads its vocabulary from a file, once
+        vocab_file = Path(folder) / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
+        tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token=UNK, pad_token=PAD,
+                                         word_delimiter_token=WORD_DELIMITER)
+    return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def ctc_collator(processor: Wav2Vec2Processor, column: str, args: SpeechArgs, train: bool, seed: int):
+    """Decode (and in training augment) each clip, pad the batch; labels are padded with -100 (ignored by CTC).
+
+    `index` travels with the batch so predictions gathered across processes can be matched to their transcripts.
+    """
+    rate = processor.feature_extractor.sampling_rate
+    shift = round(args.time_shift_seconds * rate)
+    rng = np.random.default_rng(seed)
+
+    def collate(examples: list[dict]) -> dict:
+        waves = [read_audio(example[column], rate) for example in examples]
+        if train:  # room for the whole clip plus its shift: augment() must never crop speech away
+            waves = [augment(w, rate, len(w) + shift, args, rng) for w in waves]
+        batch = processor.feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
+        ids = processor.tokenizer([example["transcript"] for example in examples]).input_ids
+        width = max(map(len, ids))
+        labels = torch.full((len(ids), width), -100, dtype=torch.long)
+        for row, sequence in enumerate(ids):
+            labels[row, :len(sequence)] = torch.tensor(sequence)
+        return {**batch, "labels": labels, "index": torch.tensor([example["index"] for example in examples])}
+
+    return collate
+
+
+@torch.no_grad()
+def transcribe(accelerator, model, loader, processor: Wav2Vec2Processor) -> dict[int, str]:
+    """Greedy CTC transcripts of a whole split, gathered from every process, by example index."""
+    model.eval()
+    found = {}
+    for batch in loader:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
+        predicted = model(**inputs).logits.argmax(-1)
+        predicted = accelerator.pad_across_processes(predicted, dim=1, pad_index=processor.tokenizer.pad_token_id)
+        predicted, index = accelerator.gather_for_metrics((predicted, batch["index"]))
+        found.update(zip(index.tolist(), processor.batch_decode(predicted.cpu())))
+    model.train()
+    return found
