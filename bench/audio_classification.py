@@ -1,0 +1,229 @@
+"""Training throughput of hf_transfer's loop against transformers.Trainer, audio classification (issue 5).
+
+    # CPU smoke: a tiny Wav2Vec2, short synthetic clips, a few steps
+    python bench/audio_classification.py --model_config tiny --synthetic 64 --clip_seconds 0.1 --batch_size 8 \
+        --max_steps 3 --warmup_steps 1
+    # GPU: Wav2Vec2-base on 1 s clips, bf16, batch 32
+    python bench/audio_classification.py --model_config wav2vec2-base --mixed_precision bf16
+
+Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). hf_transfer's audio module
+imports `datasets`, `soundfile` and `soxr`, so those must be importable.
+
+One run trains the same randomly initialised Wav2Vec2 twice on the same synthetic clips (16 kHz WAV bytes, all
+--clip_seconds long, as Speech Commands' 1 s clips are), decoded every step:
+
+  ours     hf_transfer's `Loop`, fed as recipes/audio_classification.py feeds it: the recipe's `audio_collator`
+           decoding and augmenting each batch with its defaults (leading silence, random crop, gain, white noise),
+           `GroupedShuffleSampler` length grouping, the feature encoder frozen;
+  trainer  `transformers.Trainer` as run_audio_classification.py drives it: each clip decoded and passed through
+           the feature extractor per example, `default_data_collator`, the feature encoder frozen.
+
+Both models get SpecAugment off (mask_time_prob 0: the recipe's default; the Trainer is given the same config).
+Same initial weights, batch size, learning rate and schedule, precision and number of steps; timing, output and
+the summary line are text_classification.py's (its `StepClock` and `compare`).
+"""
+
+import argparse
+import json
+import math
+import random
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare
+from torch.utils.data import DataLoader, Dataset
+from transformers import (
+    Trainer,
+    TrainingArguments,
+    Wav2Vec2Config,
+    Wav2Vec2ForSequenceClassification,
+    default_data_collator,
+)
+
+from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
+from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.modalities.audio import (
+    AudioArgs,
+    audio_collator,
+    freeze_feature_encoder,
+    load_feature_extractor,
+    read_audio,
+    set_spec_augment,
+)
+from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.strategies import apply_strategy, build_optimizer
+
+# -----------------------------------------------------------------------------------------------------------------
+MODEL_CONFIGS = {
+    "wav2vec2-base": {},  # Wav2Vec2Config's defaults are facebook/wav2vec2-base's shape
+    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+             "conv_dim": (32, 32, 32), "conv_stride": (5, 4, 4), "conv_kernel": (10, 3, 3),
+             "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},  # CPU smoke
+}
+NUM_LABELS = 2
+SAMPLING_RATE = 16_000
+BATCH_SIZE = 32
+LEARNING_RATE = 3e-5  # run_audio_classification's README value
+WARMUP_RATIO = 0.06  # hf_transfer's default LR warmup; the Trainer gets the same number of steps
+WEIGHT_DECAY = 0.01  # hf_transfer's default, set on the Trainer to match
+SYNTHETIC = 2048  # clips
+CLIP_SECONDS = 1.0
+MAX_STEPS = 300
+WARMUP_STEPS = 50
+SEED = 42
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_config", choices=sorted(MODEL_CONFIGS), default="wav2vec2-base")
+    parser.add_argument("--synthetic", type=int, default=SYNTHETIC, metavar="N", help="number of synthetic clips")
+    parser.add_argument("--clip_seconds", type=float, default=CLIP_SECONDS, help="length of every clip")
+    parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
+    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--output_json", help="also write the JSON lines to this file")
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup_steps < args.max_steps:
+        parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
+    return args
+
+
+def synthetic_clips(count: int, seconds: float, seed: int) -> tuple[list[bytes], list[int]]:
+    """A few decaying tones in noise per clip, as 16-bit WAV bytes."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * SAMPLING_RATE)) / SAMPLING_RATE
+    clips = []
+    for _ in range(count):
+        wave = sum(np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * np.exp(-t * rng.uniform(1, 8)) for _ in range(3))
+        wave = 0.2 * wave + 0.01 * rng.standard_normal(len(t))
+        buffer = BytesIO()
+        sf.write(buffer, wave.astype(np.float32), SAMPLING_RATE, format="WAV", subtype="PCM_16")
+        clips.append(buffer.getvalue())
+    labels = [random.Random(seed + i).randrange(NUM_LABELS) for i in range(count)]
+    return clips, labels
+
+
+def wav2vec2_config(name: str) -> Wav2Vec2Config:
+    return Wav2Vec2Config(num_labels=NUM_LABELS, mask_time_prob=0.0, mask_feature_prob=0.0, **MODEL_CONFIGS[name])
+
+
+def write_feature_extractor(folder: Path) -> Path:
+    """facebook/wav2vec2-base's feature extractor, saved like a checkpoint's."""
+    settings = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                "sampling_rate": SAMPLING_RATE, "padding_value": 0.0, "padding_side": "right", "do_normalize": True,
+                "return_attention_mask": False}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+def build_model(config: Wav2Vec2Config, seed: int) -> Wav2Vec2ForSequenceClassification:
+    set_seed(seed)  # both sides start from the same weights
+    return Wav2Vec2ForSequenceClassification(config)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Ours: the Loop as recipes/audio_classification.py builds it.
+
+def run_ours(args, config, feature_extractor, clips, labels, device, workdir: str) -> StepClock:
+    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
+    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
+                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
+                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+                           mixed_precision=args.mixed_precision)
+    audio = AudioArgs(max_duration_seconds=args.clip_seconds)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    length = round(args.clip_seconds * SAMPLING_RATE)
+    examples = [{"audio": {"bytes": clip, "path": None}, "labels": label, "length": length}
+                for clip, label in zip(clips, labels)]
+    strategy = StrategyArgs(strategy="full")
+    model = build_model(config, args.seed)
+    set_spec_augment(model, audio, SAMPLING_RATE)
+    model = apply_strategy(model, strategy, None)
+    freeze_feature_encoder(model)  # the recipe's default, after the strategy
+    sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
+    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler,
+                        collate_fn=audio_collator(feature_extractor, "audio", audio, True, args.seed),
+                        pin_memory=accelerator.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(args.seed))
+
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
+
+    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
+    Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir).fit()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# The Trainer, the way run_audio_classification.py drives it.
+
+class ExtractedClips(Dataset):
+    """run_audio_classification.py's train transform per example: decode, subsample to at most 20 s, extract."""
+
+    max_seconds = 20  # the example's --max_length_seconds default
+
+    def __init__(self, clips: list[bytes], labels: list[int], feature_extractor):
+        self.clips, self.labels, self.feature_extractor = clips, labels, feature_extractor
+        self.rng = random.Random(0)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        wave = read_audio({"bytes": self.clips[i], "path": None}, SAMPLING_RATE)
+        limit = self.max_seconds * SAMPLING_RATE
+        if len(wave) > limit:
+            start = self.rng.randint(0, len(wave) - limit)
+            wave = wave[start:start + limit]
+        features = self.feature_extractor(wave, sampling_rate=SAMPLING_RATE)
+        return {"input_values": features["input_values"][0], "labels": self.labels[i]}
+
+
+def run_trainer(args, config, feature_extractor, clips, labels, device, workdir: str) -> StepClock:
+    model = build_model(config, args.seed)
+    model.freeze_feature_encoder()  # run_audio_classification's --freeze_feature_encoder default
+    training_args = TrainingArguments(
+        output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
+        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
+        eval_strategy="no", save_strategy="no", report_to="none", remove_unused_columns=False,
+        use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
+    )
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    trainer = Trainer(model=model, args=training_args,
+                      train_dataset=ExtractedClips(clips, labels, feature_extractor),
+                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+    trainer.train()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = wav2vec2_config(args.model_config)
+    with tempfile.TemporaryDirectory() as folder:  # the recipe's own loader reads it, as it would a checkpoint's
+        feature_extractor = load_feature_extractor(ModelArgs(config_name=str(write_feature_extractor(Path(folder)))),
+                                                   None)
+    clips, labels = synthetic_clips(args.synthetic, args.clip_seconds, args.seed)
+    data = f"synthetic:{args.synthetic} WAV clips of {args.clip_seconds:g} s at {SAMPLING_RATE} Hz"
+    sides = {"ours": lambda workdir: run_ours(args, config, feature_extractor, clips, labels, device, workdir),
+             "trainer": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device, workdir)}
+    return compare(sides, args, device, data,
+                   lambda side, line: {"audio_seconds_per_s": line["samples_per_s"] * args.clip_seconds})
+
+
+if __name__ == "__main__":
+    main()

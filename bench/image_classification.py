@@ -1,0 +1,225 @@
+"""Training throughput of hf_transfer's loop against transformers.Trainer, image classification (issue 5).
+
+    # CPU smoke: a tiny ViT, small synthetic JPEGs, a few steps
+    python bench/image_classification.py --model_config tiny --synthetic 64 --source_px 48 --batch_size 8 \
+        --max_steps 3 --warmup_steps 1
+    # GPU: ViT-B/16 at 224 px, bf16, batch 32 (MFU against the H100's dense bf16 peak)
+    python bench/image_classification.py --model_config vit-base --mixed_precision bf16 --peak_tflops 989
+
+Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). hf_transfer's image module
+imports `datasets`, so that package (and its `dill` and `multiprocess`) must be importable.
+
+One run trains the same randomly initialised ViT twice on the same synthetic photos (random smooth images,
+JPEG-encoded like the hymenoptera set: shorter side --source_px, quality 90), decoded and augmented every step:
+
+  ours     hf_transfer's `Loop`, fed as recipes/image_classification.py feeds it: the recipe's `image_collator`
+           decoding each batch and `TrainTransform` with its default `basic` augmentation (random resized crop,
+           flip, colour jitter) on the CPU, in the main process;
+  trainer  `transformers.Trainer` as run_image_classification.py drives it: torchvision's RandomResizedCrop,
+           RandomHorizontalFlip, ToTensor and Normalize per example (where torchvision is missing, hf_transfer's
+           TrainTransform per example stands in), stacked by `default_data_collator`.
+
+Same model config, initial weights, batch size, learning rate and schedule, precision and number of steps; timing,
+output and the summary line are text_classification.py's (its `StepClock` and `compare`). Each side's line also
+holds model TFLOP/s (6 x parameters x patches + attention, per sample) and, given --peak_tflops, MFU.
+"""
+
+import argparse
+import json
+import math
+import random
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from PIL import Image
+from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification, default_data_collator
+
+from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
+from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.modalities.image import TrainTransform, image_collator, input_size, load_image_processor
+from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.strategies import apply_strategy, build_optimizer
+
+# -----------------------------------------------------------------------------------------------------------------
+MODEL_CONFIGS = {
+    "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
+    "tiny": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64},  # CPU smoke
+}
+NUM_LABELS = 2
+BATCH_SIZE = 32
+LEARNING_RATE = 5e-5
+WARMUP_RATIO = 0.06  # hf_transfer's default LR warmup; the Trainer gets the same number of steps
+WEIGHT_DECAY = 0.01  # hf_transfer's default, set on the Trainer to match
+SYNTHETIC = 2048  # images; they are decoded and augmented afresh at every step
+SOURCE_PX = 256  # shorter side of the synthetic photos (hymenoptera's copies are at most 256 px)
+MAX_STEPS = 300
+WARMUP_STEPS = 50
+SEED = 42
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_config", choices=sorted(MODEL_CONFIGS), default="vit-base")
+    parser.add_argument("--synthetic", type=int, default=SYNTHETIC, metavar="N", help="number of synthetic photos")
+    parser.add_argument("--source_px", type=int, default=SOURCE_PX, help="shorter side of the synthetic photos")
+    parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
+    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    parser.add_argument("--peak_tflops", type=float, help="the device's dense peak at this precision, for MFU")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--output_json", help="also write the JSON lines to this file")
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup_steps < args.max_steps:
+        parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
+    return args
+
+
+def synthetic_photos(count: int, shorter_side: int, seed: int) -> tuple[list[bytes], list[int]]:
+    """Smooth random colour fields, 4:3 landscape, as JPEG bytes: they decode and crop like photos."""
+    rng = np.random.default_rng(seed)
+    size = (round(shorter_side * 4 / 3), shorter_side)
+    photos = []
+    for _ in range(count):
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        buffer = BytesIO()
+        coarse.resize(size, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    labels = [random.Random(seed + i).randrange(NUM_LABELS) for i in range(count)]
+    return photos, labels
+
+
+def vit_config(name: str) -> ViTConfig:
+    return ViTConfig(num_labels=NUM_LABELS, **MODEL_CONFIGS[name])
+
+
+def write_processor(folder: Path, config: ViTConfig) -> Path:
+    """The ViT image processor google/vit-base-patch16-224 ships, at the config's size, saved like a checkpoint's."""
+    settings = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "resample": 2,  # bilinear
+                "size": {"height": config.image_size, "width": config.image_size}, "do_rescale": True,
+                "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+def training_flops_per_sample(config: ViTConfig) -> float:
+    """Forward + backward: 6 x (transformer weights) x tokens, plus the attention products (12 x layers x T^2 x d)."""
+    tokens = (config.image_size // config.patch_size) ** 2 + 1
+    d, layers = config.hidden_size, config.num_hidden_layers
+    weights = layers * (4 * d * d + 2 * d * config.intermediate_size)
+    return 6 * weights * tokens + 12 * layers * tokens**2 * d
+
+
+def build_model(config: ViTConfig, seed: int) -> ViTForImageClassification:
+    set_seed(seed)  # both sides start from the same weights
+    return ViTForImageClassification(config)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Ours: the Loop as recipes/image_classification.py builds it.
+
+def run_ours(args, config, processor, photos, labels, device, workdir: str) -> StepClock:
+    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
+    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
+                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
+                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+                           mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    examples = [{"image": {"bytes": photo, "path": None}, "labels": label} for photo, label in zip(photos, labels)]
+    strategy = StrategyArgs(strategy="full")
+    model = apply_strategy(build_model(config, args.seed), strategy, None)
+    sampler = GroupedShuffleSampler(None, args.batch_size, args.seed, len(examples))
+    collate = image_collator(TrainTransform(processor, "basic", args.seed), "synthetic photos")
+    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
+                        pin_memory=accelerator.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(args.seed))
+
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
+
+    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
+    Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir).fit()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# The Trainer, the way run_image_classification.py drives it.
+
+def trainer_transform(processor, seed: int):
+    """run_image_classification.py's training transform; (transform of one PIL image, what it is)."""
+    try:
+        from torchvision.transforms import Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, ToTensor
+    except (ImportError, RuntimeError):  # not installed, or built for another torch
+        augment = TrainTransform(processor, "basic", seed)
+        return (lambda image: augment([image])[0]), "hf_transfer TrainTransform per example (no torchvision)"
+    transform = Compose([RandomResizedCrop(input_size(processor)), RandomHorizontalFlip(), ToTensor(),
+                         Normalize(mean=processor.image_mean, std=processor.image_std)])
+    return transform, "torchvision RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize per example"
+
+
+class AugmentedPhotos(Dataset):
+    def __init__(self, photos: list[bytes], labels: list[int], transform):
+        self.photos, self.labels, self.transform = photos, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, i: int) -> dict:
+        with Image.open(BytesIO(self.photos[i])) as image:
+            return {"pixel_values": self.transform(image.convert("RGB")), "labels": self.labels[i]}
+
+
+def run_trainer(args, config, processor, photos, labels, device, workdir: str) -> StepClock:
+    model = build_model(config, args.seed)
+    transform, _ = trainer_transform(processor, args.seed)
+    training_args = TrainingArguments(
+        output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
+        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
+        eval_strategy="no", save_strategy="no", report_to="none", remove_unused_columns=False,
+        use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
+    )
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    trainer = Trainer(model=model, args=training_args, train_dataset=AugmentedPhotos(photos, labels, transform),
+                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+    trainer.train()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = vit_config(args.model_config)
+    with tempfile.TemporaryDirectory() as folder:  # the recipe's own loader reads it, as it would a checkpoint's
+        processor = load_image_processor(ModelArgs(config_name=str(write_processor(Path(folder), config))), None, None)
+    photos, labels = synthetic_photos(args.synthetic, args.source_px, args.seed)
+    data = f"synthetic:{args.synthetic} JPEG {round(args.source_px * 4 / 3)}x{args.source_px}"
+    augmentation = {"ours": "hf_transfer TrainTransform basic per batch (crop, flip, colour jitter)",
+                    "trainer": trainer_transform(processor, args.seed)[1]}
+    flops = training_flops_per_sample(config)
+
+    def extra(side: str, line: dict) -> dict:
+        tflops = line["samples_per_s"] * flops / 1e12
+        return {"augmentation": augmentation[side], "model_tflops_per_s": tflops,
+                "mfu": tflops / args.peak_tflops if args.peak_tflops else None}
+
+    sides = {"ours": lambda workdir: run_ours(args, config, processor, photos, labels, device, workdir),
+             "trainer": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir)}
+    return compare(sides, args, device, data, extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Write train.csv and test.csv for the Free Spoken Digit Dataset, with its official split.
+
+    python bench/prepare_fsdd.py ../shared/data/fsdd/recordings /tmp/fsdd
+
+Files are named `{digit}_{speaker}_{index}.{wav|flac}`; index 0-4 of each digit and speaker is the test split,
+5-49 the training split. The CSVs hold absolute paths (`audio`) and the digit (`label`).
+"""
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recordings", type=Path, help="the folder of FSDD recordings")
+    parser.add_argument("out", type=Path, help="folder for train.csv and test.csv (created if missing)")
+    args = parser.parse_args()
+    rows = {"train": [], "test": []}
+    for path in sorted(args.recordings.iterdir()):
+        match = NAME.fullmatch(path.stem)
+        if match and path.suffix in (".wav", ".flac"):
+            split = "test" if int(match["index"]) < 5 else "train"
+            rows[split].append({"audio": str(path.resolve()), "label": match["digit"]})
+    if not rows["train"] or not rows["test"]:
+        parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        with open(args.out / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["audio", "label"])
+            writer.writeheader()
+            writer.writerows(split_rows)
+        print(f"{args.out / f'{split}.csv'}: {len(split_rows)} recordings")
+
+
+if __name__ == "__main__":
+    main()

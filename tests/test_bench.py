@@ -1,0 +1,144 @@
+"""bench/ smoke: both sides of each throughput bench and every strategy of the memory table run on CPU, tiny configs.
+
+No timing assertions: the numbers are only checked to be well formed and positive.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDE_KEYS = {"side", "samples_per_s", "real_tokens_per_s", "padded_tokens_per_s", "peak_gpu_memory_gb", "steps",
+             "device", "torch", "transformers"}
+TEXT_SMOKE = ["bench/text_classification.py", "--model_config", "tiny", "--synthetic", "256", "--max_steps", "12",
+              "--warmup_steps", "4"]
+MEMORY_SMOKE = ["bench/memory.py", "--model_config", "bert-tiny", "--steps", "2", "--batch_size", "4",
+                "--seq_len", "32"]
+IMAGE_SMOKE = ["bench/image_classification.py", "--model_config", "tiny", "--synthetic", "64", "--source_px", "48",
+               "--batch_size", "8", "--max_steps", "3", "--warmup_steps", "1"]
+AUDIO_SMOKE = ["bench/audio_classification.py", "--model_config", "tiny", "--synthetic", "64", "--clip_seconds",
+               "0.1", "--batch_size", "8", "--max_steps", "3", "--warmup_steps", "1"]
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Runs each script as `python SCRIPT ARGS...` would, one after another in one interpreter: torch and transformers
+# are imported once, which on the shared 2-core machine saves more than running them side by side.
+RUN_IN_TURN = """import runpy, sys
+sys.path.insert(0, "bench")
+for argv in {argvs!r}:
+    sys.argv = argv
+    runpy.run_path(argv[0], run_name="__main__")
+"""
+SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE}
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Every bench script's CPU smoke, in a subprocess run from the repo root; returns each one's JSON lines.
+
+    One thread: on a busy shared CPU, torch's threads spin-wait on each other and a step can take 100x longer.
+    """
+    folder = tmp_path_factory.mktemp("bench")
+    argvs = [command + ["--output_json", str(folder / f"{name}.jsonl")] for name, command in SMOKES.items()]
+    result = subprocess.run([sys.executable, "-c", RUN_IN_TURN.format(argvs=argvs)], cwd=ROOT, check=False,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, f"a bench failed:\n{result.stderr[-3000:]}"
+    files = {name: (folder / f"{name}.jsonl").read_text() for name in SMOKES}
+    assert result.stdout == "".join(files.values())  # stdout holds the JSON lines and nothing else
+    return {name: [json.loads(line) for line in text.splitlines()] for name, text in files.items()}
+
+
+def test_text_bench_runs_both_sides(smoke_runs):
+    lines = smoke_runs["text"]
+    assert [line["side"] for line in lines] == ["ours", "trainer", "summary"]
+    for line in lines[:2]:
+        assert SIDE_KEYS <= line.keys()
+        for key in ("samples_per_s", "real_tokens_per_s", "padded_tokens_per_s"):
+            assert line[key] > 0, (line["side"], key)
+        assert line["real_tokens_per_s"] <= line["padded_tokens_per_s"]
+        assert line["steps"] == 12 - 4
+        assert (line["peak_gpu_memory_gb"] is None) == (not torch.cuda.is_available())
+    summary = lines[2]
+    assert summary["ratio"] == pytest.approx(lines[0]["samples_per_s"] / lines[1]["samples_per_s"])
+    # The Trainer pads every example to 128 tokens; ours pads each batch to its longest example.
+    assert lines[1]["padded_tokens_per_s"] / lines[1]["samples_per_s"] == pytest.approx(128)
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_image_and_audio_benches_run_both_sides(smoke_runs, modality):
+    lines = smoke_runs[modality]
+    assert [line["side"] for line in lines] == ["ours", "trainer", "summary"]
+    for line in lines[:2]:
+        assert SIDE_KEYS - {"real_tokens_per_s", "padded_tokens_per_s"} <= line.keys()
+        assert line["samples_per_s"] > 0 and line["steps"] == 3 - 1
+    if modality == "image":
+        assert all(line["model_tflops_per_s"] > 0 and line["mfu"] is None for line in lines[:2])  # no --peak_tflops
+    else:
+        assert all(line["audio_seconds_per_s"] > 0 for line in lines[:2])
+    assert lines[2]["ratio"] == pytest.approx(lines[0]["samples_per_s"] / lines[1]["samples_per_s"])
+
+
+def test_memory_table_runs_every_strategy(smoke_runs):
+    lines = smoke_runs["memory"]
+    assert [line["strategy"] for line in lines] == ["full", "lora", "feature_extraction"]
+    for line in lines:
+        assert line["model_config"] == "bert-tiny" and line["total_params"] > 0 and line["loss"] > 0
+        if torch.cuda.is_available():
+            assert line["peak_gpu_memory_gb"] > 0
+        else:
+            assert line["peak_gpu_memory_gb"] is None and "note" in line
+    full, lora, frozen = (line["trainable_params"] for line in lines)
+    assert full > lora > frozen > 0
+
+
+def test_bench_collator_pads_like_the_recipe():
+    """The bench restates hf_transfer's text collator (whose module needs `datasets`); they must pad alike."""
+    from fixtures import minilm_tokenizer
+
+    from hf_transfer.modalities.text import text_collator
+
+    bench = load_bench("text_classification")
+    tokenizer = minilm_tokenizer()
+    encoded = tokenizer(["a short one", "a rather longer sentence than the first one"], truncation=True)
+    features = [{**{k: encoded[k][i] for k in encoded}, "labels": i, "length": len(encoded["input_ids"][i])}
+                for i in range(2)]
+    for multiple in (None, 8):
+        ours, recipe = bench.pad_per_batch(tokenizer, multiple)(features), text_collator(tokenizer, multiple)(features)
+        assert ours.keys() == recipe.keys() and "length" not in ours
+        for key in ours:
+            assert torch.equal(ours[key], recipe[key]), key
+
+
+def test_step_clock_measures_steps_after_warmup():
+    bench = load_bench("text_classification")
+    clock = bench.StepClock(warmup_steps=2, device=torch.device("cpu"))
+    ids, mask = torch.ones(4, 10, dtype=torch.long), torch.tensor([[1] * 6 + [0] * 4] * 4)
+    for _ in range(5):
+        clock.step_begin()
+        clock.count_batch({"input_ids": ids, "attention_mask": mask})
+    clock.stop()
+    clock.count_batch({"input_ids": ids, "attention_mask": mask})  # after the end: not counted
+    assert clock.steps_begun - clock.warmup_steps == 3
+    assert (clock.samples, clock.padded_tokens, int(clock.real_tokens)) == (12, 120, 72)
+    assert clock.end >= clock.start
+
+
+def test_clocked_loss_counts_optimizer_steps_not_micro_batches():
+    bench = load_bench("text_classification")
+    clock = bench.StepClock(warmup_steps=0, device=torch.device("cpu"))
+    compute_loss, evaluate = bench.clocked(lambda model, batch: batch, clock, accumulation=2)
+    assert [compute_loss(None, i) for i in range(6)] == list(range(6))
+    assert clock.steps_begun == 3 and clock.end is None
+    assert evaluate(None) == {"accuracy": 0.0} and clock.end is not None
