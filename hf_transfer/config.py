@@ -231,7 +231,9 @@ class RunConfig:
 
 GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs)
 # A user who names their own data or model source replaces the recipe's default source, not adds to it.
-REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"))
+REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"),
+                    ("dataset_name", "dataset_config_name"), ("train_file", "dataset_config_name"),
+                    ("train_dir", "dataset_config_name"))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import importlib
 from pathlib import Path
 
 import pytest
@@ -71,4 +72,5 @@ def test_every_shipped_config_parses_and_opens_with_its_command(path):
     recipe = max((r for r in recipe_names() if path.stem.startswith(r)), key=len)
     assert first_line in (f"# hf-transfer train {recipe} --config recipes/configs/{path.name}",
                           f"# accelerate launch recipes/{recipe}.py --config recipes/configs/{path.name}")
-    parse([], path)
+    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
+    parse([], path, task=module.TASK.name, modality=getattr(module, "MODALITY", None))
