@@ -271,7 +271,7 @@ def test_feature_encoder_is_frozen_unless_switched_off(tiny_wav2vec2, tones, tmp
         recipe.setup()
         encoder = recipe.model.wav2vec2.feature_extractor
         assert all(p.requires_grad != freeze for p in encoder.parameters())
-        assert recipe.model.config.mask_time_prob == 0  # SpecAugment off by default
+        assert recipe.model.config.apply_spec_augment is False  # SpecAugment off by default
 
 
 def test_lora_round_trip_keeps_projector_and_classifier(trained, tones):

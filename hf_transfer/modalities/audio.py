@@ -259,13 +259,16 @@ def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, arg
 def set_spec_augment(model: nn.Module, args: AudioArgs, sampling_rate: int) -> None:
     """Set SpecAugment masking in the model config (read at each training forward pass); 0 turns it off."""
     config = model.config
-    if not hasattr(config, "mask_time_prob"):
+    if not hasattr(config, "apply_spec_augment"):
         if args.spec_augment:
             raise UsageError(f"--spec_augment: model type {config.model_type!r} has no SpecAugment settings")
         return
-    config.mask_time_prob = config.mask_feature_prob = args.spec_augment
+    # Off is the switch, not zero probabilities: a config with both at 0 builds no mask embedding, so reloading the
+    # saved model would report the trained one as an unexpected weight.
+    config.apply_spec_augment = bool(args.spec_augment)
     if not args.spec_augment:
         return
+    config.mask_time_prob = config.mask_feature_prob = args.spec_augment
     if getattr(base_model(model), "masked_spec_embed", None) is None:
         raise UsageError("--spec_augment: this model was built without a mask embedding (its config had "
                          "mask_time_prob 0); set mask_time_prob > 0 in the config to build one")
