@@ -19,7 +19,12 @@ from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.loop import Loop
 from hf_transfer.metrics import transcription_metrics
-from hf_transfer.modalities.audio import describe_augmentation, freeze_feature_encoder, load_feature_extractor
+from hf_transfer.modalities.audio import (
+    describe_augmentation,
+    freeze_feature_encoder,
+    load_feature_extractor,
+    set_spec_augment,
+)
 from hf_transfer.modalities.transcripts import (
     SpeechArgs,
     build_processor,
@@ -81,9 +86,9 @@ class SpeechRecognitionRecipe:
         accelerator.print(f"vocabulary: {len(tokenizer)} symbols ({''.join(sorted(tokenizer.get_vocab())[3:])})")
 
         config = load_config(run.model, run.train.dropout, vocab_size=len(tokenizer),
-                             pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean", ctc_zero_infinity=True,
-                             mask_time_prob=speech.spec_augment, mask_feature_prob=speech.spec_augment)
+                             pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean", ctc_zero_infinity=True)
         model = build_model(run.model, TASK, config)
+        set_spec_augment(model, speech, self.rate)
         self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
         if speech.freeze_feature_encoder:
             freeze_feature_encoder(model)  # after the strategy: `full` makes every weight trainable
