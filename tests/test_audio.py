@@ -12,14 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 import transformers
+from fixtures import AUDIO_RATE as RATE
+from fixtures import PITCH, tone, write_tones
+from hf_transfer.recipes import audio_classification
 from safetensors.torch import load_file
-from transformers import (
-    AutoConfig,
-    AutoFeatureExtractor,
-    Wav2Vec2Config,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2ForSequenceClassification,
-)
+from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
 from hf_transfer.config import DataArgs, UsageError, parse
 from hf_transfer.data import load_labelled_splits
@@ -34,59 +31,9 @@ from hf_transfer.modalities.audio import (
     prepare_audio_splits,
     read_audio,
 )
-from hf_transfer.recipes import audio_classification
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "audio_classification.py"
 CONFIGS = Path(__file__).parents[1] / "recipes" / "configs"
-RATE = 16000
-PITCH = {"low": 440.0, "high": 880.0}
-# (extension, sampling rate, channels): the files a class folder holds, in turn.
-FORMATS = [(".wav", 16000, 1), (".flac", 8000, 1), (".wav", 22050, 2), (".flac", 16000, 2), (".mp3", 16000, 1),
-           (".ogg", 8000, 1)]
-
-
-def tone(frequency: float, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * rate)) / rate
-    return (0.5 * np.sin(2 * np.pi * frequency * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def write_tones(folder: Path, per_class: int, seed: int) -> list[dict]:
-    """`folder/<class>/*` in every format of FORMATS; returns (path, label) rows."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label, frequency in PITCH.items():
-        (folder / label).mkdir(parents=True)
-        for i in range(per_class):
-            extension, rate, channels = FORMATS[i % len(FORMATS)]
-            wave = tone(frequency, rng.uniform(0.1, 0.4), rate, seed=seed * 1000 + i)
-            path = folder / label / f"{i}{extension}"
-            sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
-            rows.append({"path": str(path), "label": label})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-wav2vec2")
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                            conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=16, classifier_proj_size=16)
-    torch.manual_seed(0)
-    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(sampling_rate=RATE).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tones(tmp_path_factory):
-    """train/ and test/ class folders, and train.csv / test.csv with paths relative to the CSVs' folder."""
-    folder = tmp_path_factory.mktemp("tones")
-    for split, per_class, seed in (("train", 12, 0), ("test", 4, 1)):
-        rows = write_tones(folder / split, per_class, seed)
-        lines = ["audio,label"] + [f"{Path(r['path']).relative_to(folder)},{r['label']}" for r in rows]
-        (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 # --- decoding and augmentation --------------------------------------------------------------------------------

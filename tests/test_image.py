@@ -1,20 +1,18 @@
 """The image recipe end to end on a tiny ViT and generated red/blue squares: strategies, mixing, reload, errors."""
 
-import csv
 import json
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from fixtures import COLOURS, square, write_class_folder
 from hf_transfer.recipes import image_classification
-from PIL import Image
 from safetensors.torch import load_file
 from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
     ConvNextImageProcessorPil,
-    ViTConfig,
     ViTForImageClassification,
     ViTImageProcessorPil,
     pipeline,
@@ -35,22 +33,6 @@ from hf_transfer.modalities.image import (
 )
 from hf_transfer.tasks import lora_target_modules
 
-COLOURS = {"red": (200, 40, 40), "blue": (40, 40, 200)}
-
-
-def square(colour: str, seed: int) -> Image.Image:
-    """A 40 x 48 noisy square of one colour: learnable in a few steps, different every time."""
-    noise = np.random.default_rng(seed).integers(-40, 40, size=(40, 48, 3))
-    return Image.fromarray(np.clip(np.array(COLOURS[colour]) + noise, 0, 255).astype(np.uint8))
-
-
-def write_class_folder(root, per_class: int, seed: int):
-    for colour in COLOURS:
-        (root / colour).mkdir(parents=True)
-        for i in range(per_class):
-            square(colour, seed + i).save(root / colour / f"{i}.png")
-    return root
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -59,31 +41,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                       image_size=32, patch_size=8)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """Class folders (train 16 + val 8 per colour) and the same layout as CSVs of relative paths."""
-    root = tmp_path_factory.mktemp("images")
-    write_class_folder(root / "train", 16, seed=0)
-    write_class_folder(root / "val", 8, seed=100)
-    for split in ("train", "val"):
-        with open(root / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["filename", "label"])
-            writer.writerows((f"{split}/{colour}/{path.name}", colour)
-                             for colour in COLOURS for path in sorted((root / split / colour).iterdir()))
-    return root
 
 
 def train(model, output_dir, **overrides) -> dict:

@@ -1,58 +1,15 @@
 """The CTC recipe on generated 'speech': each letter is a tone, so a tiny model can learn to spell it."""
 
-import csv
 import json
 
-import numpy as np
 import pytest
 import soundfile as sf
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
+from fixtures import SPEECH_RATE as RATE
+from hf_transfer.recipes import speech_recognition
+from transformers import pipeline
 
 from hf_transfer.config import UsageError
 from hf_transfer.inference import load_trained
-from hf_transfer.recipes import speech_recognition
-
-RATE = 8000
-TONES = {"a": 400, "b": 900, "c": 1600}
-WORDS = ["ab", "ba", "cab", "abc", "bc", "ca", "acb", "cb"]
-
-
-def utterance(text: str, rng: np.random.Generator) -> np.ndarray:
-    """0.12 s of a tone per letter, 0.06 s of silence between words."""
-    pieces = []
-    for word in text.split():
-        for letter in word:
-            t = np.arange(int(0.12 * RATE)) / RATE
-            pieces.append(0.5 * np.sin(2 * np.pi * TONES[letter] * t))
-        pieces.append(np.zeros(int(0.06 * RATE)))
-    wave = np.concatenate(pieces)
-    return (wave + 0.01 * rng.standard_normal(len(wave))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def speech_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("speech")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 48), ("test", 8)):
-        rows = []
-        for i in range(count):
-            text = " ".join(rng.choice(WORDS, size=2))
-            name = f"clips/{split}_{i}.wav"
-            (folder / "clips").mkdir(exist_ok=True)
-            sf.write(folder / name, utterance(text, rng), RATE)
-            rows.append({"path": name, "transcript": text.upper() + "!"})  # normalisation lower-cases, strips "!"
-        with open(folder / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["path", "transcript"])
-            writer.writeheader()
-            writer.writerows(rows)
-    model = folder / "tiny-wav2vec2"
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(32, 32), conv_kernel=(10, 4), conv_stride=(5, 4), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, vocab_size=8,
-                            do_stable_layer_norm=True, feat_extract_norm="layer", layerdrop=0.0)
-    Wav2Vec2ForCTC(config).save_pretrained(model)
-    Wav2Vec2FeatureExtractor(sampling_rate=RATE, return_attention_mask=True).save_pretrained(model)
-    return folder
 
 
 def train(speech_data, output_dir, **overrides):
