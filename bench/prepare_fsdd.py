@@ -3,7 +3,8 @@
     python bench/prepare_fsdd.py ../shared/data/fsdd/recordings /tmp/fsdd
 
 Files are named `{digit}_{speaker}_{index}.{wav|flac}`; index 0-4 of each digit and speaker is the test split,
-5-49 the training split. The CSVs hold absolute paths (`audio`) and the digit (`label`).
+5-49 the training split. The CSVs hold absolute paths (`audio`), the digit (`label`) for audio classification
+and the digit as a word (`transcript`, "zero" ... "nine") for speech recognition.
 """
 
 import argparse
@@ -12,6 +13,7 @@ import re
 from pathlib import Path
 
 NAME = re.compile(r"(?P<digit>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)")
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def main() -> None:
@@ -24,13 +26,14 @@ def main() -> None:
         match = NAME.fullmatch(path.stem)
         if match and path.suffix in (".wav", ".flac"):
             split = "test" if int(match["index"]) < 5 else "train"
-            rows[split].append({"audio": str(path.resolve()), "label": match["digit"]})
+            rows[split].append({"audio": str(path.resolve()), "label": match["digit"],
+                                "transcript": WORDS[int(match["digit"])]})
     if not rows["train"] or not rows["test"]:
         parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings")
     args.out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         with open(args.out / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["audio", "label"])
+            writer = csv.DictWriter(handle, fieldnames=["audio", "label", "transcript"])
             writer.writeheader()
             writer.writerows(split_rows)
         print(f"{args.out / f'{split}.csv'}: {len(split_rows)} recordings")

@@ -96,7 +96,8 @@ def load_raw_splits(data: DataArgs, layout: FolderLayout | None = None) -> tuple
                 raise UsageError(f"could not load data set {name!r}: {error}") from None
         splits, sources = DatasetDict(), {}
         for split, dataset in loaded.items():
-            canonical = SPLIT_ALIASES.get(split)
+            # Dotted names are parts of a split (LibriSpeech's train.100, train.360): the first one listed is used.
+            canonical = SPLIT_ALIASES.get(split.split(".")[0])
             if canonical and canonical not in splits:
                 splits[canonical] = dataset
                 sources[canonical] = f"{name} [{split}]"

@@ -41,7 +41,10 @@ def load_trained(output_dir: str | Path):
                              "base weights were not saved, so it can't be reloaded; train with --strategy full instead")
         # Base weights come from where training read them (the adapter names the Hub id instead).
         base_path = resolve_model(settings["model_name_or_path"])[0]
-        base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder))
+        # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
+        # replaces it right after.
+        base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder),
+                                               ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, folder)
     else:
         model = task.auto_model.from_pretrained(folder)

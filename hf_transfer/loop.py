@@ -108,17 +108,18 @@ class Loop:
         self.output_dir = Path(output_dir)
         self.compute_loss = compute_loss
         self.evaluate = evaluate
-        self.steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
+        # Counted on the prepared loader: under DDP each process sees only its share of the batches.
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / args.gradient_accumulation_steps)
         self.max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
         scheduler = get_scheduler(
-            args.lr_scheduler_type, optimizer,
+            args.lr_scheduler_type, self.optimizer.optimizer,
             # The prepared scheduler steps once per process for each optimizer step.
             num_warmup_steps=math.ceil(args.warmup_ratio * self.max_steps) * accelerator.num_processes,
             num_training_steps=self.max_steps * accelerator.num_processes,
         )
-        self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
-            model, optimizer, train_loader, scheduler)
+        self.scheduler = accelerator.prepare(scheduler)
         self.state = TrainState()
         self.best_path = self.output_dir / "checkpoints" / "best" / "trainable.safetensors"
 

@@ -25,14 +25,18 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
     """Adapter + head + config for LoRA (so `config.json` carries the labels), the full model otherwise."""
 
     def save(folder: Path) -> None:
-        model.save_pretrained(folder)
         if is_adapter(model):
+            # No strategy resizes embeddings; peft's "auto" would look for them whenever the vocabulary changed
+            # (a CTC head) and fail on models without input embeddings (Wav2Vec2).
+            model.save_pretrained(folder, save_embedding_layers=False)
             model.get_base_model().config.save_pretrained(folder)
             if hub_base_model:
                 # Point the adapter at the Hub checkpoint, not the local folder it was read from.
                 adapter_config = copy.copy(model.peft_config["default"])
                 adapter_config.base_model_name_or_path = hub_base_model
                 adapter_config.save_pretrained(folder)
+        else:
+            model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
     atomic_save_files(output_dir, save)

@@ -83,7 +83,8 @@ class SpeechRecognitionRecipe:
                               + (" ..." if len(files) > 5 else ""))
         self.processor = build_processor(self.data.splits["train"]["transcript"], feature_extractor)
         tokenizer = self.processor.tokenizer
-        accelerator.print(f"vocabulary: {len(tokenizer)} symbols ({''.join(sorted(tokenizer.get_vocab())[3:])})")
+        characters = "".join(c for c in tokenizer.get_vocab() if c not in tokenizer.all_special_tokens)
+        accelerator.print(f"vocabulary: {len(tokenizer)} symbols, with blank and unknown ({characters})")
 
         config = load_config(run.model, run.train.dropout, vocab_size=len(tokenizer),
                              pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean", ctc_zero_infinity=True)

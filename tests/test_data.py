@@ -1,11 +1,12 @@
 import json
 
+import datasets
 import pandas as pd
 import pytest
 from fixtures import sentences, write_csv
 
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import load_labelled_splits
+from hf_transfer.data import load_labelled_splits, load_raw_splits
 
 
 def data_args(**kwargs) -> DataArgs:
@@ -30,6 +31,16 @@ def test_every_file_format_loads_with_string_labels(tmp_path, suffix):
     assert data.label2id == {"negative": 0, "positive": 1}
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 60
 
+
+
+def test_hub_split_parts_map_to_train_validation_test(monkeypatch):
+    # LibriSpeech's splits are train.100, train.360, validation, test: the first train part is used.
+    parts = {name: datasets.Dataset.from_dict({"text": [name]}) for name in ("train.100", "train.360", "validation", "test")}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config: datasets.DatasetDict(parts))
+    splits, sources = load_raw_splits(data_args(dataset_name="openslr/librispeech_asr", dataset_config_name="clean"))
+    assert {split: dataset["text"][0] for split, dataset in splits.items()} == {
+        "train": "train.100", "validation": "validation", "test": "test"}
+    assert sources["train"] == "openslr/librispeech_asr [train.100]"
 
 def test_validation_is_carved_stratified_and_seeded(tmp_path):
     path = write_csv(tmp_path / "train.csv", sentences(100, labels=("a", "b", "c", "d")))

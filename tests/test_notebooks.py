@@ -13,11 +13,7 @@ SHOWN = {"speech_recognition.ipynb": "| wer |"}
 
 
 def tiny_settings(name: str, fixture, output_dir: Path) -> dict:
-    """Per notebook: the `config` its parameters cell gets in the test. `fixture` builds the fixtures it uses.
-
-    Image and audio ask for 2 steps, what one epoch holds at 2 processes: Loop counts epochs on the loader before
-    `prepare` shards it, so more steps would silently end early (and, logging none, fail to write results).
-    """
+    """Per notebook: the `config` its parameters cell gets in the test. `fixture` builds the fixtures it uses."""
     if name == "sentiment.ipynb":
         files = fixture("sentiment_files")
         return {"model_name_or_path": str(fixture("tiny_bert")), "train_file": str(files["train"]),
@@ -26,18 +22,18 @@ def tiny_settings(name: str, fixture, output_dir: Path) -> dict:
     if name == "image_classification.ipynb":
         images = fixture("images")
         return {"model_name_or_path": str(fixture("tiny_vit")), "train_dir": str(images / "train"),
-                "validation_dir": str(images / "val"), "strategy": "lora", "max_train_steps": 2,
+                "validation_dir": str(images / "val"), "strategy": "lora", "max_train_steps": 3,
                 "per_device_train_batch_size": 8, "output_dir": str(output_dir)}
     if name == "audio_classification.ipynb":
         tones = fixture("tones")
         return {"model_name_or_path": str(fixture("tiny_wav2vec2")), "train_dir": str(tones / "train"),
                 "test_dir": str(tones / "test"), "validation_split_percentage": 25, "strategy": "lora",
-                "max_train_steps": 2, "per_device_train_batch_size": 8, "max_duration_seconds": 0.25,
+                "max_train_steps": 3, "per_device_train_batch_size": 8, "max_duration_seconds": 0.25,
                 "output_dir": str(output_dir)}
     if name == "speech_recognition.ipynb":
         speech = fixture("speech_data")
         return {"model_name_or_path": str(speech / "tiny-wav2vec2"), "train_file": str(speech / "train.csv"),
-                "test_file": str(speech / "test.csv"), "strategy": "full", "max_train_steps": 2,
+                "test_file": str(speech / "test.csv"), "strategy": "full", "max_train_steps": 3,
                 "per_device_train_batch_size": 8, "output_dir": str(output_dir)}
     raise KeyError(f"{name}: add its tiny settings here")
 
@@ -60,6 +56,7 @@ def test_notebook_runs_end_to_end(path, num_processes, request, tmp_path, monkey
     notebook = run_notebook(path, config, num_processes, tmp_path)
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == num_processes
+    assert results["train_steps"] == config["max_train_steps"]  # every process ran every step asked for
     outputs = "".join(str(output) for cell in notebook.cells for output in cell.get("outputs", []))
     assert SHOWN.get(path.name, "image/png") in outputs
     assert "Traceback" not in outputs

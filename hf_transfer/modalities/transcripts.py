@@ -19,6 +19,7 @@ from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
 from hf_transfer.modalities.audio import AudioArgs, augment, prepare_audio_splits, read_audio
+from hf_transfer.tasks import base_model
 
 TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
 WORD_DELIMITER, PAD, UNK = "|", "[PAD]", "[UNK]"
@@ -104,8 +105,9 @@ def build_processor(train_transcripts: list[str], feature_extractor: SequenceFea
     with tempfile.TemporaryDirectory() as folder:  # the tokenizer reads its vocabulary from a file, once
         vocab_file = Path(folder) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
+        # No <s>/</s>: CTC never emits them, and as extra outputs they could only add errors.
         tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token=UNK, pad_token=PAD,
-                                         word_delimiter_token=WORD_DELIMITER)
+                                         word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None)
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
@@ -141,6 +143,12 @@ def transcribe(accelerator, model, loader, processor: Wav2Vec2Processor) -> dict
     for batch in loader:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
         predicted = model(**inputs).logits.argmax(-1)
+        if "attention_mask" in inputs:
+            # Frames past a clip's end were never trained (CTC skips them): read them as blanks, not letters.
+            encoder = base_model(accelerator.unwrap_model(model))
+            frames = encoder._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+            past_end = torch.arange(predicted.shape[1], device=predicted.device)[None, :] >= frames[:, None]
+            predicted = predicted.masked_fill(past_end, processor.tokenizer.pad_token_id)
         predicted = accelerator.pad_across_processes(predicted, dim=1, pad_index=processor.tokenizer.pad_token_id)
         predicted, index = accelerator.gather_for_metrics((predicted, batch["index"]))
         found.update(zip(index.tolist(), processor.batch_decode(predicted.cpu())))
