@@ -10,6 +10,9 @@ from pathlib import Path
 
 from hf_transfer.config import UsageError
 
+# The data's columns for `evaluate`, named as in training.
+COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
+
 
 def run_from_command_line(main: Callable) -> None:
     """Run a recipe's `main` with the process's flags; bad input ends with a message, not a traceback."""
@@ -41,24 +44,22 @@ def train(recipe: str, flags: list[str]) -> None:
     importlib.import_module(f"hf_transfer.recipes.{recipe}").main(argv=flags)
 
 
-def predict(output_dir: str, texts: list[str], file: str | None) -> None:
-    from hf_transfer.inference import load_trained, predict_texts
+def predict(output_dir: str, inputs: list[str], file: str | None) -> None:
+    from hf_transfer.inference import load_trained
+    from hf_transfer.inference import predict as predict_inputs
 
     if file:
         path = Path(file)
         if not path.is_file():
             raise UsageError(f"file not found: {file}")
-        texts = texts + [line for line in path.read_text().splitlines() if line.strip()]
-    if not texts:
-        raise UsageError("give texts to classify, or --file with one text per line")
-    model, tokenizer, settings = load_trained(output_dir)
-    if settings["task"] == "image-classification":
-        from hf_transfer.modalities.image import predict_images
-
-        predictions = predict_images(model, tokenizer, texts)  # the inputs are image file paths
-    else:
-        predictions = predict_texts(model, tokenizer, texts, settings["max_seq_length"])
-    for prediction in predictions:
+        inputs = inputs + [line for line in path.read_text().splitlines() if line.strip()]
+    if not inputs:
+        raise UsageError("give texts (or image or audio file paths) to predict on, or --file with one per line")
+    model, processor, settings = load_trained(output_dir)
+    if settings.get("text_pair_column"):
+        raise UsageError(f"{output_dir} classifies text pairs ({settings['text_column']}, "
+                         f"{settings['text_pair_column']}): score a file of them with `hf-transfer evaluate`")
+    for prediction in predict_inputs(model, processor, settings, inputs):
         print(json.dumps(prediction))
 
 
@@ -69,17 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
                                        add_help=False)
     train_parser.add_argument("recipe")
     commands.add_parser("recipes", help="list recipes and their configs")
-    evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file")
+    evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
-    evaluate_parser.add_argument("--test_file", required=True)
-    evaluate_parser.add_argument("--text_column")
-    evaluate_parser.add_argument("--image_column", help="for an image model: the column of image paths")
-    evaluate_parser.add_argument("--label_column")
+    test_data = evaluate_parser.add_mutually_exclusive_group(required=True)
+    test_data.add_argument("--test_file", help="csv/tsv/json/jsonl/parquet of inputs and labels (or transcripts)")
+    test_data.add_argument("--test_dir", help="image or audio classifiers: a folder of <class>/<file> subfolders")
+    for column in COLUMN_FLAGS:
+        evaluate_parser.add_argument(f"--{column}", help="default: the column training used, else the usual names")
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
-    predict_parser = commands.add_parser("predict", help="classify texts (image files, for an image model) with a "
-                                                         "trained folder")
+    predict_parser = commands.add_parser("predict", help="classify texts, image or audio files (or transcribe audio "
+                                                         "files) with a trained folder")
     predict_parser.add_argument("output_dir")
-    predict_parser.add_argument("texts", nargs="*")
+    predict_parser.add_argument("inputs", nargs="*", help="texts, or image or audio file paths")
     predict_parser.add_argument("--file", help="a text file, one input per line")
     push_parser = commands.add_parser("push", help="upload a trained folder (model, card, report) to the Hub")
     push_parser.add_argument("output_dir")
@@ -109,12 +111,12 @@ def main(argv: list[str] | None = None) -> None:
             from hf_transfer.inference import evaluate_folder
 
             report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
-            results = evaluate_folder(args.output_dir, args.test_file, report_dir, args.text_column, args.label_column,
-                                      image_column=args.image_column)
+            results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
+                                      columns={column: getattr(args, column) for column in COLUMN_FLAGS})
             print(json.dumps(results, indent=2))
             print(f"Report: {Path(report_dir) / 'eval_report.md'}")
         elif args.command == "predict":
-            predict(args.output_dir, args.texts, args.file)
+            predict(args.output_dir, args.inputs, args.file)
         elif args.command == "push":
             from hf_transfer.hub import push_folder
 

@@ -118,6 +118,20 @@ def load_raw_splits(data: DataArgs, layout: FolderLayout | None = None) -> tuple
     return splits, sources
 
 
+def resolve_paths(values: list, base: Path, source: str, what: str) -> list[str]:
+    """File paths from a data file's column: relative ones read from `base`, each checked to exist."""
+    paths = []
+    for row, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{source}: row {row} of the {what} column is {value!r}, not a file path")
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise UsageError(f"{source}: {what} file not found: {path} (row {row})")
+        paths.append(str(path))
+    return paths
+
+
 def guess_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...], what: str, source: str) -> str:
     """The column the user named, or the first conventional name present; a clear error otherwise."""
     if wanted:

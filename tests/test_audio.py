@@ -18,9 +18,10 @@ from hf_transfer.recipes import audio_classification
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
+from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.inference import load_trained
+from hf_transfer.inference import evaluate_folder, load_trained
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -246,6 +247,39 @@ def test_full_model_predicts_a_label_in_the_transformers_pipeline(trained):
     classify = transformers.pipeline("audio-classification", model=str(output_dir))
     predictions = classify({"raw": tone(880, 0.3, RATE), "sampling_rate": RATE})
     assert {p["label"] for p in predictions} == set(PITCH)
+
+
+def test_predict_and_evaluate_commands_read_audio_files_and_folders(trained, tones, tmp_path, capsys):
+    results, output_dir = trained["full"]
+    clip = tones / "test" / "high" / "0.wav"
+    cli(["predict", str(output_dir), str(clip)])
+    prediction = json.loads(capsys.readouterr().out)
+    assert prediction["audio"] == str(clip) and prediction["label"] in PITCH
+    assert sum(prediction["scores"].values()) == pytest.approx(1)
+    # The test split's class folder, and a CSV of the same clips by relative path: the run's own numbers.
+    cli(["evaluate", str(output_dir), "--test_dir", str(tones / "test")])
+    by_folder = json.loads((output_dir / "evaluation" / "all_results.json").read_text())
+    by_file = evaluate_folder(output_dir, str(tones / "test.csv"), tmp_path / "by_file")
+    for again in (by_folder, by_file):
+        assert again["test_samples"] == 8 and again["test_accuracy"] == results["test_accuracy"]
+        assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+    assert (output_dir / "evaluation" / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "OUT", "a sentence"], "an audio model takes audio file paths"),
+    (["predict", "OUT", "BAD"], "can't read audio file .*not-audio.wav"),
+    (["evaluate", "OUT", "--test_file", "TONES/test.csv", "--text_column", "audio"],
+     "--text_column does not apply to this audio-classification model"),
+    (["evaluate", "OUT", "--test_file", "TONES/test.csv", "--audio_column", "clip"], "no audio column 'clip'"),
+])
+def test_predict_and_evaluate_name_what_is_wrong(trained, tones, tmp_path, argv, message):
+    bad = tmp_path / "not-audio.wav"
+    bad.write_text("not audio")
+    _, output_dir = trained["full"]
+    replace = {"OUT": str(output_dir), "BAD": str(bad), "TONES/test.csv": str(tones / "test.csv")}
+    with pytest.raises(SystemExit, match=message):
+        cli([replace.get(arg, arg) for arg in argv])
 
 
 def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):

@@ -8,8 +8,9 @@ from fixtures import SPEECH_RATE as RATE
 from hf_transfer.recipes import speech_recognition
 from transformers import pipeline
 
+from hf_transfer.cli import main as cli
 from hf_transfer.config import UsageError
-from hf_transfer.inference import load_trained
+from hf_transfer.inference import evaluate_folder, load_trained
 
 
 def train(speech_data, output_dir, **overrides):
@@ -48,6 +49,21 @@ def test_ctc_recipe_writes_model_processor_report_and_card(learned, speech_data)
     text = transcriber({"raw": clip, "sampling_rate": RATE})["text"]
     first_example = report.split("| reference | prediction |\n|---|---|\n")[1].splitlines()[0]
     assert text and first_example.split(" | ")[1].removesuffix(" |").removesuffix(" ✗") == text
+
+
+def test_predict_and_evaluate_commands_transcribe(learned, speech_data, tmp_path, capsys):
+    results, output_dir = learned
+    clip = speech_data / "clips" / "test_0.wav"
+    cli(["predict", str(output_dir), str(clip)])
+    prediction = json.loads(capsys.readouterr().out)
+    first_example = (output_dir / "eval_report.md").read_text().split("| reference | prediction |\n|---|---|\n")[1]
+    assert prediction == {"audio": str(clip), "transcript": first_example.split(" | ")[1].split(" |")[0].rstrip(" ✗")}
+    # The test CSV again (relative paths, un-normalised transcripts): the run's own error rates.
+    again = evaluate_folder(output_dir, str(speech_data / "test.csv"), tmp_path / "evaluation")
+    assert again == {k: v for k, v in results.items() if k.startswith("test_")}
+    assert "| reference | prediction |" in (tmp_path / "evaluation" / "eval_report.md").read_text()
+    with pytest.raises(SystemExit, match="--test_dir reads class folders"):
+        cli(["evaluate", str(output_dir), "--test_dir", str(speech_data / "clips")])
 
 
 def test_lora_ctc_saves_the_head_and_reloads(speech_data, tmp_path):

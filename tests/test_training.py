@@ -109,3 +109,24 @@ def test_class_weights_auto_and_label_smoothing_run(tiny_bert, sentiment_files, 
 def test_tensorboard_logging_writes_events(tiny_bert, sentiment_files, tmp_path):
     run(tiny_bert, sentiment_files, tmp_path, strategy="full", report_to="tensorboard", max_train_steps=4)
     assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_sentence_pair_model_is_scored_on_both_columns(tiny_bert, tmp_path):
+    """A pair classifier reads its second column when scored again; `predict` of single texts is refused."""
+    from fixtures import sentences, write_csv
+
+    from hf_transfer.cli import main as cli
+    from hf_transfer.inference import evaluate_folder
+
+    def pairs(count, seed):  # the label shows in the second sentence only
+        return [{"premise": "a review", "hypothesis": row["text"], "label": row["label"]}
+                for row in sentences(count, seed=seed)]
+
+    train, test = write_csv(tmp_path / "train.csv", pairs(80, 0)), write_csv(tmp_path / "test.csv", pairs(24, 1))
+    results = sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
+                              "text_column": "premise", "text_pair_column": "hypothesis", "strategy": "full",
+                              "output_dir": str(tmp_path / "out"), "learning_rate": 5e-3, "max_train_steps": 8})
+    again = evaluate_folder(tmp_path / "out", str(test), tmp_path / "evaluation")
+    assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+    with pytest.raises(SystemExit, match="classifies text pairs"):
+        cli(["predict", str(tmp_path / "out"), "one sentence"])

@@ -255,6 +255,25 @@ def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, arg
     return collate
 
 
+def load_clip(path: str, sampling_rate: int) -> np.ndarray:
+    """`read_audio` for files given after training: one that can't be used is named in the error."""
+    try:
+        wave = read_audio(path, sampling_rate)
+    except (RuntimeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
+        raise UsageError(f"can't read audio file {path}: {error}") from None
+    if not len(wave):
+        raise UsageError(f"audio file {path} is empty: no audio samples")
+    return wave
+
+
+def audio_logits(model, feature_extractor: SequenceFeatureExtractor, paths: list[str],
+                 max_duration_seconds: float) -> torch.Tensor:
+    """The model's logits for a batch of audio files, cropped (centred) and padded as in evaluation."""
+    rate = feature_extractor.sampling_rate
+    waves = [crop(load_clip(path, rate), round(max_duration_seconds * rate)) for path in paths]
+    return model(**feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")).logits
+
+
 # --- the model --------------------------------------------------------------------------------------------------
 def set_spec_augment(model: nn.Module, args: AudioArgs, sampling_rate: int) -> None:
     """Set SpecAugment masking in the model config (read at each training forward pass); 0 turns it off."""

@@ -23,7 +23,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from transformers.image_utils import SizeDict
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
-from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
+from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve_paths
 
 IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
 IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
@@ -84,23 +84,10 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         else:
             base = Path(files[split]).parent if files.get(split) else Path.cwd()
-            paths = resolve_image_paths(dataset[column], base, source)
+            paths = resolve_paths(dataset[column], base, source, "image")
             dataset = dataset.remove_columns(column).add_column(column, paths)
         prepared[split] = dataset.rename_column(column, "image") if column != "image" else dataset
     return prepared
-
-
-def resolve_image_paths(values: list, base: Path, source: str) -> list[str]:
-    paths = []
-    for row, value in enumerate(values):
-        if not isinstance(value, str) or not value.strip():
-            raise UsageError(f"{source}: row {row} of the image column is {value!r}, not an image path")
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else base / path
-        if not path.is_file():
-            raise UsageError(f"{source}: image file not found: {path} (row {row})")
-        paths.append(str(path))
-    return paths
 
 
 def load_image(value: str | dict, source: str) -> Image.Image:
@@ -310,21 +297,7 @@ def image_details(args: ImageArgs, size: tuple[int, int]) -> dict[str, str]:
 
 
 # --- prediction ------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_images(model, processor, paths: list[str], batch_size: int = 32) -> list[dict]:
-    """Label and class probabilities for each image file."""
-    for path in paths:
-        if not Path(path).is_file():
-            raise UsageError(f"no image file {path!r}: an image model takes image file paths (a text model, texts)")
-    id2label = model.config.id2label
-    transform = processor_transform(processor)
-    predictions = []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        pixel_values = transform([load_image(path, "the images to classify") for path in batch])
-        probabilities = model(pixel_values=pixel_values).logits.float().softmax(-1)
-        for path, row in zip(batch, probabilities.tolist()):
-            best = max(range(len(row)), key=row.__getitem__)
-            predictions.append({"image": path, "label": id2label[best], "score": row[best],
-                                "scores": {id2label[i]: p for i, p in enumerate(row)}})
-    return predictions
+def image_logits(model, processor, paths: list[str]) -> torch.Tensor:
+    """The model's logits for a batch of image files, preprocessed as in evaluation."""
+    images = [load_image(path, "the images to classify") for path in paths]
+    return model(pixel_values=processor_transform(processor)(images)).logits

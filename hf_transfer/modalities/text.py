@@ -1,5 +1,6 @@
 """Text: pick the text column(s), tokenise once up front, pad per batch."""
 
+import torch
 from datasets import DatasetDict
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -63,3 +64,10 @@ def text_collator(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | 
         return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
 
     return collate
+
+
+def text_logits(model, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
+                pairs: list[str] | None = None) -> torch.Tensor:
+    """The model's logits for a batch of texts (or text pairs), tokenised as in training."""
+    batch = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return model(**batch).logits

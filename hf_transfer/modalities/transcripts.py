@@ -18,7 +18,7 @@ from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec
 
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
-from hf_transfer.modalities.audio import AudioArgs, augment, prepare_audio_splits, read_audio
+from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
 from hf_transfer.tasks import base_model
 
 TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
@@ -135,22 +135,35 @@ def ctc_collator(processor: Wav2Vec2Processor, column: str, args: SpeechArgs, tr
     return collate
 
 
+def greedy_ids(model, inputs: dict, pad_token_id: int) -> torch.Tensor:
+    """Best CTC symbol per frame; frames past a clip's end (never trained: CTC skips them) read as blanks."""
+    predicted = model(**inputs).logits.argmax(-1)
+    if "attention_mask" in inputs:
+        frames = base_model(model)._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+        past_end = torch.arange(predicted.shape[1], device=predicted.device)[None, :] >= frames[:, None]
+        predicted = predicted.masked_fill(past_end, pad_token_id)
+    return predicted
+
+
 @torch.no_grad()
 def transcribe(accelerator, model, loader, processor: Wav2Vec2Processor) -> dict[int, str]:
     """Greedy CTC transcripts of a whole split, gathered from every process, by example index."""
     model.eval()
-    found = {}
+    found, pad_id = {}, processor.tokenizer.pad_token_id
     for batch in loader:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
-        predicted = model(**inputs).logits.argmax(-1)
-        if "attention_mask" in inputs:
-            # Frames past a clip's end were never trained (CTC skips them): read them as blanks, not letters.
-            encoder = base_model(accelerator.unwrap_model(model))
-            frames = encoder._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
-            past_end = torch.arange(predicted.shape[1], device=predicted.device)[None, :] >= frames[:, None]
-            predicted = predicted.masked_fill(past_end, processor.tokenizer.pad_token_id)
-        predicted = accelerator.pad_across_processes(predicted, dim=1, pad_index=processor.tokenizer.pad_token_id)
+        # Unwrapped for its frame-length helper; the forward pass is the same module DDP wraps.
+        predicted = greedy_ids(accelerator.unwrap_model(model), inputs, pad_id)
+        predicted = accelerator.pad_across_processes(predicted, dim=1, pad_index=pad_id)
         predicted, index = accelerator.gather_for_metrics((predicted, batch["index"]))
         found.update(zip(index.tolist(), processor.batch_decode(predicted.cpu())))
     model.train()
     return found
+
+
+def transcribe_files(model, processor: Wav2Vec2Processor, paths: list[str]) -> list[str]:
+    """Greedy CTC transcripts of a batch of audio files, decoded and padded as in evaluation."""
+    rate = processor.feature_extractor.sampling_rate
+    waves = [load_clip(path, rate) for path in paths]
+    inputs = processor.feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
+    return processor.batch_decode(greedy_ids(model, dict(inputs), processor.tokenizer.pad_token_id))
