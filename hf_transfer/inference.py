@@ -26,7 +26,12 @@ from hf_transfer.metrics.report import write_report, write_transcription_report
 from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
 from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
-from hf_transfer.modalities.transcripts import TRANSCRIPT_COLUMN_GUESSES, SpeechArgs, normalize, transcribe_files
+from hf_transfer.modalities.transcripts import (
+    TRANSCRIPT_COLUMN_GUESSES,
+    SpeechArgs,
+    normalized_transcripts,
+    transcribe_files,
+)
 from hf_transfer.tasks import TASKS
 
 
@@ -88,8 +93,8 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
     """(a batch of inputs, their text pairs or None) -> predictions, preprocessed as the run evaluated."""
     task, kind = settings["task"], INPUTS[settings["task"]].kind
     if task == "automatic-speech-recognition":
-        return lambda paths, _: [{"audio": path, "transcript": text}
-                                 for path, text in zip(paths, transcribe_files(model, processor, paths))]
+        return lambda paths, _: [{kind: path, "transcript": text}
+                               for path, text in zip(paths, transcribe_files(model, processor, paths))]
     if task == "text-classification":
         def logits_of(texts, pairs):
             return text_logits(model, processor, texts, settings["max_seq_length"], pairs)
@@ -191,9 +196,7 @@ def _score_transcripts(model, processor, settings, dataset, paths, source, repor
                           "transcript", source)
     # References normalised as the training transcripts were (case, punctuation).
     speech = SpeechArgs(lowercase=settings["lowercase"], strip_punctuation=settings["strip_punctuation"])
-    references = [normalize(text, speech) if isinstance(text, str) else "" for text in dataset[column]]
-    if "" in references:
-        raise UsageError(f"{source}: row {references.index('')} of column {column!r} has no transcript")
+    references = normalized_transcripts(dataset[column], speech, column, source)
     predicted = [p["transcript"] for p in predict(model, processor, settings, paths)]
     results = {f"test_{k}": v for k, v in transcription_metrics(predicted, references).items()}
     results["test_samples"] = len(references)

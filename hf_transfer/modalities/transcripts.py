@@ -49,6 +49,14 @@ def normalize(text: str, args: SpeechArgs) -> str:
     return " ".join(text.split())
 
 
+def normalized_transcripts(values: list, args: SpeechArgs, column: str, source: str) -> list[str]:
+    """A column of transcripts, normalised; a row left with no text is named."""
+    texts = [normalize(value, args) if isinstance(value, str) else "" for value in values]
+    if "" in texts:
+        raise UsageError(f"{source}: row {texts.index('')} of column {column!r} has no transcript")
+    return texts
+
+
 def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> LabelledSplits:
     """Splits with a normalised `transcript` column; a random validation split is held out when there is none."""
     splits, sources = load_raw_splits(data)
@@ -58,11 +66,9 @@ def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> Labe
         if column not in dataset.column_names:
             raise UsageError(f"{sources[split]}: no transcript column {column!r}; "
                              f"columns are {', '.join(dataset.column_names)}")
-        texts = [normalize(t, args) if isinstance(t, str) else "" for t in dataset[column]]
         if not dataset.num_rows:
             raise UsageError(f"{sources[split]}: the {split} split is empty")
-        if "" in texts:
-            raise UsageError(f"{sources[split]}: row {texts.index('')} of column {column!r} has no transcript")
+        texts = normalized_transcripts(dataset[column], args, column, sources[split])
         splits[split] = dataset.remove_columns(column).add_column("transcript", texts)
     if "validation" not in splits:
         carved = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=seed)
