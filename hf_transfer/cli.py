@@ -38,7 +38,12 @@ def list_recipes() -> None:
                 print(f"    {config.name:32} {config.read_text().splitlines()[0].lstrip('# ')}")
 
 
-def train(recipe: str, flags: list[str]) -> None:
+def train(recipe: str | None, flags: list[str]) -> None:
+    if recipe is None or recipe in ("-h", "--help"):
+        print("usage: hf-transfer train RECIPE [--config FILE.yaml] [--flag value ...]\n"
+              "`hf-transfer train RECIPE --help` lists the recipe's flags. Recipes and their configs:\n")
+        list_recipes()
+        return
     if recipe not in recipe_names():
         raise UsageError(f"unknown recipe {recipe!r}; recipes: {', '.join(recipe_names())}")
     importlib.import_module(f"hf_transfer.recipes.{recipe}").main(argv=flags)
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="run a recipe: hf-transfer train sentiment --config FILE",
                                        add_help=False)
-    train_parser.add_argument("recipe")
+    train_parser.add_argument("recipe", nargs="?", help="one of `hf-transfer recipes`")
     commands.add_parser("recipes", help="list recipes and their configs")
     evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
