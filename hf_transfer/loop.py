@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -38,6 +39,24 @@ class TrainState:
     evals_since_best: int = 0
     history: list[dict] = field(default_factory=list)  # one entry per evaluation
     train_losses: list[dict] = field(default_factory=list)  # one entry per logging step
+
+
+def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
+    """The run's Accelerator. Its precision is `--mixed_precision` when given, else the launcher's choice
+    (`accelerate launch --mixed_precision`, `accelerate config`), else none.
+
+    accelerate keeps its settings in process-wide singletons: they are reset first, so that a second run in one
+    notebook kernel may use another precision. The process group (PartialState) of a launched run stays.
+    The precision chosen is written back to `args`, so that run_config.yaml records it.
+    """
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+                              gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              log_with=None if args.report_to == "none" else args.report_to, project_dir=output_dir,
+                              **kwargs)
+    args.mixed_precision = accelerator.mixed_precision
+    return accelerator
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:

@@ -11,7 +11,7 @@ Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (t
 """
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
@@ -19,7 +19,7 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
+from hf_transfer.loop import Loop, auto_class_weights, classification_loss, new_accelerator, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -53,11 +53,8 @@ DEFAULTS = {
 class AudioClassificationRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
+        self.accelerator = new_accelerator(
+            run.train, run.train.output_dir,
             # Under DDP some trainable weights get no gradient in a step: LayerDrop skips whole layers at random,
             # and the SpecAugment mask embedding is unused while masking is off. Letting DDP look for them keeps
             # LayerDrop's regularisation (setting layerdrop=0 would drop it and still leave the mask embedding).

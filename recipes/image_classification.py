@@ -10,7 +10,6 @@ Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (t
 """
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
@@ -18,7 +17,7 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
+from hf_transfer.loop import Loop, auto_class_weights, classification_loss, new_accelerator, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
@@ -55,12 +54,7 @@ DEFAULTS = {
 class ImageClassificationRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
-        )
+        self.accelerator = new_accelerator(run.train, run.train.output_dir)
 
     def setup(self) -> None:
         run, accelerator, image = self.run, self.accelerator, self.run.modality

@@ -10,14 +10,14 @@ Phases, in order: setup (data, vocabulary, model, strategy, optimizer) -> train 
 """
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
-from hf_transfer.loop import Loop
+from hf_transfer.loop import Loop, new_accelerator
 from hf_transfer.metrics import transcription_metrics
 from hf_transfer.modalities.audio import (
     describe_augmentation,
@@ -61,11 +61,8 @@ def ctc_loss(model, batch):
 class SpeechRecognitionRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
+        self.accelerator = new_accelerator(
+            run.train, run.train.output_dir,
             # LayerDrop skips whole layers at random, so DDP must expect weights without a gradient in a step.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )

@@ -130,3 +130,18 @@ def test_sentence_pair_model_is_scored_on_both_columns(tiny_bert, tmp_path):
     assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
     with pytest.raises(SystemExit, match="classifies text pairs"):
         cli(["predict", str(tmp_path / "out"), "one sentence"])
+
+
+def test_precision_is_the_launchers_unless_given_and_can_change_between_runs(tiny_bert, sentiment_files, tmp_path,
+                                                                              monkeypatch):
+    """Two runs in one process (a notebook kernel) with different precisions; no flag means the launcher's."""
+    import yaml
+
+    def precision(output_dir):
+        return yaml.safe_load((output_dir / "run_config.yaml").read_text())["mixed_precision"]
+
+    run(tiny_bert, sentiment_files, tmp_path / "fp32", strategy="full", max_train_steps=2, mixed_precision="no")
+    run(tiny_bert, sentiment_files, tmp_path / "bf16", strategy="full", max_train_steps=2, mixed_precision="bf16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    run(tiny_bert, sentiment_files, tmp_path / "launcher", strategy="full", max_train_steps=2)
+    assert [precision(tmp_path / name) for name in ("fp32", "bf16", "launcher")] == ["no", "bf16", "bf16"]
