@@ -206,6 +206,14 @@ class Loop:
         return patience is not None and self.state.evals_since_best >= patience
 
     # --- training ----------------------------------------------------------------------------------------------
+    def _log_loss(self, running_loss: torch.Tensor, running_batches: int) -> float:
+        """Log the mean loss of the micro-batches since the last log; returns it."""
+        mean_loss = self.accelerator.reduce(running_loss, "mean").item() / running_batches
+        logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
+        self.accelerator.log(logs, step=self.state.step)
+        self.state.train_losses.append({"step": self.state.step, **logs})
+        return mean_loss
+
     def fit(self) -> TrainState:
         if self.args.resume_from_checkpoint:
             self.resume(self.args.resume_from_checkpoint)
@@ -237,11 +245,7 @@ class Loop:
                 state.step += 1
                 progress.update(1)
                 if state.step % args.logging_steps == 0 or state.step == self.max_steps:
-                    mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
-                    logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
-                    accelerator.log(logs, step=state.step)
-                    state.train_losses.append({"step": state.step, **logs})
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    progress.set_postfix(loss=f"{self._log_loss(running_loss, running_batches):.4f}")
                     running_loss.zero_()
                     running_batches = 0
                 if args.eval_steps and state.step % args.eval_steps == 0:
@@ -256,6 +260,9 @@ class Loop:
                 state.batches_in_epoch = 0
             if not args.eval_steps and evaluated_at != state.step:
                 stop, evaluated_at = self._evaluate_and_track() or stop, state.step
+        if running_batches and accelerator.sync_gradients:
+            # Stopped early between logging steps: the loss since the last log still belongs in the results.
+            self._log_loss(running_loss, running_batches)
         if evaluated_at != state.step:
             self._evaluate_and_track()
         progress.close()

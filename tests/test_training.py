@@ -145,3 +145,12 @@ def test_precision_is_the_launchers_unless_given_and_can_change_between_runs(tin
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     run(tiny_bert, sentiment_files, tmp_path / "launcher", strategy="full", max_train_steps=2)
     assert [precision(tmp_path / name) for name in ("fp32", "bf16", "launcher")] == ["no", "bf16", "bf16"]
+
+
+def test_early_stop_before_the_first_logged_loss_still_saves_everything(tiny_bert, sentiment_files, tmp_path):
+    results, _ = run(tiny_bert, sentiment_files, tmp_path, strategy="full", learning_rate=1e-12, eval_steps=1,
+                     early_stopping_patience=2, logging_steps=100)
+    assert results["train_steps"] == 3
+    assert results["train_loss"] == pytest.approx(0.69, abs=0.05)  # the mean over the 3 steps run: two classes
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "README.md").is_file()
+    assert [entry["step"] for entry in json.loads((tmp_path / "train_log.json").read_text())["train"]] == [3]
