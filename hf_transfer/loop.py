@@ -111,6 +111,18 @@ def resolve_checkpoint(resume_from: str, output_dir: str | Path) -> Path:
     return path
 
 
+def check_metric_for_best_model(metric: str, metrics: dict[str, str | None]) -> None:
+    """Before training: `metric` must be one the evaluation produces (`metrics` maps each to None, or to why it is
+    undefined on this validation split), so a run never stops at its first evaluation."""
+    name = metric.removeprefix("eval_")
+    if name not in metrics:
+        raise UsageError(f"--metric_for_best_model {metric}: not among this task's metrics ({', '.join(metrics)})")
+    if metrics[name]:
+        defined = [m for m, why in metrics.items() if not why]
+        raise UsageError(f"--metric_for_best_model {metric}: {metrics[name]}; pick another ({', '.join(defined)}) "
+                         "or give a validation split with every class")
+
+
 def _is_better(value: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True

@@ -19,8 +19,15 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, new_accelerator, predict
-from hf_transfer.metrics import classification_metrics
+from hf_transfer.loop import (
+    Loop,
+    auto_class_weights,
+    check_metric_for_best_model,
+    classification_loss,
+    new_accelerator,
+    predict,
+)
+from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
     AudioArgs,
@@ -100,6 +107,7 @@ class AudioClassificationRecipe:
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
+        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, classification_loss(class_weights, run.train.label_smoothing),

@@ -17,8 +17,15 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, new_accelerator, predict
-from hf_transfer.metrics import classification_metrics
+from hf_transfer.loop import (
+    Loop,
+    auto_class_weights,
+    check_metric_for_best_model,
+    classification_loss,
+    new_accelerator,
+    predict,
+)
+from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
     BatchMixer,
@@ -95,6 +102,7 @@ class ImageClassificationRecipe:
             compute_loss = mixed_loss(mixer, class_weights, run.train.label_smoothing)
         else:
             compute_loss = classification_loss(class_weights, run.train.label_smoothing)
+        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, compute_loss,

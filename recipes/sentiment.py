@@ -15,8 +15,15 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, new_accelerator, predict
-from hf_transfer.metrics import classification_metrics
+from hf_transfer.loop import (
+    Loop,
+    auto_class_weights,
+    check_metric_for_best_model,
+    classification_loss,
+    new_accelerator,
+    predict,
+)
+from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -69,6 +76,7 @@ class SentimentRecipe:
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
+        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, classification_loss(class_weights, run.train.label_smoothing),

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
-from hf_transfer.loop import Loop, new_accelerator
-from hf_transfer.metrics import transcription_metrics
+from hf_transfer.loop import Loop, check_metric_for_best_model, new_accelerator
+from hf_transfer.metrics import transcription_metric_names, transcription_metrics
 from hf_transfer.modalities.audio import (
     describe_augmentation,
     freeze_feature_encoder,
@@ -109,6 +109,7 @@ class SpeechRecognitionRecipe:
                                                   collate_fn=eval_collate))
             for split in ("validation", "test") if split in self.data.splits
         }
+        check_metric_for_best_model(run.train.metric_for_best_model, transcription_metric_names())
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, ctc_loss, lambda model: self.score("validation", self.transcribe("validation", model)),

@@ -154,3 +154,21 @@ def test_early_stop_before_the_first_logged_loss_still_saves_everything(tiny_ber
     assert results["train_loss"] == pytest.approx(0.69, abs=0.05)  # the mean over the 3 steps run: two classes
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "README.md").is_file()
     assert [entry["step"] for entry in json.loads((tmp_path / "train_log.json").read_text())["train"]] == [3]
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("f1_score", r"--metric_for_best_model f1_score: not among this task.s metrics \(accuracy, "),
+    ("wer", "--metric_for_best_model wer: not among"),
+    ("roc_auc", "ROC AUC is undefined on .*val.csv: class.*'positive' have no example there; pick another"),
+])
+def test_metric_for_best_model_is_checked_before_training(tiny_bert, sentiment_files, tmp_path, metric, message,
+                                                          monkeypatch):
+    from fixtures import sentences, write_csv
+
+    from hf_transfer.config import UsageError
+    from hf_transfer.loop import Loop
+
+    validation = write_csv(tmp_path / "val.csv", [row for row in sentences(20) if row["label"] == "negative"])
+    monkeypatch.setattr(Loop, "fit", lambda self: pytest.fail("training started"))
+    with pytest.raises(UsageError, match=message):
+        run(tiny_bert, sentiment_files, tmp_path, validation_file=str(validation), metric_for_best_model=metric)
