@@ -1,5 +1,6 @@
-"""Seeded, resumable training order, with examples of similar length batched together."""
+"""Seeded, resumable training order, with examples of similar length batched together; seeded subsets."""
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -43,3 +44,26 @@ class GroupedShuffleSampler(Sampler[int]):
         shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
         for batch in shuffled + partial:
             yield from batch
+
+
+def stratified_sample(labels: list[int], count: int, seed: int) -> list[int]:
+    """`count` indices (sorted) in which each class keeps its share of `labels`, and every class at least one
+    example when `count` allows: the first rows of a file sorted by class would hold only its first classes."""
+    labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    shares = count * sizes / len(labels)
+    quotas = np.floor(shares).astype(int)
+    for i in np.argsort(quotas - shares, kind="stable")[:count - quotas.sum()]:  # largest remainders first
+        quotas[i] += 1
+    while count >= len(classes) and (quotas == 0).any():  # a rare class gets one from the largest quota
+        quotas[np.argmax(quotas)] -= 1
+        quotas[np.flatnonzero(quotas == 0)[0]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == label), size=quota, replace=False)
+              for label, quota in zip(classes, quotas)]
+    return sorted(np.concatenate(chosen).tolist())
+
+
+def random_sample(size: int, count: int, seed: int) -> list[int]:
+    """`count` of `range(size)`, seeded, in their original order."""
+    return sorted(np.random.default_rng(seed).choice(size, size=count, replace=False).tolist())

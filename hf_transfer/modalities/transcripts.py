@@ -19,6 +19,7 @@ from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
 from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
+from hf_transfer.sampling import random_sample
 from hf_transfer.tasks import base_model
 
 TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
@@ -79,7 +80,7 @@ def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> Labe
     if data.max_eval_samples:
         for split in ("validation", "test"):
             if split in splits and data.max_eval_samples < len(splits[split]):
-                splits[split] = splits[split].select(range(data.max_eval_samples))
+                splits[split] = splits[split].select(random_sample(len(splits[split]), data.max_eval_samples, seed))
     return LabelledSplits(splits=splits, label_names=[], sources=sources)
 
 
