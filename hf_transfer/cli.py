@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from hf_transfer.config import UsageError
+from hf_transfer.console import library_output
 
 # The data's columns for `evaluate`, named as in training.
 COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
     merge_parser.add_argument("output_dir")
     merge_parser.add_argument("--out", required=True, help="folder for the merged model")
+    for command in (evaluate_parser, predict_parser, merge_parser):
+        command.add_argument("--verbose", action="store_true", help="also show the libraries' warnings and reports")
     return parser
 
 
@@ -109,27 +112,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "train":
-            train(args.recipe, rest)
-        elif args.command == "recipes":
-            list_recipes()
-        elif args.command == "evaluate":
-            from hf_transfer.inference import evaluate_folder
-
-            report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
-            results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
-                                      columns={column: getattr(args, column) for column in COLUMN_FLAGS})
-            print(json.dumps(results, indent=2))
-            print(f"Report: {Path(report_dir) / 'eval_report.md'}")
-        elif args.command == "predict":
-            predict(args.output_dir, args.inputs, args.file)
-        elif args.command == "push":
-            from hf_transfer.hub import push_folder
-
-            print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                              token=args.token, merge_adapter=args.merge_adapter))
-        elif args.command == "merge":
-            from hf_transfer.merge import merge_adapter
-
-            print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")
+            train(args.recipe, rest)  # the recipe has its own --verbose
+            return
+        with library_output(getattr(args, "verbose", False)):
+            run_command(args)
     except UsageError as error:
         sys.exit(f"error: {error}")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """Every command but `train`."""
+    if args.command == "recipes":
+        list_recipes()
+    elif args.command == "evaluate":
+        from hf_transfer.inference import evaluate_folder
+
+        report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
+        results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
+                                  columns={column: getattr(args, column) for column in COLUMN_FLAGS})
+        print(json.dumps(results, indent=2))
+        print(f"Report: {Path(report_dir) / 'eval_report.md'}")
+    elif args.command == "predict":
+        predict(args.output_dir, args.inputs, args.file)
+    elif args.command == "push":
+        from hf_transfer.hub import push_folder
+
+        print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                          token=args.token, merge_adapter=args.merge_adapter))
+    elif args.command == "merge":
+        from hf_transfer.merge import merge_adapter
+
+        print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")

@@ -186,7 +186,7 @@ def _score_labels(model, processor, settings, dataset, values, source, report_di
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
     results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
     results["test_samples"] = len(references)
-    write_report(report_dir, results, "test", source, probabilities, references, names, summary, [])
+    write_report(report_dir, results, "test", source, probabilities, references, names, summary, None)
     return results
 
 
@@ -202,5 +202,5 @@ def _score_transcripts(model, processor, settings, dataset, paths, source, repor
     results["test_samples"] = len(references)
     examples = [{"split": "test", "reference": r, "prediction": p}
                 for r, p in list(zip(references, predicted))[:num_examples]]
-    write_transcription_report(report_dir, results, examples, summary, [])
+    write_transcription_report(report_dir, results, examples, summary, None)
     return results

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
+from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.loop import (
     Loop,
@@ -153,11 +154,12 @@ def main(config: dict | str | None = None, argv: list[str] | None = None) -> dic
     if argv is None and config is not None:
         argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
     run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    recipe = AudioClassificationRecipe(run)
-    recipe.setup()
-    recipe.train()
-    results = recipe.finish()
-    recipe.cleanup()
+    with library_output(run.train.verbose):
+        recipe = AudioClassificationRecipe(run)
+        recipe.setup()
+        recipe.train()
+        results = recipe.finish()
+        recipe.cleanup()
     return results
 
 

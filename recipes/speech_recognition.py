@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
+from hf_transfer.console import library_output
 from hf_transfer.loop import Loop, check_metric_for_best_model, new_accelerator
 from hf_transfer.metrics import transcription_metric_names, transcription_metrics
 from hf_transfer.modalities.audio import (
@@ -161,11 +162,12 @@ def main(config: dict | str | None = None, argv: list[str] | None = None) -> dic
     if argv is None and config is not None:
         argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
     run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    recipe = SpeechRecognitionRecipe(run)
-    recipe.setup()
-    recipe.train()
-    results = recipe.finish()
-    recipe.cleanup()
+    with library_output(run.train.verbose):
+        recipe = SpeechRecognitionRecipe(run)
+        recipe.setup()
+        recipe.train()
+        results = recipe.finish()
+        recipe.cleanup()
     return results
 
 

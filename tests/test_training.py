@@ -172,3 +172,38 @@ def test_metric_for_best_model_is_checked_before_training(tiny_bert, sentiment_f
     monkeypatch.setattr(Loop, "fit", lambda self: pytest.fail("training started"))
     with pytest.raises(UsageError, match=message):
         run(tiny_bert, sentiment_files, tmp_path, validation_file=str(validation), metric_for_best_model=metric)
+
+
+def test_a_run_shows_its_own_lines_and_plots_its_learning_curve(sentiment_files, tmp_path):
+    """A checkpoint with a 3-label head trained on 2 labels: one line about the new head, not transformers' table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fixtures import make_tiny_model
+
+    checkpoint = make_tiny_model(tmp_path / "three-labels", num_labels=3)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "hf-transfer"), "train", "sentiment", "--model_name_or_path", str(checkpoint),
+         "--train_file", str(sentiment_files["train"]), "--output_dir", str(tmp_path / "out"), "--strategy", "full",
+         "--max_train_steps", "4", "--eval_steps", "2", "--logging_steps", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert "new head: classifier (2 labels), initialised" in done.stdout
+    assert "LOAD REPORT" not in done.stdout + done.stderr
+    assert "Warning" not in done.stderr
+    assert (tmp_path / "out" / "learning_curve.png").is_file()
+    assert "![learning curve](learning_curve.png)" in (tmp_path / "out" / "eval_report.md").read_text()
+
+
+def test_library_output_is_quiet_inside_and_restored_after():
+    import transformers
+
+    from hf_transfer.console import library_output
+
+    before = transformers.logging.get_verbosity()
+    with library_output(verbose=False):
+        assert transformers.logging.get_verbosity() == transformers.logging.ERROR
+    assert transformers.logging.get_verbosity() == before
+    with library_output(verbose=True):
+        assert transformers.logging.get_verbosity() == before
