@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
     push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
     merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
-    merge_parser.add_argument("output_dir")
+    merge_parser.add_argument("output_dir", help="a trained LoRA folder, or the Hub repo (user/name) it was pushed to")
     merge_parser.add_argument("--out", required=True, help="folder for the merged model")
     for command in (evaluate_parser, predict_parser, merge_parser):
         command.add_argument("--verbose", action="store_true", help="also show the libraries' warnings and reports")

@@ -1,5 +1,6 @@
 """Load a trained output folder back: predict on new inputs, or score it on a labelled file or class folder."""
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,11 @@ def load_trained(output_dir: str | Path):
         if not settings.get("model_name_or_path"):
             raise UsageError(f"{folder} holds a LoRA adapter for a randomly initialised model (--config_name) whose "
                              "base weights were not saved, so it can't be reloaded; train with --strategy full instead")
-        # Base weights come from where training read them (the adapter names the Hub id instead).
+        # Base weights come from where training read them; on another machine (an output downloaded from the Hub)
+        # that folder may be missing, and the Hub id the adapter names is used.
         base_path = resolve_model(settings["model_name_or_path"])[0]
+        if not Path(base_path).exists():
+            base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
         # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
         # replaces it right after.
         base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder),
