@@ -24,7 +24,7 @@ from hf_transfer.data import (
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics import classification_metrics, transcription_metrics
 from hf_transfer.metrics.report import write_report, write_transcription_report
-from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
+from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits, clip_lengths
 from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import (
@@ -131,10 +131,17 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
+    order = list(range(len(inputs)))
+    if settings["task"] == "audio-classification":  # longest first, as the run evaluated: little padding
+        lengths = clip_lengths(inputs, processor.sampling_rate, settings["max_duration_seconds"])
+        order.sort(key=lambda i: -lengths[i])
     predict_batch, batch_size = _batch_predictor(model, processor, settings), settings["per_device_eval_batch_size"]
-    predictions = []
+    predictions = [None] * len(inputs)
     for start in range(0, len(inputs), batch_size):
-        predictions += predict_batch(inputs[start:start + batch_size], pairs and pairs[start:start + batch_size])
+        batch = order[start:start + batch_size]
+        found = predict_batch([inputs[i] for i in batch], pairs and [pairs[i] for i in batch])
+        for i, prediction in zip(batch, found):
+            predictions[i] = prediction
     return predictions
 
 

@@ -46,6 +46,23 @@ class GroupedShuffleSampler(Sampler[int]):
             yield from batch
 
 
+class LengthSortedSampler(Sampler[int]):
+    """Evaluation order, longest example first: each batch pads little, whatever its size.
+
+    Scores don't depend on the order (references travel with their batches), but with a group-norm feature encoder
+    (wav2vec2-base) padding changes them a little, so less of it keeps them close to one example at a time.
+    """
+
+    def __init__(self, lengths: list[int]):
+        self.order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep the data's order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+
 def stratified_sample(labels: list[int], count: int, seed: int) -> list[int]:
     """`count` indices (sorted) in which each class keeps its share of `labels`, and every class at least one
     example when `count` allows: the first rows of a file sorted by class would hold only its first classes."""

@@ -40,7 +40,7 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.models import load_model, model_path
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import GroupedShuffleSampler, LengthSortedSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -103,6 +103,7 @@ class AudioClassificationRecipe:
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.data.splits[split],
                                                   batch_size=run.train.per_device_eval_batch_size,
+                                                  sampler=LengthSortedSampler(self.data.splits[split]["length"]),
                                                   collate_fn=eval_collate))
             for split in ("validation", "test") if split in self.data.splits
         }

@@ -297,3 +297,25 @@ def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["train_steps"] == 3
     assert results["test_samples"] == 8  # gather_for_metrics drops DDP's padding
+
+
+def test_scores_do_not_depend_on_the_evaluation_batch_size(tones, tmp_path):
+    """A layer-norm feature encoder with the attention mask: a clip's score is the same alone or padded in a batch,
+    in the run's evaluation and in `predict` (which answers in input order)."""
+    from fixtures import make_tiny_wav2vec2
+
+    from hf_transfer.inference import predict
+
+    model = make_tiny_wav2vec2(tmp_path / "layer-norm", feat_extract_norm="layer")
+    runs = {size: audio_classification.main(settings(model, tones, tmp_path / f"batch-{size}", strategy="full",
+                                                     max_train_steps=1, per_device_eval_batch_size=size))
+            for size in (1, 16)}
+    for key in ("test_accuracy", "test_roc_auc", "eval_accuracy", "eval_roc_auc"):
+        assert runs[1][key] == pytest.approx(runs[16][key], abs=1e-7), key
+    trained, extractor, saved = load_trained(tmp_path / "batch-16")
+    clips = sorted(str(p) for p in (tones / "test").rglob("*.*"))
+    alone = [predict(trained, extractor, {**saved, "per_device_eval_batch_size": 1}, [clip])[0] for clip in clips]
+    batched = predict(trained, extractor, saved, clips)
+    assert [p["audio"] for p in batched] == clips
+    for one, together in zip(alone, batched):
+        assert together["scores"] == pytest.approx(one["scores"], abs=1e-6)
