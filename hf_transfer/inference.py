@@ -43,8 +43,14 @@ def read_run_config(output_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def inference_device() -> torch.device:
+    """Where `predict` and `evaluate` run: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_trained(output_dir: str | Path):
-    """(model in eval mode, tokenizer or processor, run settings) from a folder a recipe wrote.
+    """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
+    wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml says which
     Auto classes rebuild it.
@@ -69,7 +75,7 @@ def load_trained(output_dir: str | Path):
     else:
         model = task.auto_model.from_pretrained(folder)
     processor = getattr(transformers, task.processor_class).from_pretrained(folder)
-    return model.eval(), processor, settings
+    return model.to(inference_device()).eval(), processor, settings
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ The loop knows nothing of tasks: it takes any iterable of batches, a `compute_lo
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +59,23 @@ def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
                               **kwargs)
     args.mixed_precision = accelerator.mixed_precision
     return accelerator
+
+
+def dataloader_workers(args: TrainArgs) -> int:
+    """`--dataloader_num_workers`, else min(4, CPUs - 1) for each process on this machine, and 0 where that leaves
+    fewer than 2 (a 2-core machine gains nothing from moving decoding off the training thread).
+
+    Workers only by default where processes start by fork: the collators are closures, which spawn can't pickle.
+    Each worker's torch and `random` are seeded by torch from the loader's generator; augmentation needs neither
+    (each example has its own seed, see `SeededExamples`).
+    """
+    if args.dataloader_num_workers is not None:
+        return args.dataloader_num_workers
+    if multiprocessing.get_start_method() != "fork":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = min(4, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+    return per_process if per_process >= 2 else 0
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:

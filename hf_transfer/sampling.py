@@ -1,4 +1,5 @@
-"""Seeded, resumable training order, with examples of similar length batched together; seeded subsets."""
+"""Seeded, resumable training order, with examples of similar length batched together; a seed for each example's
+augmentation; seeded subsets."""
 
 import numpy as np
 import torch
@@ -44,6 +45,48 @@ class GroupedShuffleSampler(Sampler[int]):
         shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
         for batch in shuffled + partial:
             yield from batch
+
+
+def example_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one example's augmentation in one epoch.
+
+    Derived, never drawn from a running generator, so nothing needs saving: DataLoader workers, a resumed run and
+    any number of processes all draw the same augmentation for the same example (each index is on one process).
+    """
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class EpochKeys(Sampler[tuple[int, int]]):
+    """Wraps a training sampler to yield (epoch, index) keys for `SeededExamples`."""
+
+    def __init__(self, sampler: Sampler[int]):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate calls it at the start of each epoch
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return ((self.epoch, index) for index in self.sampler)
+
+
+class SeededExamples(torch.utils.data.Dataset):
+    """A training split read with `EpochKeys`: each example comes with `augment_seed`, its own augmentation seed."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        return {**self.dataset[index], "augment_seed": example_seed(self.seed, epoch, index)}
 
 
 class LengthSortedSampler(Sampler[int]):

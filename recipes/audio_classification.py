@@ -25,6 +25,7 @@ from hf_transfer.loop import (
     auto_class_weights,
     check_metric_for_best_model,
     classification_loss,
+    dataloader_workers,
     new_accelerator,
     predict,
 )
@@ -40,7 +41,7 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.models import load_model, model_path
-from hf_transfer.sampling import GroupedShuffleSampler, LengthSortedSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, LengthSortedSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -90,21 +91,21 @@ class AudioClassificationRecipe:
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
                           f"({100 * self.trainable / self.total:.2f}%)")
 
-        # Each process augments its own clips: a different seed each, or they would share their random draws.
-        seed = run.train.seed + accelerator.process_index
         train = self.data.splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=audio_collator(self.feature_extractor, column, audio, True, seed),
+        workers = dataloader_workers(run.train)
+        train_loader = DataLoader(SeededExamples(train, run.train.seed), sampler=EpochKeys(sampler),
+                                  batch_size=run.train.per_device_train_batch_size, num_workers=workers,
+                                  collate_fn=audio_collator(self.feature_extractor, column, audio, True),
                                   pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        eval_collate = audio_collator(self.feature_extractor, column, audio, False, seed)
+        eval_collate = audio_collator(self.feature_extractor, column, audio, False)
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.data.splits[split],
                                                   batch_size=run.train.per_device_eval_batch_size,
                                                   sampler=LengthSortedSampler(self.data.splits[split]["length"]),
-                                                  collate_fn=eval_collate))
+                                                  collate_fn=eval_collate, num_workers=workers))
             for split in ("validation", "test") if split in self.data.splits
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))

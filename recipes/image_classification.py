@@ -23,6 +23,7 @@ from hf_transfer.loop import (
     auto_class_weights,
     check_metric_for_best_model,
     classification_loss,
+    dataloader_workers,
     new_accelerator,
     predict,
 )
@@ -42,7 +43,7 @@ from hf_transfer.modalities.image import (
     processor_transform,
 )
 from hf_transfer.models import load_model, model_path
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -84,22 +85,25 @@ class ImageClassificationRecipe:
 
         train = self.splits["train"]
         sampler = GroupedShuffleSampler(None, run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_collate = image_collator(TrainTransform(self.processor, image.augment, run.train.seed),
-                                       self.data.sources["train"])
+        train_collate = image_collator(TrainTransform(self.processor, image.augment), self.data.sources["train"])
+        workers = dataloader_workers(run.train)
         # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=train_collate, pin_memory=accelerator.device.type == "cuda",
+        train_loader = DataLoader(SeededExamples(train, run.train.seed), sampler=EpochKeys(sampler),
+                                  batch_size=run.train.per_device_train_batch_size, collate_fn=train_collate,
+                                  num_workers=workers, pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(
-                self.splits[split], batch_size=run.train.per_device_eval_batch_size,
+                self.splits[split], batch_size=run.train.per_device_eval_batch_size, num_workers=workers,
                 collate_fn=image_collator(processor_transform(self.processor), self.data.sources[split])))
             for split in ("validation", "test") if split in self.splits
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
         if image.mixup_alpha or image.cutmix_alpha:
-            mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed)
+            mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
+                               accelerator.process_index)
+            accelerator.register_for_checkpointing(mixer)
             compute_loss = mixed_loss(mixer, class_weights, run.train.label_smoothing)
         else:
             compute_loss = classification_loss(class_weights, run.train.label_smoothing)

@@ -21,6 +21,7 @@ from hf_transfer.loop import (
     auto_class_weights,
     check_metric_for_best_model,
     classification_loss,
+    dataloader_workers,
     new_accelerator,
     predict,
 )
@@ -67,12 +68,13 @@ class SentimentRecipe:
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
         # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
+        workers = dataloader_workers(run.train)
         train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collate, pin_memory=accelerator.device.type == "cuda",
+                                  collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=collate))
+                                                  collate_fn=collate, num_workers=workers))
             for split in ("validation", "test") if split in self.splits
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))

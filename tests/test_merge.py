@@ -85,5 +85,5 @@ def test_merge_takes_the_hub_repo_the_card_names(lora_output, fake_hub, tmp_path
 
 
 def test_a_repo_that_can_not_be_downloaded_is_named(tmp_path):
-    with pytest.raises(UsageError, match="nobody/nothing is not a folder here, and downloading it as a Hub repo failed"):
+    with pytest.raises(UsageError, match="nobody/nothing is not a folder here, and downloading it as a Hub repo"):
         merge_adapter("nobody/nothing", tmp_path / "merged")

@@ -185,7 +185,8 @@ def test_a_run_shows_its_own_lines_and_plots_its_learning_curve(sentiment_files,
 
     checkpoint = make_tiny_model(tmp_path / "three-labels", num_labels=3)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "hf-transfer"), "train", "sentiment", "--model_name_or_path", str(checkpoint),
+        [str(Path(sys.executable).parent / "hf-transfer"), "train", "sentiment",
+         "--model_name_or_path", str(checkpoint),
          "--train_file", str(sentiment_files["train"]), "--output_dir", str(tmp_path / "out"), "--strategy", "full",
          "--max_train_steps", "4", "--eval_steps", "2", "--logging_steps", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
@@ -207,3 +208,39 @@ def test_library_output_is_quiet_inside_and_restored_after():
     assert transformers.logging.get_verbosity() == before
     with library_output(verbose=True):
         assert transformers.logging.get_verbosity() == before
+
+
+@pytest.mark.parametrize("cpus, local_processes, start_method, given, expected", [
+    (2, 1, "fork", None, 0),  # a spare core is worth more than a worker process
+    (4, 1, "fork", None, 3),
+    (16, 1, "fork", None, 4),
+    (16, 8, "fork", None, 0),  # 8 processes on 16 CPUs: one spare each
+    (16, 1, "spawn", None, 0),  # spawn can't pickle the collators
+    (2, 1, "fork", 3, 3),  # the flag wins
+])
+def test_dataloader_workers_are_sized_from_the_cpus(monkeypatch, cpus, local_processes, start_method, given,
+                                                     expected):
+    import multiprocessing
+    import os
+
+    from hf_transfer.config import TrainArgs
+    from hf_transfer.loop import dataloader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda: start_method)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    assert dataloader_workers(TrainArgs(dataloader_num_workers=given)) == expected
+
+
+def test_predict_and_evaluate_run_on_the_gpu_when_there_is_one(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    from hf_transfer.inference import inference_device
+    from hf_transfer.inference import predict as predict_texts
+
+    run(tiny_bert, sentiment_files, tmp_path, strategy="lora", max_train_steps=2)
+    model, tokenizer, settings = load_trained(tmp_path)
+    assert model.device == inference_device()
+    assert predict_texts(model, tokenizer, settings, ["the film was great"])[0]["label"] in ("negative", "positive")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_device() == torch.device("cpu")

@@ -232,9 +232,10 @@ def augment(wave: np.ndarray, sampling_rate: int, max_samples: int, args: AudioA
     return wave
 
 
-def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool,
-                   seed: int):
+def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool):
     """Decode, crop (and in training augment) each clip, then pad the batch with the feature extractor.
+
+    Training examples come from `SeededExamples`: each clip's augmentation draws from its own `augment_seed`.
 
     Padding to the batch's longest clip wastes little with length grouping. The attention mask is always asked for,
     whatever the checkpoint's feature extractor says (wav2vec2-base and HuBERT say no): without it the feature
@@ -245,11 +246,14 @@ def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, arg
     max_samples = round(args.max_duration_seconds * rate)
     # SpecAugment masks spans of `mask_time_length` frames: a batch of short clips could be shorter than one span.
     padding = "max_length" if train and args.spec_augment else "longest"
-    rng = np.random.default_rng(seed)
 
     def collate(examples: list[dict]) -> dict:
         waves = [read_audio(example[column], rate) for example in examples]
-        waves = [augment(w, rate, max_samples, args, rng) if train else crop(w, max_samples) for w in waves]
+        if train:
+            waves = [augment(wave, rate, max_samples, args, np.random.default_rng(example["augment_seed"]))
+                     for wave, example in zip(waves, examples)]
+        else:
+            waves = [crop(wave, max_samples) for wave in waves]
         batch = feature_extractor(waves, sampling_rate=rate, padding=padding, max_length=max_samples,
                                   return_attention_mask=True, return_tensors="pt")
         return {**batch, "labels": torch.tensor([example["labels"] for example in examples])}
@@ -275,7 +279,7 @@ def audio_logits(model, feature_extractor: SequenceFeatureExtractor, paths: list
     waves = [crop(load_clip(path, rate), round(max_duration_seconds * rate)) for path in paths]
     batch = feature_extractor(waves, sampling_rate=rate, padding="longest", return_attention_mask=True,
                               return_tensors="pt")
-    return model(**batch).logits
+    return model(**batch.to(model.device)).logits
 
 
 def clip_lengths(paths: list[str], sampling_rate: int, max_duration_seconds: float) -> list[int]:
