@@ -173,7 +173,7 @@ class TrainArgs:
     dataloader_num_workers: int | None = field(
         default=None,
         metadata={"help": "Processes that decode and augment batches beside training (0 = in the training process). "
-                          "Default: min(4, CPUs - 1) on machines with more than 2 CPUs, else 0."},
+                          "Default: min(4, CPUs per process - 1) where that is 2 or more, else 0."},
     )
     verbose: bool = field(
         default=False, metadata={"help": "Also show the libraries' own warnings and load reports."}
@@ -315,12 +315,14 @@ def parse(
     """
     groups = GROUPS + ((modality,) if modality else ())
     not_read = {name for name, tasks in ONLY_FOR.items() if task not in tasks}
-    known = {f.name for group in groups for f in dataclasses.fields(group)} - not_read
+    field_defaults = {f.name: f.default for group in groups for f in dataclasses.fields(group)}
+    known = set(field_defaults)
     argv = [_underscored(arg) for arg in (sys.argv[1:] if argv is None else argv)]
     config = _pop_config_flag(argv) or config
     values = dict(defaults or {})
     _check_keys(values, "recipe defaults", known)
-    user_keys = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
+    user_flags = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
+    user_keys = set(user_flags)
     if config is not None:
         file_values = config if isinstance(config, dict) else read_config_file(config)
         _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
@@ -338,7 +340,9 @@ def parse(
             action.help = argparse.SUPPRESS
     parser.set_defaults(**values)
     namespace, unknown = parser.parse_known_args(argv)
-    given_not_read = sorted(user_keys & not_read)
+    # A saved run_config.yaml holds every setting: one the task does not read counts only when it was changed.
+    given_not_read = sorted(key for key in user_keys & not_read
+                            if key in user_flags or values.get(key) != field_defaults[key])
     if given_not_read:
         raise UsageError(f"--{given_not_read[0]} does not apply to {task} (it is read by "
                          f"{', '.join(ONLY_FOR[given_not_read[0]])})")

@@ -119,3 +119,12 @@ def test_recipe_help_lists_its_own_flags_only(recipe, shown, hidden, capsys):
         assert f"{flag} " in out, flag
     for flag in hidden:
         assert f"{flag} " not in out, flag
+
+
+def test_a_config_file_naming_a_setting_the_task_does_not_read_is_refused_unless_left_at_its_default(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("max_seq_length: 64\n")
+    with pytest.raises(UsageError, match="--max_seq_length does not apply to audio-classification"):
+        parse([], config, defaults=DEFAULTS, task="audio-classification")
+    config.write_text("max_seq_length: 128\ntext_column: null\n")  # as a saved run_config.yaml holds them
+    assert parse([], config, defaults=DEFAULTS, task="audio-classification").data.max_seq_length == 128
