@@ -56,7 +56,7 @@ from hf_transfer.modalities.audio import (
     read_audio,
     set_spec_augment,
 )
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -150,8 +150,8 @@ def run_ours(args, config, feature_extractor, clips, labels, device, workdir: st
     model = apply_strategy(model, strategy, None)
     freeze_feature_encoder(model)  # the recipe's default, after the strategy
     sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
-    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler,
-                        collate_fn=audio_collator(feature_extractor, "audio", audio, True, args.seed),
+    loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
+                        collate_fn=audio_collator(feature_extractor, "audio", audio, True),
                         pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
 

@@ -44,7 +44,7 @@ from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClass
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
 from hf_transfer.loop import Loop, classification_loss
 from hf_transfer.modalities.image import TrainTransform, image_collator, input_size, load_image_processor
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -138,8 +138,9 @@ def run_ours(args, config, processor, photos, labels, device, workdir: str) -> S
     strategy = StrategyArgs(strategy="full")
     model = apply_strategy(build_model(config, args.seed), strategy, None)
     sampler = GroupedShuffleSampler(None, args.batch_size, args.seed, len(examples))
-    collate = image_collator(TrainTransform(processor, "basic", args.seed), "synthetic photos")
-    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
+    collate = image_collator(TrainTransform(processor, "basic"), "synthetic photos")
+    loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
+                        collate_fn=collate,
                         pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
 
@@ -160,8 +161,9 @@ def trainer_transform(processor, seed: int):
     try:
         from torchvision.transforms import Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, ToTensor
     except (ImportError, RuntimeError):  # not installed, or built for another torch
-        augment = TrainTransform(processor, "basic", seed)
-        return (lambda image: augment([image])[0]), "hf_transfer TrainTransform per example (no torchvision)"
+        augment, rng = TrainTransform(processor, "basic"), random.Random(seed)
+        return (lambda image: augment([image], [rng.getrandbits(32)])[0]), \
+            "hf_transfer TrainTransform per example (no torchvision)"
     transform = Compose([RandomResizedCrop(input_size(processor)), RandomHorizontalFlip(), ToTensor(),
                          Normalize(mean=processor.image_mean, std=processor.image_std)])
     return transform, "torchvision RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize per example"

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from hf_transfer.config import UsageError
+from hf_transfer.console import library_output
 
 # The data's columns for `evaluate`, named as in training.
 COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
@@ -38,7 +39,12 @@ def list_recipes() -> None:
                 print(f"    {config.name:32} {config.read_text().splitlines()[0].lstrip('# ')}")
 
 
-def train(recipe: str, flags: list[str]) -> None:
+def train(recipe: str | None, flags: list[str]) -> None:
+    if recipe is None or recipe in ("-h", "--help"):
+        print("usage: hf-transfer train RECIPE [--config FILE.yaml] [--flag value ...]\n"
+              "`hf-transfer train RECIPE --help` lists the recipe's flags. Recipes and their configs:\n")
+        list_recipes()
+        return
     if recipe not in recipe_names():
         raise UsageError(f"unknown recipe {recipe!r}; recipes: {', '.join(recipe_names())}")
     importlib.import_module(f"hf_transfer.recipes.{recipe}").main(argv=flags)
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="run a recipe: hf-transfer train sentiment --config FILE",
                                        add_help=False)
-    train_parser.add_argument("recipe")
+    train_parser.add_argument("recipe", nargs="?", help="one of `hf-transfer recipes`")
     commands.add_parser("recipes", help="list recipes and their configs")
     evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
@@ -91,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
     push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
     merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
-    merge_parser.add_argument("output_dir")
+    merge_parser.add_argument("output_dir", help="a trained LoRA folder, or the Hub repo (user/name) it was pushed to")
     merge_parser.add_argument("--out", required=True, help="folder for the merged model")
+    for command in (evaluate_parser, predict_parser, merge_parser):
+        command.add_argument("--verbose", action="store_true", help="also show the libraries' warnings and reports")
     return parser
 
 
@@ -104,27 +112,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "train":
-            train(args.recipe, rest)
-        elif args.command == "recipes":
-            list_recipes()
-        elif args.command == "evaluate":
-            from hf_transfer.inference import evaluate_folder
-
-            report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
-            results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
-                                      columns={column: getattr(args, column) for column in COLUMN_FLAGS})
-            print(json.dumps(results, indent=2))
-            print(f"Report: {Path(report_dir) / 'eval_report.md'}")
-        elif args.command == "predict":
-            predict(args.output_dir, args.inputs, args.file)
-        elif args.command == "push":
-            from hf_transfer.hub import push_folder
-
-            print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                              token=args.token, merge_adapter=args.merge_adapter))
-        elif args.command == "merge":
-            from hf_transfer.merge import merge_adapter
-
-            print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")
+            train(args.recipe, rest)  # the recipe has its own --verbose
+            return
+        with library_output(getattr(args, "verbose", False)):
+            run_command(args)
     except UsageError as error:
         sys.exit(f"error: {error}")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """Every command but `train`."""
+    if args.command == "recipes":
+        list_recipes()
+    elif args.command == "evaluate":
+        from hf_transfer.inference import evaluate_folder
+
+        report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
+        results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
+                                  columns={column: getattr(args, column) for column in COLUMN_FLAGS})
+        print(json.dumps(results, indent=2))
+        print(f"Report: {Path(report_dir) / 'eval_report.md'}")
+    elif args.command == "predict":
+        predict(args.output_dir, args.inputs, args.file)
+    elif args.command == "push":
+        from hf_transfer.hub import push_folder
+
+        print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                          token=args.token, merge_adapter=args.merge_adapter))
+    elif args.command == "merge":
+        from hf_transfer.merge import merge_adapter
+
+        print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")

@@ -3,6 +3,7 @@
 Precedence, lowest first: dataclass defaults < a recipe's defaults < `--config FILE.yaml` < flags.
 """
 
+import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -145,7 +146,10 @@ class TrainArgs:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps spent warming up."})
-    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "no | fp16 | bf16 (default: what `accelerate launch` or `accelerate config` chose, else no)."},
+    )
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
     dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout rates."})
     class_weights: str = field(
@@ -166,17 +170,25 @@ class TrainArgs:
     )
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | trackio | wandb."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss and learning rate every N steps."})
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Processes that decode and augment batches beside training (0 = in the training process). "
+                          "Default: min(4, CPUs per process - 1) where that is 2 or more, else 0."},
+    )
+    verbose: bool = field(
+        default=False, metadata={"help": "Also show the libraries' own warnings and load reports."}
+    )
 
     def __post_init__(self):
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("linear", "cosine", "constant"))
-        _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        _check_choice("mixed_precision", self.mixed_precision, (None, "no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
         _check_choice("report_to", self.report_to, ("none", "tensorboard", "trackio", "wandb"))
         for name in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "max_train_steps", "eval_steps", "save_steps", "logging_steps",
                      "save_total_limit"):
             _check_positive(name, getattr(self, name))
-        for name in ("weight_decay", "max_grad_norm", "early_stopping_patience"):
+        for name in ("weight_decay", "max_grad_norm", "early_stopping_patience", "dataloader_num_workers"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("warmup_ratio", "label_smoothing", "dropout"):
             value = getattr(self, name)
@@ -236,6 +248,16 @@ REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"
                     ("train_dir", "dataset_config_name"))
 
 
+CLASSIFICATION = ("text-classification", "image-classification", "audio-classification")
+# Settings only some tasks read: the other recipes leave them out of --help and refuse them.
+ONLY_FOR = {
+    **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
+    **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
+    **dict.fromkeys(("samples_per_class", "class_weights", "label_column"), CLASSIFICATION),
+    "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
+}
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -255,6 +277,29 @@ def _check_keys(values: dict[str, Any], source: str, known: set[str]) -> None:
         raise UsageError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
 
 
+def _underscored(arg: str) -> str:
+    """`--train-file` (the form argparse also accepts) as `--train_file`: the settings are named with underscores."""
+    if not arg.startswith("--"):
+        return arg
+    name, equals, value = arg[2:].partition("=")
+    return f"--{name.replace('-', '_')}{equals}{value}"
+
+
+def _pop_config_flag(argv: list[str]) -> str | None:
+    """Take `--config FILE` or `--config=FILE` out of `argv`; returns FILE."""
+    for at, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            del argv[at]
+            return arg.removeprefix("--config=")
+        if arg == "--config":
+            if at + 1 >= len(argv):
+                raise UsageError("--config needs a YAML file path")
+            path = argv[at + 1]
+            del argv[at : at + 2]
+            return path
+    return None
+
+
 def parse(
     argv: list[str] | None = None,
     config: dict[str, Any] | str | Path | None = None,
@@ -265,20 +310,19 @@ def parse(
     """Build a `RunConfig` from a recipe's `defaults`, a config (file path or dict) and command-line flags.
 
     `argv` may contain `--config FILE.yaml`; flags after it override the file. `modality` is the recipe's own
-    settings dataclass; its fields become flags like the others.
+    settings dataclass; its fields become flags like the others. Settings that `task` does not read are left out
+    of `--help` and refused when given.
     """
     groups = GROUPS + ((modality,) if modality else ())
-    known = {f.name for group in groups for f in dataclasses.fields(group)}
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise UsageError("--config needs a YAML file path")
-        config = argv[at + 1]
-        del argv[at : at + 2]
+    not_read = {name for name, tasks in ONLY_FOR.items() if task not in tasks}
+    field_defaults = {f.name: f.default for group in groups for f in dataclasses.fields(group)}
+    known = set(field_defaults)
+    argv = [_underscored(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    config = _pop_config_flag(argv) or config
     values = dict(defaults or {})
     _check_keys(values, "recipe defaults", known)
-    user_keys = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
+    user_flags = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
+    user_keys = set(user_flags)
     if config is not None:
         file_values = config if isinstance(config, dict) else read_config_file(config)
         _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
@@ -287,9 +331,21 @@ def parse(
     for given, replaced in REPLACES_DEFAULT:
         if given in user_keys and replaced not in user_keys:
             values.pop(replaced, None)
-    parser = HfArgumentParser(groups)
+    # No abbreviations: `--train_fi` must not quietly become `--train_file` (or `--config` `--config_name`).
+    parser = HfArgumentParser(groups, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="Settings as `key: value` lines; flags given after it override them.")
+    for action in parser._actions:
+        if action.dest in not_read:
+            action.help = argparse.SUPPRESS
     parser.set_defaults(**values)
     namespace, unknown = parser.parse_known_args(argv)
+    # A saved run_config.yaml holds every setting: one the task does not read counts only when it was changed.
+    given_not_read = sorted(key for key in user_keys & not_read
+                            if key in user_flags or values.get(key) != field_defaults[key])
+    if given_not_read:
+        raise UsageError(f"--{given_not_read[0]} does not apply to {task} (it is read by "
+                         f"{', '.join(ONLY_FOR[given_not_read[0]])})")
     if unknown:
         raise UsageError(f"unknown flag(s): {' '.join(unknown)}")
     built = []

@@ -12,6 +12,7 @@ from datasets import ClassLabel, DatasetDict
 
 from hf_transfer.builtin import resolve_dataset
 from hf_transfer.config import DataArgs, UsageError
+from hf_transfer.sampling import stratified_sample
 
 FILE_FORMATS = {
     ".csv": ("csv", {}),
@@ -235,7 +236,8 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
     if data.max_eval_samples:
         for split in ("validation", "test"):
             if split in splits and data.max_eval_samples < len(splits[split]):
-                splits[split] = splits[split].select(range(data.max_eval_samples))
+                splits[split] = splits[split].select(
+                    stratified_sample(splits[split]["labels"], data.max_eval_samples, seed))
     return LabelledSplits(splits=splits, label_names=names, sources=sources)
 
 

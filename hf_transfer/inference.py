@@ -1,5 +1,6 @@
 """Load a trained output folder back: predict on new inputs, or score it on a labelled file or class folder."""
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from hf_transfer.data import (
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics import classification_metrics, transcription_metrics
 from hf_transfer.metrics.report import write_report, write_transcription_report
-from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
+from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits, clip_lengths
 from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import (
@@ -42,8 +43,14 @@ def read_run_config(output_dir: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def inference_device() -> torch.device:
+    """Where `predict` and `evaluate` run: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_trained(output_dir: str | Path):
-    """(model in eval mode, tokenizer or processor, run settings) from a folder a recipe wrote.
+    """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
+    wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml says which
     Auto classes rebuild it.
@@ -55,8 +62,11 @@ def load_trained(output_dir: str | Path):
         if not settings.get("model_name_or_path"):
             raise UsageError(f"{folder} holds a LoRA adapter for a randomly initialised model (--config_name) whose "
                              "base weights were not saved, so it can't be reloaded; train with --strategy full instead")
-        # Base weights come from where training read them (the adapter names the Hub id instead).
+        # Base weights come from where training read them; on another machine (an output downloaded from the Hub)
+        # that folder may be missing, and the Hub id the adapter names is used.
         base_path = resolve_model(settings["model_name_or_path"])[0]
+        if not Path(base_path).exists():
+            base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
         # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
         # replaces it right after.
         base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder),
@@ -65,7 +75,7 @@ def load_trained(output_dir: str | Path):
     else:
         model = task.auto_model.from_pretrained(folder)
     processor = getattr(transformers, task.processor_class).from_pretrained(folder)
-    return model.eval(), processor, settings
+    return model.to(inference_device()).eval(), processor, settings
 
 
 @dataclass(frozen=True)
@@ -127,10 +137,17 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
+    order = list(range(len(inputs)))
+    if settings["task"] == "audio-classification":  # longest first, as the run evaluated: little padding
+        lengths = clip_lengths(inputs, processor.sampling_rate, settings["max_duration_seconds"])
+        order.sort(key=lambda i: -lengths[i])
     predict_batch, batch_size = _batch_predictor(model, processor, settings), settings["per_device_eval_batch_size"]
-    predictions = []
+    predictions = [None] * len(inputs)
     for start in range(0, len(inputs), batch_size):
-        predictions += predict_batch(inputs[start:start + batch_size], pairs and pairs[start:start + batch_size])
+        batch = order[start:start + batch_size]
+        found = predict_batch([inputs[i] for i in batch], pairs and [pairs[i] for i in batch])
+        for i, prediction in zip(batch, found):
+            predictions[i] = prediction
     return predictions
 
 
@@ -186,7 +203,7 @@ def _score_labels(model, processor, settings, dataset, values, source, report_di
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
     results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
     results["test_samples"] = len(references)
-    write_report(report_dir, results, "test", source, probabilities, references, names, summary, [])
+    write_report(report_dir, results, "test", source, probabilities, references, names, summary, None)
     return results
 
 
@@ -202,5 +219,5 @@ def _score_transcripts(model, processor, settings, dataset, paths, source, repor
     results["test_samples"] = len(references)
     examples = [{"split": "test", "reference": r, "prediction": p}
                 for r, p in list(zip(references, predicted))[:num_examples]]
-    write_transcription_report(report_dir, results, examples, summary, [])
+    write_transcription_report(report_dir, results, examples, summary, None)
     return results

@@ -6,6 +6,8 @@ The loop knows nothing of tasks: it takes any iterable of batches, a `compute_lo
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -38,6 +41,41 @@ class TrainState:
     evals_since_best: int = 0
     history: list[dict] = field(default_factory=list)  # one entry per evaluation
     train_losses: list[dict] = field(default_factory=list)  # one entry per logging step
+
+
+def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
+    """The run's Accelerator. Its precision is `--mixed_precision` when given, else the launcher's choice
+    (`accelerate launch --mixed_precision`, `accelerate config`), else none.
+
+    accelerate keeps its settings in process-wide singletons: they are reset first, so that a second run in one
+    notebook kernel may use another precision. The process group (PartialState) of a launched run stays.
+    The precision chosen is written back to `args`, so that run_config.yaml records it.
+    """
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+                              gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              log_with=None if args.report_to == "none" else args.report_to, project_dir=output_dir,
+                              **kwargs)
+    args.mixed_precision = accelerator.mixed_precision
+    return accelerator
+
+
+def dataloader_workers(args: TrainArgs) -> int:
+    """`--dataloader_num_workers`, else min(4, CPUs - 1) for each process on this machine, and 0 where that leaves
+    fewer than 2 (a 2-core machine gains nothing from moving decoding off the training thread).
+
+    Workers only by default where processes start by fork: the collators are closures, which spawn can't pickle.
+    Each worker's torch and `random` are seeded by torch from the loader's generator; augmentation needs neither
+    (each example has its own seed, see `SeededExamples`).
+    """
+    if args.dataloader_num_workers is not None:
+        return args.dataloader_num_workers
+    if multiprocessing.get_start_method() != "fork":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = min(4, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+    return per_process if per_process >= 2 else 0
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
@@ -90,6 +128,18 @@ def resolve_checkpoint(resume_from: str, output_dir: str | Path) -> Path:
     if not (path / "train_state.json").is_file():
         raise UsageError(f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no train_state.json)")
     return path
+
+
+def check_metric_for_best_model(metric: str, metrics: dict[str, str | None]) -> None:
+    """Before training: `metric` must be one the evaluation produces (`metrics` maps each to None, or to why it is
+    undefined on this validation split), so a run never stops at its first evaluation."""
+    name = metric.removeprefix("eval_")
+    if name not in metrics:
+        raise UsageError(f"--metric_for_best_model {metric}: not among this task's metrics ({', '.join(metrics)})")
+    if metrics[name]:
+        defined = [m for m, why in metrics.items() if not why]
+        raise UsageError(f"--metric_for_best_model {metric}: {metrics[name]}; pick another ({', '.join(defined)}) "
+                         "or give a validation split with every class")
 
 
 def _is_better(value: float, best: float | None, metric: str) -> bool:
@@ -187,6 +237,14 @@ class Loop:
         return patience is not None and self.state.evals_since_best >= patience
 
     # --- training ----------------------------------------------------------------------------------------------
+    def _log_loss(self, running_loss: torch.Tensor, running_batches: int) -> float:
+        """Log the mean loss of the micro-batches since the last log; returns it."""
+        mean_loss = self.accelerator.reduce(running_loss, "mean").item() / running_batches
+        logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
+        self.accelerator.log(logs, step=self.state.step)
+        self.state.train_losses.append({"step": self.state.step, **logs})
+        return mean_loss
+
     def fit(self) -> TrainState:
         if self.args.resume_from_checkpoint:
             self.resume(self.args.resume_from_checkpoint)
@@ -218,11 +276,7 @@ class Loop:
                 state.step += 1
                 progress.update(1)
                 if state.step % args.logging_steps == 0 or state.step == self.max_steps:
-                    mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
-                    logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
-                    accelerator.log(logs, step=state.step)
-                    state.train_losses.append({"step": state.step, **logs})
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    progress.set_postfix(loss=f"{self._log_loss(running_loss, running_batches):.4f}")
                     running_loss.zero_()
                     running_batches = 0
                 if args.eval_steps and state.step % args.eval_steps == 0:
@@ -237,6 +291,9 @@ class Loop:
                 state.batches_in_epoch = 0
             if not args.eval_steps and evaluated_at != state.step:
                 stop, evaluated_at = self._evaluate_and_track() or stop, state.step
+        if running_batches and accelerator.sync_gradients:
+            # Stopped early between logging steps: the loss since the last log still belongs in the results.
+            self._log_loss(running_loss, running_batches)
         if evaluated_at != state.step:
             self._evaluate_and_track()
         progress.close()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from hf_transfer.builtin import resolve_model
@@ -55,11 +56,29 @@ def build_model(model_args: ModelArgs, task: Task, config: PretrainedConfig) -> 
     path = model_path(model_args)
     try:
         # A checkpoint that already has a head for another label set (or vocabulary) gets a fresh one.
-        return task.auto_model.from_pretrained(path, config=config, revision=model_args.revision,
-                                               trust_remote_code=model_args.trust_remote_code,
-                                               ignore_mismatched_sizes=True)
+        model, loading = task.auto_model.from_pretrained(path, config=config, revision=model_args.revision,
+                                                         trust_remote_code=model_args.trust_remote_code,
+                                                         ignore_mismatched_sizes=True, output_loading_info=True)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load {task.name} weights from {path!r}: {error}") from None
+    PartialState().print(describe_new_weights(model, loading))
+    return model
+
+
+def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
+    """One line for transformers' LOAD REPORT table: which modules start from random weights, and why that is fine
+    (the new head) or not (backbone weights the checkpoint lacks)."""
+    initialised = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
+    modules = sorted({key.split(".")[0] for key in initialised})
+    heads = [name for name in modules if name != model.base_model_prefix]
+    size = (f"{model.config.vocab_size} symbols" if type(model).__name__.endswith("ForCTC")
+            else f"{model.config.num_labels} labels")
+    line = f"new head: {', '.join(heads)} ({size}), initialised" if heads else f"head: the checkpoint's ({size})"
+    backbone = sorted(key for key in initialised if key.split(".")[0] == model.base_model_prefix)
+    if backbone:
+        line += (f"; warning: {len(backbone)} backbone weight(s) missing from the checkpoint, initialised at random "
+                 f"({', '.join(backbone[:3])}{', ...' if len(backbone) > 3 else ''})")
+    return line
 
 
 def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None) -> PreTrainedModel:

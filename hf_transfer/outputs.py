@@ -13,7 +13,7 @@ from hf_transfer.hub import push_folder
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import TrainState
 from hf_transfer.metrics import classification_metrics, transcription_metrics
-from hf_transfer.metrics.report import write_report, write_transcription_report
+from hf_transfer.metrics.report import TrainingCurves, write_report, write_transcription_report
 from hf_transfer.models import base_model_id
 from hf_transfer.strategies import is_adapter
 from hf_transfer.tasks import Task
@@ -55,7 +55,7 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
 
     def report(output_dir: Path, summary: dict) -> dict:
         per_class = write_report(output_dir, results, report_split, data.sources[report_split],
-                                 *predictions[report_split], data.label_names, summary, state.history)
+                                 *predictions[report_split], data.label_names, summary, _training_curves(run, state))
         return {"per_class": per_class, "report_split": report_split}
 
     publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
@@ -79,11 +79,15 @@ def write_transcription_outputs(accelerator: Accelerator, model, processor, run:
                 for i in range(min(num_examples, len(references)))]
 
     def report(output_dir: Path, summary: dict) -> dict:
-        write_transcription_report(output_dir, results, examples, summary, state.history)
+        write_transcription_report(output_dir, results, examples, summary, _training_curves(run, state))
         return {"per_class": [], "report_split": report_split, "examples": examples}
 
     publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
     return results
+
+
+def _training_curves(run: RunConfig, state: TrainState) -> TrainingCurves:
+    return TrainingCurves(state.train_losses, state.history, run.train.metric_for_best_model)
 
 
 def _run_results(accelerator: Accelerator, data: LabelledSplits, state: TrainState) -> dict:

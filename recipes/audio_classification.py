@@ -11,16 +11,25 @@ Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (t
 """
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
+from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
-from hf_transfer.metrics import classification_metrics
+from hf_transfer.loop import (
+    Loop,
+    auto_class_weights,
+    check_metric_for_best_model,
+    classification_loss,
+    dataloader_workers,
+    new_accelerator,
+    predict,
+)
+from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
     AudioArgs,
@@ -32,7 +41,7 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.models import load_model, model_path
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, LengthSortedSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -53,11 +62,8 @@ DEFAULTS = {
 class AudioClassificationRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
+        self.accelerator = new_accelerator(
+            run.train, run.train.output_dir,
             # Under DDP some trainable weights get no gradient in a step: LayerDrop skips whole layers at random,
             # and the SpecAugment mask embedding is unused while masking is off. Letting DDP look for them keeps
             # LayerDrop's regularisation (setting layerdrop=0 would drop it and still leave the mask embedding).
@@ -85,24 +91,26 @@ class AudioClassificationRecipe:
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
                           f"({100 * self.trainable / self.total:.2f}%)")
 
-        # Each process augments its own clips: a different seed each, or they would share their random draws.
-        seed = run.train.seed + accelerator.process_index
         train = self.data.splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=audio_collator(self.feature_extractor, column, audio, True, seed),
+        workers = dataloader_workers(run.train)
+        train_loader = DataLoader(SeededExamples(train, run.train.seed), sampler=EpochKeys(sampler),
+                                  batch_size=run.train.per_device_train_batch_size, num_workers=workers,
+                                  collate_fn=audio_collator(self.feature_extractor, column, audio, True),
                                   pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        eval_collate = audio_collator(self.feature_extractor, column, audio, False, seed)
+        eval_collate = audio_collator(self.feature_extractor, column, audio, False)
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.data.splits[split],
                                                   batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=eval_collate))
+                                                  sampler=LengthSortedSampler(self.data.splits[split]["length"]),
+                                                  collate_fn=eval_collate, num_workers=workers))
             for split in ("validation", "test") if split in self.data.splits
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
+        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, classification_loss(class_weights, run.train.label_smoothing),
@@ -148,11 +156,12 @@ def main(config: dict | str | None = None, argv: list[str] | None = None) -> dic
     if argv is None and config is not None:
         argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
     run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    recipe = AudioClassificationRecipe(run)
-    recipe.setup()
-    recipe.train()
-    results = recipe.finish()
-    recipe.cleanup()
+    with library_output(run.train.verbose):
+        recipe = AudioClassificationRecipe(run)
+        recipe.setup()
+        recipe.train()
+        results = recipe.finish()
+        recipe.cleanup()
     return results
 
 

@@ -8,16 +8,24 @@ Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (t
 """
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
+from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
-from hf_transfer.metrics import classification_metrics
+from hf_transfer.loop import (
+    Loop,
+    auto_class_weights,
+    check_metric_for_best_model,
+    classification_loss,
+    dataloader_workers,
+    new_accelerator,
+    predict,
+)
+from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -39,12 +47,7 @@ DEFAULTS = {
 class SentimentRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
-        )
+        self.accelerator = new_accelerator(run.train, run.train.output_dir)
 
     def setup(self) -> None:
         run, accelerator = self.run, self.accelerator
@@ -65,16 +68,18 @@ class SentimentRecipe:
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
         # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
+        workers = dataloader_workers(run.train)
         train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collate, pin_memory=accelerator.device.type == "cuda",
+                                  collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=collate))
+                                                  collate_fn=collate, num_workers=workers))
             for split in ("validation", "test") if split in self.splits
         }
         class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
+        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, classification_loss(class_weights, run.train.label_smoothing),
@@ -105,11 +110,12 @@ def main(config: dict | str | None = None, argv: list[str] | None = None) -> dic
     if argv is None and config is not None:
         argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
     run = parse(argv, config, DEFAULTS)
-    recipe = SentimentRecipe(run)
-    recipe.setup()
-    recipe.train()
-    results = recipe.finish()
-    recipe.cleanup()
+    with library_output(run.train.verbose):
+        recipe = SentimentRecipe(run)
+        recipe.setup()
+        recipe.train()
+        results = recipe.finish()
+        recipe.cleanup()
     return results
 
 

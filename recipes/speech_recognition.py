@@ -10,15 +10,16 @@ Phases, in order: setup (data, vocabulary, model, strategy, optimizer) -> train 
 """
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
-from hf_transfer.loop import Loop
-from hf_transfer.metrics import transcription_metrics
+from hf_transfer.console import library_output
+from hf_transfer.loop import Loop, check_metric_for_best_model, dataloader_workers, new_accelerator
+from hf_transfer.metrics import transcription_metric_names, transcription_metrics
 from hf_transfer.modalities.audio import (
     describe_augmentation,
     freeze_feature_encoder,
@@ -34,7 +35,7 @@ from hf_transfer.modalities.transcripts import (
     transcribe,
 )
 from hf_transfer.models import build_model, load_config, model_path
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -61,11 +62,8 @@ def ctc_loss(model, batch):
 class SpeechRecognitionRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
-        self.accelerator = Accelerator(
-            mixed_precision=run.train.mixed_precision,
-            gradient_accumulation_steps=run.train.gradient_accumulation_steps,
-            log_with=None if run.train.report_to == "none" else run.train.report_to,
-            project_dir=run.train.output_dir,
+        self.accelerator = new_accelerator(
+            run.train, run.train.output_dir,
             # LayerDrop skips whole layers at random, so DDP must expect weights without a gradient in a step.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -97,21 +95,23 @@ class SpeechRecognitionRecipe:
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
                           f"({100 * self.trainable / self.total:.2f}%)")
 
-        seed = run.train.seed + accelerator.process_index  # each process draws its own augmentations
         train = self.data.splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=ctc_collator(self.processor, column, speech, True, seed),
+        workers = dataloader_workers(run.train)
+        train_loader = DataLoader(SeededExamples(train, run.train.seed), sampler=EpochKeys(sampler),
+                                  batch_size=run.train.per_device_train_batch_size, num_workers=workers,
+                                  collate_fn=ctc_collator(self.processor, column, speech, True),
                                   pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        eval_collate = ctc_collator(self.processor, column, speech, False, seed)
+        eval_collate = ctc_collator(self.processor, column, speech, False)
         self.eval_loaders = {
             split: accelerator.prepare(DataLoader(self.data.splits[split],
                                                   batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=eval_collate))
+                                                  collate_fn=eval_collate, num_workers=workers))
             for split in ("validation", "test") if split in self.data.splits
         }
+        check_metric_for_best_model(run.train.metric_for_best_model, transcription_metric_names())
         self.loop = Loop(
             accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, ctc_loss, lambda model: self.score("validation", self.transcribe("validation", model)),
@@ -163,11 +163,12 @@ def main(config: dict | str | None = None, argv: list[str] | None = None) -> dic
     if argv is None and config is not None:
         argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
     run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    recipe = SpeechRecognitionRecipe(run)
-    recipe.setup()
-    recipe.train()
-    results = recipe.finish()
-    recipe.cleanup()
+    with library_output(run.train.verbose):
+        recipe = SpeechRecognitionRecipe(run)
+        recipe.setup()
+        recipe.train()
+        results = recipe.finish()
+        recipe.cleanup()
     return results
 
 

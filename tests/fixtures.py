@@ -131,10 +131,11 @@ FORMATS = [(".wav", 16000, 1), (".flac", 8000, 1), (".wav", 22050, 2), (".flac",
            (".ogg", 8000, 1)]
 
 
-def make_tiny_wav2vec2(folder: Path) -> Path:
+def make_tiny_wav2vec2(folder: Path, feat_extract_norm: str = "group") -> Path:
+    """wav2vec2-base's shape (group norm in the first convolution) unless `feat_extract_norm="layer"`."""
     config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                             conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=16, classifier_proj_size=16)
+                            num_conv_pos_embeddings=16, classifier_proj_size=16, feat_extract_norm=feat_extract_norm)
     torch.manual_seed(0)
     Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE).save_pretrained(folder)

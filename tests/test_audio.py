@@ -139,7 +139,7 @@ def test_hub_audio_column_is_decoded_from_its_bytes(tmp_path):
     table.cast_column("audio", datasets.Audio()).to_parquet(tmp_path / "hub.parquet")
     prepared, column, _ = prepare(str(tmp_path / "hub.parquet"))
     extractor = Wav2Vec2FeatureExtractor(sampling_rate=RATE)
-    batch = audio_collator(extractor, column, AudioArgs(), False, 0)([prepared.splits["train"][0]])
+    batch = audio_collator(extractor, column, AudioArgs(), False)([prepared.splits["train"][0]])
     assert batch["input_values"].shape[0] == 1 and batch["labels"].shape == (1,)
 
 
@@ -158,7 +158,8 @@ def test_bad_audio_settings_are_rejected_by_name(argv, message):
                                   ["--dataset_name", "someone/keywords"]])
 def test_own_data_drops_the_default_data_sets_config(argv):
     """The recipe's default Hub set has a config (v0.02); it must not stick to data the user names."""
-    assert parse(argv, defaults=audio_classification.DEFAULTS, modality=AudioArgs).data.dataset_config_name is None
+    run = parse(argv, defaults=audio_classification.DEFAULTS, task="audio-classification", modality=AudioArgs)
+    assert run.data.dataset_config_name is None
 
 
 def test_shipped_model_config_is_an_8_khz_wav2vec2():
@@ -232,7 +233,7 @@ def test_lora_round_trip_keeps_projector_and_classifier(trained, tones):
     data, audio = DataArgs(train_dir=str(tones / "train"), test_dir=str(tones / "test")), AudioArgs(max_duration_seconds=0.25)
     prepared, column, _ = prepare_audio_splits(load_labelled_splits(data, seed=42, layout=AUDIO_LAYOUT), data, audio,
                                                RATE)
-    collate = audio_collator(extractor, column, audio, False, 0)
+    collate = audio_collator(extractor, column, audio, False)
     test = prepared.splits["test"]
     batch = collate([test[i] for i in range(len(test))])
     with torch.no_grad():
@@ -297,3 +298,42 @@ def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["train_steps"] == 3
     assert results["test_samples"] == 8  # gather_for_metrics drops DDP's padding
+
+
+def test_scores_do_not_depend_on_the_evaluation_batch_size(tones, tmp_path):
+    """A layer-norm feature encoder with the attention mask: a clip's score is the same alone or padded in a batch,
+    in the run's evaluation and in `predict` (which answers in input order)."""
+    from fixtures import make_tiny_wav2vec2
+
+    from hf_transfer.inference import predict
+
+    model = make_tiny_wav2vec2(tmp_path / "layer-norm", feat_extract_norm="layer")
+    runs = {size: audio_classification.main(settings(model, tones, tmp_path / f"batch-{size}", strategy="full",
+                                                     max_train_steps=1, per_device_eval_batch_size=size))
+            for size in (1, 16)}
+    for key in ("test_accuracy", "test_roc_auc", "eval_accuracy", "eval_roc_auc"):
+        assert runs[1][key] == pytest.approx(runs[16][key], abs=1e-7), key
+    trained, extractor, saved = load_trained(tmp_path / "batch-16")
+    clips = sorted(str(p) for p in (tones / "test").rglob("*.*"))
+    alone = [predict(trained, extractor, {**saved, "per_device_eval_batch_size": 1}, [clip])[0] for clip in clips]
+    batched = predict(trained, extractor, saved, clips)
+    assert [p["audio"] for p in batched] == clips
+    for one, together in zip(alone, batched):
+        assert together["scores"] == pytest.approx(one["scores"], abs=1e-6)
+
+
+def test_resume_continues_the_same_augmented_run(tiny_wav2vec2, tones, tmp_path):
+    """Gain, shifts, noise and random crops: a run resumed from its step-2 checkpoint (with DataLoader workers) ends
+    with the weights of the uninterrupted one."""
+    import shutil
+
+    run = dict(strategy="full", max_train_steps=6, save_steps=2, save_total_limit=3, eval_steps=2,
+               per_device_train_batch_size=4)
+    whole = audio_classification.main(settings(tiny_wav2vec2, tones, tmp_path / "whole", **run))
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
+    resumed = audio_classification.main(settings(tiny_wav2vec2, tones, tmp_path / "resumed", dataloader_num_workers=2,
+                                                 resume_from_checkpoint="latest", **run))
+    assert resumed == whole
+    expected, actual = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "resumed"))
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)

@@ -82,3 +82,10 @@ def test_recipe_script_prints_usage_errors_cleanly(tmp_path):
     assert done.returncode == 1
     assert "error: data file not found" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_train_help_lists_the_recipes(capsys):
+    cli(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "hf-transfer train RECIPE" in out
+    assert "image_classification:" in out and "speech_recognition:" in out

@@ -74,3 +74,57 @@ def test_every_shipped_config_parses_and_opens_with_its_command(path):
                           f"# accelerate launch recipes/{recipe}.py --config recipes/configs/{path.name}")
     module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
     parse([], path, task=module.TASK.name, modality=getattr(module, "MODALITY", None))
+
+
+@pytest.mark.parametrize("argv", [["--train-file", "mine.csv"], ["--train_file=mine.csv"], ["--train-file=mine.csv"]])
+def test_dash_flags_replace_the_recipes_default_data_set_too(argv):
+    run = parse(argv, defaults=DEFAULTS)
+    assert run.data.train_file == "mine.csv"
+    assert run.data.dataset_name is None
+
+
+def test_abbreviated_flags_are_refused():
+    with pytest.raises(UsageError, match="unknown flag.*--train_fi"):
+        parse(["--train_fi", "mine.csv"], defaults=DEFAULTS)
+
+
+def test_config_with_equals_sign_is_the_file_not_config_name(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3.0e-4\n")
+    run = parse([f"--config={config}"], defaults=DEFAULTS)
+    assert run.train.learning_rate == 3e-4
+    assert run.model.config_name is None
+
+
+def test_a_setting_the_task_does_not_read_is_refused():
+    with pytest.raises(UsageError, match="--text_column does not apply to image-classification"):
+        parse(["--text-column", "review"], defaults=DEFAULTS, task="image-classification")
+
+
+@pytest.mark.parametrize("recipe, shown, hidden", [
+    ("sentiment", ["--text_column", "--max_seq_length", "--config"], ["--image_column", "--train_dir"]),
+    ("image_classification", ["--image_column", "--mixup_alpha", "--train_dir", "--config"],
+     ["--text_column", "--max_seq_length", "--length_grouping"]),
+    ("audio_classification", ["--audio_column", "--noise_snr_db", "--train_dir", "--config"],
+     ["--text_column", "--text_pair_column", "--image_column"]),
+    ("speech_recognition", ["--transcript_column", "--config"], ["--text_column", "--label_column", "--train_dir"]),
+])
+def test_recipe_help_lists_its_own_flags_only(recipe, shown, hidden, capsys):
+    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv=["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in shown:
+        assert f"{flag} " in out, flag
+    for flag in hidden:
+        assert f"{flag} " not in out, flag
+
+
+def test_a_config_file_naming_a_setting_the_task_does_not_read_is_refused_unless_left_at_its_default(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("max_seq_length: 64\n")
+    with pytest.raises(UsageError, match="--max_seq_length does not apply to audio-classification"):
+        parse([], config, defaults=DEFAULTS, task="audio-classification")
+    config.write_text("max_seq_length: 128\ntext_column: null\n")  # as a saved run_config.yaml holds them
+    assert parse([], config, defaults=DEFAULTS, task="audio-classification").data.max_seq_length == 128

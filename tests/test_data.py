@@ -115,3 +115,29 @@ def _write(path, text):
 def test_bad_input_gets_a_clear_error(tmp_path, case, make_args, message):
     with pytest.raises(UsageError, match=message):
         load_labelled_splits(make_args(tmp_path), seed=0)
+
+
+def test_max_eval_samples_is_a_seeded_stratified_sample(tmp_path):
+    """Class folders list the files class by class: the first rows would be one class only."""
+    from fixtures import write_image_folders
+
+    from hf_transfer.modalities.image import IMAGE_LAYOUT
+
+    root = write_image_folders(tmp_path)
+    args = data_args(train_dir=str(root / "train"), validation_dir=str(root / "val"), max_eval_samples=6)
+    data = load_labelled_splits(args, seed=0, layout=IMAGE_LAYOUT)
+    validation = data.splits["validation"]
+    assert sorted(validation["labels"]) == [0, 0, 0, 1, 1, 1]
+    again = load_labelled_splits(args, seed=0, layout=IMAGE_LAYOUT).splits["validation"]
+    assert again["image"] == validation["image"]
+    other_seed = load_labelled_splits(args, seed=1, layout=IMAGE_LAYOUT).splits["validation"]
+    assert other_seed["image"] != validation["image"]
+
+
+def test_stratified_sample_keeps_shares_and_every_class():
+    from hf_transfer.sampling import stratified_sample
+
+    labels = [0] * 90 + [1] * 8 + [2] * 2
+    picked = stratified_sample(labels, 10, seed=0)
+    assert len(set(picked)) == 10
+    assert [sum(labels[i] == c for i in picked) for c in range(3)] == [8, 1, 1]

@@ -134,7 +134,7 @@ def test_mixer_targets_match_the_pixels_they_mix():
 def test_training_transform_makes_normalised_inputs_of_the_model_size(tiny_vit):
     processor = ViTImageProcessorPil.from_pretrained(tiny_vit)
     for augment in ("none", "basic", "randaugment"):
-        batch = TrainTransform(processor, augment, seed=0)([square("red", 0), square("blue", 1)])
+        batch = TrainTransform(processor, augment)([square("red", 0), square("blue", 1)], [0, 1])
         assert batch.shape == (2, 3, 32, 32) and batch.min() >= -1 and batch.max() <= 1
 
 
@@ -192,3 +192,22 @@ def test_bad_image_settings_are_refused(settings, message):
 def test_image_size_a_vit_cannot_take_is_refused(tiny_vit, images, tmp_path):
     with pytest.raises(UsageError, match="takes 32 x 32 images but the image processor makes 48 x 48"):
         train(tiny_vit, tmp_path, image_size=48, **folders(images))
+
+
+def test_resume_continues_the_same_augmented_run(tiny_vit, images, tmp_path):
+    """Random crops, flips, jitter and CutMix: a run resumed from its step-2 checkpoint (with DataLoader workers)
+    ends with the weights of the uninterrupted one."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    settings = dict(strategy="full", augment="randaugment", cutmix_alpha=1.0, max_train_steps=6, save_steps=2,
+                    save_total_limit=3, eval_steps=2, dropout=0.1, **folders(images))
+    whole = train(tiny_vit, tmp_path / "whole", **settings)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
+    resumed = train(tiny_vit, tmp_path / "resumed", resume_from_checkpoint="latest", dataloader_num_workers=2,
+                    **settings)
+    assert resumed == whole
+    expected, actual = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "resumed"))
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)

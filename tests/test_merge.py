@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from hf_transfer import cli
@@ -58,3 +59,31 @@ def test_a_folder_without_an_adapter_is_refused(tiny_bert, tmp_path):
 def test_merging_into_the_output_folder_is_refused(lora_output):
     with pytest.raises(UsageError, match="--out must differ"):
         merge_adapter(lora_output, lora_output)
+
+
+def test_merge_takes_the_hub_repo_the_card_names(lora_output, fake_hub, tmp_path, monkeypatch):
+    """The adapter card says `hf-transfer merge <repo_id>`: the pushed files are downloaded, then merged."""
+    from hf_transfer import merge
+    from hf_transfer.hub import push_folder
+
+    push_folder(lora_output, "user/tiny-lora")
+    downloaded = []
+
+    def snapshot_download(repo_id):  # the fake Hub stores uploads but serves no downloads: read what it holds
+        downloaded.append(repo_id)
+        for name, data in fake_hub.files(repo_id).items():
+            (tmp_path / "snapshot" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "snapshot" / name).write_bytes(data)
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(merge, "snapshot_download", snapshot_download)
+    cli.main(["merge", "user/tiny-lora", "--out", str(tmp_path / "merged")])
+    assert downloaded == ["user/tiny-lora"]
+    local = merge_adapter(lora_output, tmp_path / "merged-locally")
+    for name, tensor in load_file(str(local / "model.safetensors")).items():
+        torch.testing.assert_close(load_file(str(tmp_path / "merged" / "model.safetensors"))[name], tensor)
+
+
+def test_a_repo_that_can_not_be_downloaded_is_named(tmp_path):
+    with pytest.raises(UsageError, match="nobody/nothing is not a folder here, and downloading it as a Hub repo"):
+        merge_adapter("nobody/nothing", tmp_path / "merged")

@@ -7,7 +7,7 @@ from sklearn import metrics as sk
 from hf_transfer.cards import CardContext, render_card
 from hf_transfer.config import parse
 from hf_transfer.metrics import classification_metrics
-from hf_transfer.metrics.report import write_report
+from hf_transfer.metrics.report import TrainingCurves, write_report
 
 RNG = np.random.default_rng(0)
 
@@ -54,12 +54,14 @@ def test_report_plots_and_card(tmp_path):
     results.update({f"eval_{k}": v for k, v in classification_metrics(probabilities[:10], references[:10]).items()})
     per_class = write_report(tmp_path, results, "test", "test.csv", probabilities, references,
                              ["negative", "positive"], {"model": "tiny", "strategy": "lora"},
-                             [{"step": 5, "epoch": 0, "eval_accuracy": 0.5}])
+                             TrainingCurves([{"step": 5, "train_loss": 0.7, "learning_rate": 1e-4}],
+                                            [{"step": 5, "epoch": 0, "eval_accuracy": 0.5}], "accuracy"))
     assert [row["support"] for row in per_class] == [20, 20]
     report = (tmp_path / "eval_report.md").read_text()
     assert f"| accuracy | {results['eval_accuracy']:.4f} | {results['test_accuracy']:.4f} |" in report
     assert "| **negative** |" in report
-    for plot in ("confusion_matrix.png", "roc_curve.png"):
+    assert "![learning curve](learning_curve.png)" in report
+    for plot in ("confusion_matrix.png", "roc_curve.png", "learning_curve.png"):
         assert Image.open(tmp_path / plot).size[0] > 300
 
     card = str(render_card(_context(tmp_path, results, per_class)))

@@ -130,3 +130,117 @@ def test_sentence_pair_model_is_scored_on_both_columns(tiny_bert, tmp_path):
     assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
     with pytest.raises(SystemExit, match="classifies text pairs"):
         cli(["predict", str(tmp_path / "out"), "one sentence"])
+
+
+def test_precision_is_the_launchers_unless_given_and_can_change_between_runs(tiny_bert, sentiment_files, tmp_path,
+                                                                              monkeypatch):
+    """Two runs in one process (a notebook kernel) with different precisions; no flag means the launcher's."""
+    import yaml
+
+    def precision(output_dir):
+        return yaml.safe_load((output_dir / "run_config.yaml").read_text())["mixed_precision"]
+
+    run(tiny_bert, sentiment_files, tmp_path / "fp32", strategy="full", max_train_steps=2, mixed_precision="no")
+    run(tiny_bert, sentiment_files, tmp_path / "bf16", strategy="full", max_train_steps=2, mixed_precision="bf16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    run(tiny_bert, sentiment_files, tmp_path / "launcher", strategy="full", max_train_steps=2)
+    assert [precision(tmp_path / name) for name in ("fp32", "bf16", "launcher")] == ["no", "bf16", "bf16"]
+
+
+def test_early_stop_before_the_first_logged_loss_still_saves_everything(tiny_bert, sentiment_files, tmp_path):
+    results, _ = run(tiny_bert, sentiment_files, tmp_path, strategy="full", learning_rate=1e-12, eval_steps=1,
+                     early_stopping_patience=2, logging_steps=100)
+    assert results["train_steps"] == 3
+    assert results["train_loss"] == pytest.approx(0.69, abs=0.05)  # the mean over the 3 steps run: two classes
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "README.md").is_file()
+    assert [entry["step"] for entry in json.loads((tmp_path / "train_log.json").read_text())["train"]] == [3]
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("f1_score", r"--metric_for_best_model f1_score: not among this task.s metrics \(accuracy, "),
+    ("wer", "--metric_for_best_model wer: not among"),
+    ("roc_auc", "ROC AUC is undefined on .*val.csv: class.*'positive' have no example there; pick another"),
+])
+def test_metric_for_best_model_is_checked_before_training(tiny_bert, sentiment_files, tmp_path, metric, message,
+                                                          monkeypatch):
+    from fixtures import sentences, write_csv
+
+    from hf_transfer.config import UsageError
+    from hf_transfer.loop import Loop
+
+    validation = write_csv(tmp_path / "val.csv", [row for row in sentences(20) if row["label"] == "negative"])
+    monkeypatch.setattr(Loop, "fit", lambda self: pytest.fail("training started"))
+    with pytest.raises(UsageError, match=message):
+        run(tiny_bert, sentiment_files, tmp_path, validation_file=str(validation), metric_for_best_model=metric)
+
+
+def test_a_run_shows_its_own_lines_and_plots_its_learning_curve(sentiment_files, tmp_path):
+    """A checkpoint with a 3-label head trained on 2 labels: one line about the new head, not transformers' table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fixtures import make_tiny_model
+
+    checkpoint = make_tiny_model(tmp_path / "three-labels", num_labels=3)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "hf-transfer"), "train", "sentiment",
+         "--model_name_or_path", str(checkpoint),
+         "--train_file", str(sentiment_files["train"]), "--output_dir", str(tmp_path / "out"), "--strategy", "full",
+         "--max_train_steps", "4", "--eval_steps", "2", "--logging_steps", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert "new head: classifier (2 labels), initialised" in done.stdout
+    assert "LOAD REPORT" not in done.stdout + done.stderr
+    assert "Warning" not in done.stderr
+    assert (tmp_path / "out" / "learning_curve.png").is_file()
+    assert "![learning curve](learning_curve.png)" in (tmp_path / "out" / "eval_report.md").read_text()
+
+
+def test_library_output_is_quiet_inside_and_restored_after():
+    import transformers
+
+    from hf_transfer.console import library_output
+
+    before = transformers.logging.get_verbosity()
+    with library_output(verbose=False):
+        assert transformers.logging.get_verbosity() == transformers.logging.ERROR
+    assert transformers.logging.get_verbosity() == before
+    with library_output(verbose=True):
+        assert transformers.logging.get_verbosity() == before
+
+
+@pytest.mark.parametrize("cpus, local_processes, start_method, given, expected", [
+    (2, 1, "fork", None, 0),  # a spare core is worth more than a worker process
+    (4, 1, "fork", None, 3),
+    (16, 1, "fork", None, 4),
+    (16, 8, "fork", None, 0),  # 8 processes on 16 CPUs: one spare each
+    (16, 1, "spawn", None, 0),  # spawn can't pickle the collators
+    (2, 1, "fork", 3, 3),  # the flag wins
+])
+def test_dataloader_workers_are_sized_from_the_cpus(monkeypatch, cpus, local_processes, start_method, given,
+                                                     expected):
+    import multiprocessing
+    import os
+
+    from hf_transfer.config import TrainArgs
+    from hf_transfer.loop import dataloader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda: start_method)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    assert dataloader_workers(TrainArgs(dataloader_num_workers=given)) == expected
+
+
+def test_predict_and_evaluate_run_on_the_gpu_when_there_is_one(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    from hf_transfer.inference import inference_device
+    from hf_transfer.inference import predict as predict_texts
+
+    run(tiny_bert, sentiment_files, tmp_path, strategy="lora", max_train_steps=2)
+    model, tokenizer, settings = load_trained(tmp_path)
+    assert model.device == inference_device()
+    assert predict_texts(model, tokenizer, settings, ["the film was great"])[0]["label"] in ("negative", "positive")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_device() == torch.device("cpu")

@@ -1,5 +1,6 @@
-"""The evaluation report a person reads: eval_report.md, confusion_matrix.png, roc_curve.png."""
+"""The evaluation report a person reads: eval_report.md, confusion_matrix.png, roc_curve.png, learning_curve.png."""
 
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
@@ -71,13 +72,50 @@ def plot_roc_curve(probabilities, references, names: list[str], title: str, path
     _save_figure(figure, path)
 
 
+@dataclass
+class TrainingCurves:
+    """What train_log.json holds: the logged training losses, the evaluations, and the metric that picked the best."""
+
+    train_losses: list[dict] = field(default_factory=list)  # {"step", "train_loss", "learning_rate"}
+    history: list[dict] = field(default_factory=list)  # {"step", "epoch", "eval_<metric>"...}
+    metric: str = "accuracy"
+
+
+def plot_learning_curve(curves: TrainingCurves, path: Path) -> None:
+    """Training loss (left axis) and the validation metric (right axis) against the optimizer step."""
+    key = curves.metric if curves.metric.startswith("eval_") else f"eval_{curves.metric}"
+    figure, loss_axes = plt.subplots(figsize=(6.5, 4))
+    if curves.train_losses:
+        loss_axes.plot([entry["step"] for entry in curves.train_losses],
+                       [entry["train_loss"] for entry in curves.train_losses], color="tab:blue", label="training loss")
+    loss_axes.set_xlabel("optimizer step")
+    loss_axes.set_ylabel("training loss", color="tab:blue")
+    evaluations = [entry for entry in curves.history if entry.get(key) is not None]
+    if evaluations:
+        metric_axes = loss_axes.twinx()
+        metric_axes.plot([entry["step"] for entry in evaluations], [entry[key] for entry in evaluations],
+                         color="tab:orange", marker="o", label=f"validation {key.removeprefix('eval_')}")
+        metric_axes.set_ylabel(f"validation {key.removeprefix('eval_')}", color="tab:orange")
+    loss_axes.set_title("Learning curve")
+    _save_figure(figure, path)
+
+
+def _learning_curve_section(output_dir: Path, curves: TrainingCurves | None) -> list[str]:
+    if curves is None or not (curves.train_losses or curves.history):
+        return []
+    plot_learning_curve(curves, output_dir / "learning_curve.png")
+    return ["", "## Learning curve", "", "![learning curve](learning_curve.png)"]
+
+
 def _format(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def write_report(output_dir: Path, results: dict, split_name: str, split_source: str, probabilities, references,
-                 names: list[str], summary: dict, history: list[dict]) -> list[dict]:
-    """Write the report and both plots for `split_name` (the test split when there is one); return per-class rows."""
+                 names: list[str], summary: dict, curves: TrainingCurves | None) -> list[dict]:
+    """Write the report and its plots for `split_name` (the test split when there is one), with the learning curve
+    when `curves` come from training; return per-class rows."""
+    history = curves.history if curves else []
     output_dir = Path(output_dir)
     title = f"{split_name} split ({len(references)} examples)"
     matrix = plot_confusion_matrix(probabilities, references, names, f"Confusion matrix, {title}",
@@ -104,6 +142,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
               "| true \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |" for i, name in enumerate(names)]
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "## ROC curve", "", "![ROC curve](roc_curve.png)"]
+    lines += _learning_curve_section(output_dir, curves)
     if history:
         metric_keys = [f"eval_{m}" for m in HEADLINE if f"eval_{m}" in history[0]]
         lines += ["", "## Validation during training", "",
@@ -116,8 +155,9 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
 
 
 def write_transcription_report(output_dir: Path, results: dict, examples: list[dict], summary: dict,
-                               history: list[dict]) -> None:
+                               curves: TrainingCurves | None) -> None:
     """eval_report.md for speech recognition: WER/CER per split, example transcripts, the validation curve."""
+    history = curves.history if curves else []
     prefixes = [p for p in ("eval", "test") if f"{p}_wer" in results]
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
@@ -133,4 +173,5 @@ def write_transcription_report(output_dir: Path, results: dict, examples: list[d
     if history:
         lines += ["", "## Validation during training", "", "| step | epoch | wer | cer |", "|---:|---:|---:|---:|"]
         lines += [f"| {h['step']} | {h['epoch']} | {h['eval_wer']:.4f} | {h['eval_cer']:.4f} |" for h in history]
+    lines += _learning_curve_section(Path(output_dir), curves)
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")

@@ -232,24 +232,30 @@ def augment(wave: np.ndarray, sampling_rate: int, max_samples: int, args: AudioA
     return wave
 
 
-def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool,
-                   seed: int):
+def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool):
     """Decode, crop (and in training augment) each clip, then pad the batch with the feature extractor.
 
-    Padding to the batch's longest clip wastes little with length grouping; the feature extractor's attention mask
-    (for models that take one) keeps the padding out of the pooled prediction.
+    Training examples come from `SeededExamples`: each clip's augmentation draws from its own `augment_seed`.
+
+    Padding to the batch's longest clip wastes little with length grouping. The attention mask is always asked for,
+    whatever the checkpoint's feature extractor says (wav2vec2-base and HuBERT say no): without it the feature
+    extractor normalises each clip together with its padding and the classifier's mean pool averages over the padding,
+    so a clip's score would depend on the clips that share its batch.
     """
     rate = feature_extractor.sampling_rate
     max_samples = round(args.max_duration_seconds * rate)
     # SpecAugment masks spans of `mask_time_length` frames: a batch of short clips could be shorter than one span.
     padding = "max_length" if train and args.spec_augment else "longest"
-    rng = np.random.default_rng(seed)
 
     def collate(examples: list[dict]) -> dict:
         waves = [read_audio(example[column], rate) for example in examples]
-        waves = [augment(w, rate, max_samples, args, rng) if train else crop(w, max_samples) for w in waves]
+        if train:
+            waves = [augment(wave, rate, max_samples, args, np.random.default_rng(example["augment_seed"]))
+                     for wave, example in zip(waves, examples)]
+        else:
+            waves = [crop(wave, max_samples) for wave in waves]
         batch = feature_extractor(waves, sampling_rate=rate, padding=padding, max_length=max_samples,
-                                  return_tensors="pt")
+                                  return_attention_mask=True, return_tensors="pt")
         return {**batch, "labels": torch.tensor([example["labels"] for example in examples])}
 
     return collate
@@ -271,7 +277,23 @@ def audio_logits(model, feature_extractor: SequenceFeatureExtractor, paths: list
     """The model's logits for a batch of audio files, cropped (centred) and padded as in evaluation."""
     rate = feature_extractor.sampling_rate
     waves = [crop(load_clip(path, rate), round(max_duration_seconds * rate)) for path in paths]
-    return model(**feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")).logits
+    batch = feature_extractor(waves, sampling_rate=rate, padding="longest", return_attention_mask=True,
+                              return_tensors="pt")
+    return model(**batch.to(model.device)).logits
+
+
+def clip_lengths(paths: list[str], sampling_rate: int, max_duration_seconds: float) -> list[int]:
+    """Each file's length in samples at `sampling_rate`, at most the max duration: the `length` column of training,
+    read from the files' headers."""
+    max_samples = round(max_duration_seconds * sampling_rate)
+    lengths = []
+    for path in paths:
+        try:
+            info = sf.info(path)
+        except (RuntimeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
+            raise UsageError(f"can't read audio file {path}: {error}") from None
+        lengths.append(min(math.ceil(info.frames * sampling_rate / info.samplerate), max_samples))
+    return lengths
 
 
 # --- the model --------------------------------------------------------------------------------------------------

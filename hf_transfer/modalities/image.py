@@ -189,82 +189,103 @@ def to_tensor(images: list[Image.Image], processor) -> torch.Tensor:
 
 
 class TrainTransform:
-    """Training augmentation on PIL images -> a normalised batch tensor of the processor's size."""
+    """Training augmentation on PIL images -> a normalised batch tensor of the processor's size.
+
+    Each image draws from its own generator, seeded with the example's `augment_seed` (see `SeededExamples`): never
+    from the RNG that dropout uses, and the same in any DataLoader worker or resumed run.
+    """
 
     # Gentler than ImageNet's 8 %: small data sets often show one object that a tiny crop misses.
     crop_scale = (0.25, 1.0)
     crop_ratio = (3 / 4, 4 / 3)
     jitter = 0.2
 
-    def __init__(self, processor, augment: str, seed: int):
+    def __init__(self, processor, augment: str):
         self.processor = processor
         self.augment = augment
         self.height, self.width = input_size(processor)
         self.resample = Image.Resampling(processor.resample)
-        self.rng = random.Random(seed)  # its own stream: augmenting must not shift the RNG that dropout uses
 
-    def _crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+    def _crop_box(self, width: int, height: int, rng: random.Random) -> tuple[float, float, float, float]:
         for _ in range(10):
-            area = width * height * self.rng.uniform(*self.crop_scale)
-            ratio = math.exp(self.rng.uniform(*map(math.log, self.crop_ratio)))
+            area = width * height * rng.uniform(*self.crop_scale)
+            ratio = math.exp(rng.uniform(*map(math.log, self.crop_ratio)))
             w, h = math.sqrt(area * ratio), math.sqrt(area / ratio)
             if w <= width and h <= height:
-                left, top = self.rng.uniform(0, width - w), self.rng.uniform(0, height - h)
+                left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
                 return left, top, left + w, top + h
         return 0, 0, width, height
 
-    def _augment(self, image: Image.Image) -> Image.Image:
-        image = image.resize((self.width, self.height), self.resample, box=self._crop_box(*image.size))
-        if self.rng.random() < 0.5:
+    def _augment(self, image: Image.Image, rng: random.Random) -> Image.Image:
+        image = image.resize((self.width, self.height), self.resample, box=self._crop_box(*image.size, rng))
+        if rng.random() < 0.5:
             image = ImageOps.mirror(image)
         for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhance(image).enhance(self.rng.uniform(1 - self.jitter, 1 + self.jitter))
+            image = enhance(image).enhance(rng.uniform(1 - self.jitter, 1 + self.jitter))
         if self.augment == "randaugment":
-            for name in self.rng.sample(sorted(RANDAUGMENT_OPS), 2):
-                image = RANDAUGMENT_OPS[name](image, self.rng.choice((-1, 1)))
+            for name in rng.sample(sorted(RANDAUGMENT_OPS), 2):
+                image = RANDAUGMENT_OPS[name](image, rng.choice((-1, 1)))
         return image
 
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+    def __call__(self, images: list[Image.Image], seeds: list[int]) -> torch.Tensor:
         if self.augment == "none":
             return processor_transform(self.processor)(images)
-        return to_tensor([self._augment(image) for image in images], self.processor)
+        return to_tensor([self._augment(image, random.Random(seed)) for image, seed in zip(images, seeds)],
+                         self.processor)
 
 
-def processor_transform(processor) -> Callable[[list[Image.Image]], torch.Tensor]:
-    """Evaluation and prediction: the processor itself, as the pipeline runs it."""
-    return lambda images: processor(images=images, return_tensors="pt")["pixel_values"]
+def processor_transform(processor) -> Callable[..., torch.Tensor]:
+    """Evaluation and prediction: the processor itself, as the pipeline runs it (no seeds needed)."""
+    return lambda images, seeds=None: processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def image_collator(transform: Callable[[list[Image.Image]], torch.Tensor], source: str):
-    """Decode and transform one batch: images are read when a batch needs them, never all at once."""
+def image_collator(transform: Callable[..., torch.Tensor], source: str):
+    """Decode and transform one batch: images are read when a batch needs them, never all at once. `transform`
+    takes the images and their examples' `augment_seed`s (None outside training)."""
 
     def collate(examples: list[dict]) -> dict:
         images = [load_image(example["image"], source) for example in examples]
-        return {"pixel_values": transform(images), "labels": torch.tensor([example["labels"] for example in examples])}
+        seeds = [example.get("augment_seed") for example in examples]
+        return {"pixel_values": transform(images, seeds),
+                "labels": torch.tensor([example["labels"] for example in examples])}
 
     return collate
 
 
 # --- mixup / cutmix --------------------------------------------------------------------------------------------
 class BatchMixer:
-    """Mixup or CutMix on a training batch, paired with the batch reversed; returns (images, soft targets)."""
+    """Mixup or CutMix on a training batch, paired with the batch reversed; returns (images, soft targets).
 
-    def __init__(self, mixup_alpha: float, cutmix_alpha: float, num_labels: int, seed: int):
+    Batch n of a process draws from a generator seeded with (seed, process, n); n is its whole state, saved with
+    each checkpoint (`accelerator.register_for_checkpointing`), so a resumed run mixes as the uninterrupted one.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, num_labels: int, seed: int, process_index: int = 0):
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
         self.num_labels = num_labels
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.process_index = process_index
+        self.batches = 0
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches = state["batches"]
 
     def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.process_index, self.batches])
+        self.batches += 1
         targets = F.one_hot(labels, self.num_labels).float()
-        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or self.rng.random() < 0.5)
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or rng.random() < 0.5)
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        keep = float(self.rng.beta(alpha, alpha))  # share of each image that stays its own
+        keep = float(rng.beta(alpha, alpha))  # share of each image that stays its own
         partner = pixel_values.flip(0)
         if use_cutmix:
             height, width = pixel_values.shape[-2:]
             box_h, box_w = round(height * math.sqrt(1 - keep)), round(width * math.sqrt(1 - keep))
-            top, left = self.rng.integers(0, height - box_h + 1), self.rng.integers(0, width - box_w + 1)
+            top, left = rng.integers(0, height - box_h + 1), rng.integers(0, width - box_w + 1)
             pixel_values = pixel_values.clone()
             pixel_values[..., top:top + box_h, left:left + box_w] = partner[..., top:top + box_h, left:left + box_w]
             keep = 1 - box_h * box_w / (height * width)  # the box was rounded to whole pixels
@@ -300,4 +321,4 @@ def image_details(args: ImageArgs, size: tuple[int, int]) -> dict[str, str]:
 def image_logits(model, processor, paths: list[str]) -> torch.Tensor:
     """The model's logits for a batch of image files, preprocessed as in evaluation."""
     images = [load_image(path, "the images to classify") for path in paths]
-    return model(pixel_values=processor_transform(processor)(images)).logits
+    return model(pixel_values=processor_transform(processor)(images).to(model.device)).logits

@@ -19,6 +19,7 @@ from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
 from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
+from hf_transfer.sampling import random_sample
 from hf_transfer.tasks import base_model
 
 TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
@@ -79,7 +80,7 @@ def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> Labe
     if data.max_eval_samples:
         for split in ("validation", "test"):
             if split in splits and data.max_eval_samples < len(splits[split]):
-                splits[split] = splits[split].select(range(data.max_eval_samples))
+                splits[split] = splits[split].select(random_sample(len(splits[split]), data.max_eval_samples, seed))
     return LabelledSplits(splits=splits, label_names=[], sources=sources)
 
 
@@ -117,19 +118,20 @@ def build_processor(train_transcripts: list[str], feature_extractor: SequenceFea
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def ctc_collator(processor: Wav2Vec2Processor, column: str, args: SpeechArgs, train: bool, seed: int):
+def ctc_collator(processor: Wav2Vec2Processor, column: str, args: SpeechArgs, train: bool):
     """Decode (and in training augment) each clip, pad the batch; labels are padded with -100 (ignored by CTC).
 
+    Training examples come from `SeededExamples`: each clip's augmentation draws from its own `augment_seed`.
     `index` travels with the batch so predictions gathered across processes can be matched to their transcripts.
     """
     rate = processor.feature_extractor.sampling_rate
     shift = round(args.time_shift_seconds * rate)
-    rng = np.random.default_rng(seed)
 
     def collate(examples: list[dict]) -> dict:
         waves = [read_audio(example[column], rate) for example in examples]
         if train:  # room for the whole clip plus its shift: augment() must never crop speech away
-            waves = [augment(w, rate, len(w) + shift, args, rng) for w in waves]
+            waves = [augment(wave, rate, len(wave) + shift, args, np.random.default_rng(example["augment_seed"]))
+                     for wave, example in zip(waves, examples)]
         batch = processor.feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
         ids = processor.tokenizer([example["transcript"] for example in examples]).input_ids
         width = max(map(len, ids))
@@ -172,4 +174,5 @@ def transcribe_files(model, processor: Wav2Vec2Processor, paths: list[str]) -> l
     rate = processor.feature_extractor.sampling_rate
     waves = [load_clip(path, rate) for path in paths]
     inputs = processor.feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
-    return processor.batch_decode(greedy_ids(model, dict(inputs), processor.tokenizer.pad_token_id))
+    return processor.batch_decode(greedy_ids(model, dict(inputs.to(model.device)),
+                                             processor.tokenizer.pad_token_id).cpu())
