@@ -132,6 +132,11 @@ class StrategyArgs:
 @dataclass
 class TrainArgs:
     output_dir: str = field(default="outputs", metadata={"help": "Where the model, report, plots and card go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete the earlier run's files in --output_dir first (a non-empty folder is refused "
+                          "otherwise, so two runs never mix)."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for weights, data order and splits."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases and norms)."})
@@ -280,7 +285,11 @@ def parse(
     _check_keys(values, "recipe defaults", known)
     user_keys = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
     if config is not None:
-        file_values = config if isinstance(config, dict) else read_config_file(config)
+        file_values = dict(config) if isinstance(config, dict) else read_config_file(config)
+        # A run's saved run_config.yaml names its task: it may be fed back to the same recipe, not another.
+        saved_task = file_values.pop("task", task)
+        if saved_task != task:
+            raise UsageError(f"{config} is the config of a {saved_task} run; this recipe trains {task}")
         _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
         values.update(file_values)
         user_keys |= set(file_values)
@@ -299,5 +308,11 @@ def parse(
     return RunConfig(*built[:len(GROUPS)], task=task, modality=built[len(GROUPS)] if modality else None)
 
 
+# How one command treated the output folder, not a setting of the run: the saved config leaves them out, so it
+# can be run again with --resume_from_checkpoint or --overwrite_output_dir added.
+INVOCATION_ONLY = ("overwrite_output_dir", "resume_from_checkpoint")
+
+
 def save_config(run_config: RunConfig, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(run_config.to_dict(), sort_keys=False))
+    settings = {k: v for k, v in run_config.to_dict().items() if k not in INVOCATION_ONLY}
+    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))

@@ -20,6 +20,7 @@ from hf_transfer.loop import Loop, auto_class_weights, classification_loss, pred
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
+from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -53,6 +54,7 @@ class SentimentRecipe:
             self.data = load_labelled_splits(run.data, run.train.seed)
             self.tokenizer = load_tokenizer(run.model, model_path(run.model))
             self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
+        claim_output_dir(accelerator, run, self.data)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
         self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
         self.trainable, self.total = count_parameters(self.model)
