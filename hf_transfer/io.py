@@ -44,6 +44,9 @@ def atomic_save_files(directory: str | Path, save: Callable[[Path], None]) -> li
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".partial-"))
     try:
         save(scratch)
+        mask = _umask()
+        for path in scratch.rglob("*"):  # safetensors writes 0600 files; give them what a plain open() would
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
         names = sorted(p.name for p in scratch.iterdir())
         for name in names:
             target = directory / name
