@@ -84,7 +84,7 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         else:
             base = Path(files[split]).parent if files.get(split) else Path.cwd()
-            paths = resolve_paths(dataset[column], base, source, "image")
+            paths = resolve_paths(dataset[column], base, source, "image", labelled.file_rows.get(split))
             dataset = dataset.remove_columns(column).add_column(column, paths)
         prepared[split] = dataset.rename_column(column, "image") if column != "image" else dataset
     return prepared

@@ -40,8 +40,8 @@ def tokenize_splits(labelled: LabelledSplits, data: DataArgs, tokenizer: PreTrai
         for column in filter(None, (text, pair)):
             for index, value in zip(indices, batch[column]):
                 if not isinstance(value, str):
-                    raise UsageError(f"{labelled.sources[split]}: row {index} of column {column!r} "
-                                     f"is {value!r}, not text")
+                    raise UsageError(f"{labelled.row_name(split, index)}: column {column!r} holds {value!r}, "
+                                     "not text")
         encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True,
                             max_length=data.max_seq_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
