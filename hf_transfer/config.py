@@ -4,6 +4,7 @@ Precedence, lowest first: dataclass defaults < a recipe's defaults < `--config F
 """
 
 import dataclasses
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from transformers import HfArgumentParser
 from hf_transfer.io import atomic_write_text
 
 STRATEGIES = ("full", "feature_extraction", "partial", "lora")
+# --report_to choice -> (module it needs, how to install it).
+TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorboard]'"),
+            "trackio": ("trackio", "pip install trackio"), "wandb": ("wandb", "pip install wandb")}
 
 
 class UsageError(ValueError):
@@ -176,7 +180,10 @@ class TrainArgs:
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("linear", "cosine", "constant"))
         _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
-        _check_choice("report_to", self.report_to, ("none", "tensorboard", "trackio", "wandb"))
+        _check_choice("report_to", self.report_to, ("none", *TRACKERS))
+        if self.report_to in TRACKERS and importlib.util.find_spec(TRACKERS[self.report_to][0]) is None:
+            raise UsageError(f"--report_to {self.report_to}: {self.report_to} is not installed; "
+                             f"{TRACKERS[self.report_to][1]}")
         for name in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "max_train_steps", "eval_steps", "save_steps", "logging_steps",
                      "save_total_limit"):

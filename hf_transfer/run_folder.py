@@ -119,8 +119,10 @@ def _is_scratch(path: Path) -> bool:
 
 def _check_writable(folder: Path) -> None:
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--output_dir {folder}: can't write to {existing}")
+    if not existing.is_dir():
+        raise UsageError(f"--output_dir {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output_dir {folder}: no permission to write in {existing}")
 
 
 def claim_output_dir(accelerator: Accelerator, run: RunConfig, data: LabelledSplits) -> None:
@@ -134,6 +136,9 @@ def claim_output_dir(accelerator: Accelerator, run: RunConfig, data: LabelledSpl
                          "(delete it and start again), not both")
     _check_writable(folder)
     entries = sorted(p.name for p in folder.iterdir() if not _is_scratch(p)) if folder.is_dir() else []
+    if record is not None and not record["complete"] and not checkpoint_dirs(folder):
+        # A run stopped before its first checkpoint left only what this function writes: nothing to keep.
+        entries = [name for name in entries if name not in (RUN_RECORD, "run_config.yaml")]
     if args.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, folder)
         _check_same_run(read_record(checkpoint), current, f"checkpoint {checkpoint}")

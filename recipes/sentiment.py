@@ -18,7 +18,7 @@ from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
 from hf_transfer.metrics import classification_metrics
-from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
+from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -56,6 +56,7 @@ class SentimentRecipe:
             self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
         claim_output_dir(accelerator, run, self.data)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        check_max_seq_length(model.config, run.data.max_seq_length)
         self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
         self.trainable, self.total = count_parameters(self.model)
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "

@@ -19,6 +19,21 @@ def load_tokenizer(model_args: ModelArgs, model_path: str) -> PreTrainedTokenize
         raise UsageError(f"could not load a tokenizer from {name!r}: {error}") from None
 
 
+# Model types whose position ids start after the padding index: two fewer positions than the config says.
+POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def check_max_seq_length(config, max_seq_length: int) -> None:
+    """Refuse a --max_seq_length the model's absolute position embeddings can't reach (an index error mid-epoch)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or not getattr(config, "position_biased_input", True):  # DeBERTa: relative positions only
+        return
+    limit -= 2 if config.model_type in POSITION_OFFSET_MODEL_TYPES else 0
+    if max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {max_seq_length} is beyond this {config.model_type} model's "
+                         f"{limit} positions; use --max_seq_length {limit} or less")
+
+
 def text_columns(labelled: LabelledSplits, data: DataArgs) -> tuple[str, str | None]:
     columns = labelled.splits["train"].column_names
     source = labelled.sources["train"]
