@@ -3,14 +3,13 @@
 from pathlib import Path
 
 from hf_transfer.config import UsageError
-from hf_transfer.inference import load_trained, read_run_config
+from hf_transfer.inference import load_trained
 from hf_transfer.io import atomic_save_files
 
 
 def merge_adapter(output_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the merged model, its config (with the label names) and the tokenizer to `out_dir`."""
     folder, out = Path(output_dir), Path(out_dir)
-    read_run_config(folder)  # a finished run's folder, or a clear refusal
     if not (folder / "adapter_config.json").is_file():
         raise UsageError(f"{output_dir} holds no LoRA adapter (no adapter_config.json): only LoRA outputs need a merge")
     if out.resolve() == folder.resolve():

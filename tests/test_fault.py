@@ -103,7 +103,8 @@ def kill_and_check(recipe: str, settings: dict, tmp_path: Path, kills: int) -> l
             outcome = "complete"
         elif record:  # unfinished: the command the refusal prints
             command = finish_command(folder)
-            outcome = f"unfinished, then `{' '.join(command[-2:])}`"
+            again = "--resume_from_checkpoint latest" if "latest" in command else "--overwrite_output_dir"
+            outcome = f"unfinished, finished with {again}"
             subprocess.run([*CLI, *command[1:]], check=True, env=env, capture_output=True)
         else:  # killed before the run recorded itself: nothing to finish, the same command again
             outcome = "killed before the run started, then run again"

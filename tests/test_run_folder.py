@@ -18,7 +18,6 @@ from hf_transfer.hub import push_folder
 from hf_transfer.inference import evaluate_folder, load_trained, predict
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import Loop, TrainingDiverged
-from hf_transfer.merge import merge_adapter
 from hf_transfer.recipes import sentiment
 from hf_transfer.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
 
@@ -76,8 +75,6 @@ def test_an_unfinished_folder_is_refused_with_the_command_that_finishes_it(finis
         evaluate_folder(folder, str(sentiment_files["test"]), tmp_path / "report")
     with pytest.raises(UsageError, match="unfinished run"):
         push_folder(folder, "user/never-pushed")
-    with pytest.raises(UsageError, match="unfinished run"):
-        merge_adapter(folder, tmp_path / "merged")
 
     cli.main(command[1:])  # the printed command, as a user would paste it
     assert read_record(folder)["complete"]
