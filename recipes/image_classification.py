@@ -68,7 +68,7 @@ class ImageClassificationRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
             self.data = load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT)
-            self.splits = image_splits(self.data, run.data, image.image_column)
+            self.splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
         claim_output_dir(accelerator, run, self.data)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
