@@ -11,6 +11,7 @@ from pathlib import Path
 from hf_transfer.config import UsageError
 from hf_transfer.console import library_output
 
+ALLOW_PICKLE_HELP = "load pickle .bin weights when the folder has no safetensors (unpickling can run code)"
 # The data's columns for `evaluate`, named as in training.
 COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
 
@@ -50,7 +51,7 @@ def train(recipe: str | None, flags: list[str]) -> None:
     importlib.import_module(f"hf_transfer.recipes.{recipe}").main(argv=flags)
 
 
-def predict(output_dir: str, inputs: list[str], file: str | None) -> None:
+def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: bool = False) -> None:
     from hf_transfer.inference import load_trained
     from hf_transfer.inference import predict as predict_inputs
 
@@ -61,7 +62,7 @@ def predict(output_dir: str, inputs: list[str], file: str | None) -> None:
         inputs = inputs + [line for line in path.read_text().splitlines() if line.strip()]
     if not inputs:
         raise UsageError("give texts (or image or audio file paths) to predict on, or --file with one per line")
-    model, processor, settings = load_trained(output_dir)
+    model, processor, settings = load_trained(output_dir, allow_pickle)
     if settings.get("text_pair_column"):
         raise UsageError(f"{output_dir} classifies text pairs ({settings['text_column']}, "
                          f"{settings['text_pair_column']}): score a file of them with `hf-transfer evaluate`")
@@ -84,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     for column in COLUMN_FLAGS:
         evaluate_parser.add_argument(f"--{column}", help="default: the column training used, else the usual names")
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
+    evaluate_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     predict_parser = commands.add_parser("predict", help="classify texts, image or audio files (or transcribe audio "
                                                          "files) with a trained folder")
     predict_parser.add_argument("output_dir")
     predict_parser.add_argument("inputs", nargs="*", help="texts, or image or audio file paths")
     predict_parser.add_argument("--file", help="a text file, one input per line")
+    predict_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     push_parser = commands.add_parser("push", help="upload a trained folder (model, card, report) to the Hub")
     push_parser.add_argument("output_dir")
     push_parser.add_argument("--repo_id", required=True, help="user/name (created if missing)")
@@ -129,11 +132,12 @@ def run_command(args: argparse.Namespace) -> None:
 
         report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
         results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
-                                  columns={column: getattr(args, column) for column in COLUMN_FLAGS})
+                                  columns={column: getattr(args, column) for column in COLUMN_FLAGS},
+                                  allow_pickle=args.allow_pickle)
         print(json.dumps(results, indent=2))
         print(f"Report: {Path(report_dir) / 'eval_report.md'}")
     elif args.command == "predict":
-        predict(args.output_dir, args.inputs, args.file)
+        predict(args.output_dir, args.inputs, args.file, args.allow_pickle)
     elif args.command == "push":
         from hf_transfer.hub import push_folder
 

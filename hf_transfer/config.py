@@ -5,6 +5,7 @@ Precedence, lowest first: dataclass defaults < a recipe's defaults < `--config F
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ from transformers import HfArgumentParser
 from hf_transfer.io import atomic_write_text
 
 STRATEGIES = ("full", "feature_extraction", "partial", "lora")
+# --report_to choice -> (module it needs, how to install it).
+TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorboard]'"),
+            "trackio": ("trackio", "pip install trackio"), "wandb": ("wandb", "pip install wandb")}
 
 
 class UsageError(ValueError):
@@ -133,6 +137,11 @@ class StrategyArgs:
 @dataclass
 class TrainArgs:
     output_dir: str = field(default="outputs", metadata={"help": "Where the model, report, plots and card go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete the earlier run's files in --output_dir first (a non-empty folder is refused "
+                          "otherwise, so two runs never mix)."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for weights, data order and splits."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases and norms)."})
@@ -183,7 +192,10 @@ class TrainArgs:
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("linear", "cosine", "constant"))
         _check_choice("mixed_precision", self.mixed_precision, (None, "no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
-        _check_choice("report_to", self.report_to, ("none", "tensorboard", "trackio", "wandb"))
+        _check_choice("report_to", self.report_to, ("none", *TRACKERS))
+        if self.report_to in TRACKERS and importlib.util.find_spec(TRACKERS[self.report_to][0]) is None:
+            raise UsageError(f"--report_to {self.report_to}: {self.report_to} is not installed; "
+                             f"{TRACKERS[self.report_to][1]}")
         for name in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "max_train_steps", "eval_steps", "save_steps", "logging_steps",
                      "save_total_limit"):
@@ -324,7 +336,11 @@ def parse(
     user_flags = {arg[2:].split("=")[0] for arg in argv if arg.startswith("--")}
     user_keys = set(user_flags)
     if config is not None:
-        file_values = config if isinstance(config, dict) else read_config_file(config)
+        file_values = dict(config) if isinstance(config, dict) else read_config_file(config)
+        # A run's saved run_config.yaml names its task: it may be fed back to the same recipe, not another.
+        saved_task = file_values.pop("task", task)
+        if saved_task != task:
+            raise UsageError(f"{config} is the config of a {saved_task} run; this recipe trains {task}")
         _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
         values.update(file_values)
         user_keys |= set(file_values)
@@ -355,5 +371,11 @@ def parse(
     return RunConfig(*built[:len(GROUPS)], task=task, modality=built[len(GROUPS)] if modality else None)
 
 
+# How one command treated the output folder, not a setting of the run: the saved config leaves them out, so it
+# can be run again with --resume_from_checkpoint or --overwrite_output_dir added.
+INVOCATION_ONLY = ("overwrite_output_dir", "resume_from_checkpoint")
+
+
 def save_config(run_config: RunConfig, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(run_config.to_dict(), sort_keys=False))
+    settings = {k: v for k, v in run_config.to_dict().items() if k not in INVOCATION_ONLY}
+    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))

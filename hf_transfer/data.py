@@ -3,7 +3,10 @@
 Modality-specific work (tokenising, decoding images or audio) happens in `hf_transfer.modalities`.
 """
 
-from dataclasses import dataclass
+import csv
+import io
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -24,6 +27,12 @@ FILE_FORMATS = {
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                  "dev": "validation", "test": "test"}
 LABEL_COLUMN_GUESSES = ("label", "labels", "sentiment", "class", "category", "target", "intent")
+FILE_ROW = "__file_row__"  # each example's row in its file, kept through shuffles so errors name the file's row
+
+
+def row_name(source: str, row: int) -> str:
+    """How every error names an example: its data row in the file, counted from 1, the header line not counted."""
+    return f"{source}: data row {row} (counted from 1, header not counted)"
 
 
 @dataclass
@@ -33,6 +42,12 @@ class LabelledSplits:
     splits: DatasetDict
     label_names: list[str]
     sources: dict[str, str]
+    file_rows: dict[str, list[int]] = field(default_factory=dict)  # split -> each example's row in its file
+
+    def row_name(self, split: str, index: int) -> str:
+        """The file's own row number of example `index` of `split` (after shuffles and the carved validation)."""
+        rows = self.file_rows.get(split)
+        return row_name(self.sources[split], rows[index] if rows else index + 1)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -43,6 +58,66 @@ class LabelledSplits:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
+def _read_text(file: Path) -> str:
+    raw = file.read_bytes()
+    if not raw.strip():
+        raise UsageError(f"{file}: the file is empty")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise UsageError(f"{file}: line {line} is not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file "
+                         "as UTF-8") from None
+
+
+def _looks_like_rows(field: str, delimiter: str, columns: int) -> tuple[int, int]:
+    """(lines of a multi-line field after its first, how many of them parse as a whole row of the file)."""
+    lines = field.split("\n")[1:]
+    rows = sum(len(next(csv.reader([line], delimiter=delimiter), [])) == columns for line in lines)
+    return len(lines), rows
+
+
+def count_delimited_rows(file: Path, delimiter: str) -> int:
+    """Check a csv/tsv file line by line with Python's csv module; returns its number of data rows.
+
+    Catches what pandas reads without a word: a stray quote that opens a field swallowing the lines after it
+    (valid quoted fields holding newlines still pass: their lines don't look like rows), a tab-separated file named
+    .csv (and the reverse), and rows with more or fewer fields than the header.
+    """
+    reader = csv.reader(io.StringIO(_read_text(file), newline=""), delimiter=delimiter)
+    start = 1
+    try:
+        header = next(reader)
+        if len(header) == 1:
+            other = {",": "\t", "\t": ","}[delimiter]
+            if other in header[0]:
+                kind = {",": "comma", "\t": "tab"}
+                raise UsageError(f"{file}: the header line has no {kind[delimiter]} but has {kind[other]}s: the file "
+                                 f"looks {kind[other]}-separated; rename it {'.tsv' if other == chr(9) else '.csv'}")
+        rows, start = 0, reader.line_num + 1
+        for record in reader:
+            if record:  # blank lines are skipped, as pandas does
+                rows += 1
+                for column, value in enumerate(record):
+                    lines, row_like = _looks_like_rows(value, delimiter, len(header))
+                    if row_like >= 2 and 2 * row_like > lines:
+                        opened = start + sum(v.count("\n") for v in record[:column])
+                        raise UsageError(
+                            f"{file}: a quoted field opens on line {opened} and runs over the next {lines} lines, "
+                            f"{row_like} of which look like rows of their own: they would be read as one cell. A "
+                            f"stray \" on line {opened}? Remove it, or write a quote inside a field as \"\"")
+                if len(record) != len(header):
+                    why = "a stray delimiter" if len(record) > len(header) else "a missing cell"
+                    raise UsageError(f"{file}: line {start} has {len(record)} fields but the header has "
+                                     f"{len(header)} ({why}?)")
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise UsageError(f"{file}: the row that starts on line {start} can't be parsed: {error}") from None
+    if rows == 0:
+        raise UsageError(f"{file}: no examples (the file has a header line but no data rows)")
+    return rows
+
+
 def load_file(path: str) -> datasets.Dataset:
     file = Path(path)
     if not file.is_file():
@@ -50,12 +125,21 @@ def load_file(path: str) -> datasets.Dataset:
     if file.suffix.lower() not in FILE_FORMATS:
         raise UsageError(f"{path}: unsupported file type {file.suffix!r}; use one of {', '.join(FILE_FORMATS)}")
     builder, options = FILE_FORMATS[file.suffix.lower()]
+    expected_rows = None
+    if builder == "csv":
+        expected_rows = count_delimited_rows(file, options.get("delimiter", ","))
+    elif builder == "json":
+        _read_text(file)  # empty or not UTF-8: said here, with the line, not as a parser error
     try:
-        return datasets.load_dataset(builder, data_files={"data": str(file)}, split="data", **options)
+        dataset = datasets.load_dataset(builder, data_files={"data": str(file)}, split="data", **options)
     except Exception as error:  # datasets wraps parser errors in several exception types
         if "corresponds to no data" in str(error):
             raise UsageError(f"{path}: no examples (the file has no data rows)") from None
         raise UsageError(f"could not read {path}: {error}") from None
+    if expected_rows is not None and len(dataset) != expected_rows:
+        raise UsageError(f"{path}: read {len(dataset)} rows where Python's csv module sees {expected_rows}; check the "
+                         "file's quoting")
+    return dataset
 
 
 @dataclass(frozen=True)
@@ -119,16 +203,19 @@ def load_raw_splits(data: DataArgs, layout: FolderLayout | None = None) -> tuple
     return splits, sources
 
 
-def resolve_paths(values: list, base: Path, source: str, what: str) -> list[str]:
-    """File paths from a data file's column: relative ones read from `base`, each checked to exist."""
+def resolve_paths(values: list, base: Path, source: str, what: str, rows: list[int] | None = None) -> list[str]:
+    """File paths from a data file's column: relative ones read from `base`, each checked to exist.
+
+    `rows` are the values' rows in the file (when shuffled); errors name them."""
     paths = []
-    for row, value in enumerate(values):
+    for index, value in enumerate(values):
+        where = row_name(source, rows[index] if rows else index + 1)
         if not isinstance(value, str) or not value.strip():
-            raise UsageError(f"{source}: row {row} of the {what} column is {value!r}, not a file path")
+            raise UsageError(f"{where}: the {what} column holds {value!r}, not a file path")
         path = Path(value).expanduser()
         path = path if path.is_absolute() else base / path
         if not path.is_file():
-            raise UsageError(f"{source}: {what} file not found: {path} (row {row})")
+            raise UsageError(f"{where}: {what} file not found: {path}")
         paths.append(str(path))
     return paths
 
@@ -154,9 +241,6 @@ def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, st
         value_to_id = {i: i for i in range(len(names))}
     else:
         values = splits["train"][label_column]
-        if any(v is None for v in values):
-            raise UsageError(f"{sources['train']}: column {label_column!r} has empty labels "
-                             f"(first at row {values.index(None)})")
         kinds = {type(v) for v in values}
         if kinds <= {int, bool}:
             ordered = sorted(set(values))
@@ -213,11 +297,17 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         if label_column not in dataset.column_names:
             raise UsageError(f"{sources[split]}: no label column {label_column!r}; "
                              f"columns are {', '.join(dataset.column_names)}")
+    for split, dataset in splits.items():
+        for index, value in enumerate(dataset[label_column]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas reads an empty cell as NaN
+                raise UsageError(f"{row_name(sources[split], index + 1)}: the label cell ({label_column!r}) is empty")
     splits, names = _encode_labels(splits, label_column, sources)
     if len(names) < 2:
         raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
                          "a classifier needs at least two")
 
+    splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
+                          for split, dataset in splits.items()})
     if "validation" not in splits:
         try:
             carved = splits["train"].train_test_split(
@@ -238,7 +328,9 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
             if split in splits and data.max_eval_samples < len(splits[split]):
                 splits[split] = splits[split].select(
                     stratified_sample(splits[split]["labels"], data.max_eval_samples, seed))
-    return LabelledSplits(splits=splits, label_names=names, sources=sources)
+    file_rows = {split: dataset[FILE_ROW] for split, dataset in splits.items()}
+    splits = DatasetDict({split: dataset.remove_columns(FILE_ROW) for split, dataset in splits.items()})
+    return LabelledSplits(splits=splits, label_names=names, sources=sources, file_rows=file_rows)
 
 
 def _is_unlabelled(dataset: datasets.Dataset, data: DataArgs, label_column_default: str | None) -> bool:

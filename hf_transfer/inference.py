@@ -33,13 +33,18 @@ from hf_transfer.modalities.transcripts import (
     normalized_transcripts,
     transcribe_files,
 )
+from hf_transfer.run_folder import require_complete
 from hf_transfer.tasks import TASKS
 
 
 def read_run_config(output_dir: str | Path) -> dict:
+    """The settings of the finished run in `output_dir` (an unfinished one is refused, naming how to finish it)."""
     path = Path(output_dir) / "run_config.yaml"
+    if not Path(output_dir).is_dir():
+        raise UsageError(f"no such folder: {output_dir}")
     if not path.is_file():
         raise UsageError(f"{output_dir} is not an hf_transfer output folder (no run_config.yaml)")
+    require_complete(output_dir)
     return yaml.safe_load(path.read_text())
 
 
@@ -48,16 +53,31 @@ def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_trained(output_dir: str | Path):
+def check_weights_format(folder: Path, allow_pickle: bool) -> bool:
+    """True when `folder`'s weights are safetensors; pickle-only weights are refused unless `allow_pickle`
+    (unpickling runs code from the file)."""
+    if any(folder.glob("*.safetensors")):
+        return True
+    pickled = sorted(p.name for p in folder.glob("*.bin"))
+    if not pickled:
+        raise UsageError(f"{folder} holds no weights (no .safetensors file)")
+    if not allow_pickle:
+        raise UsageError(f"{folder} holds only pickle weights ({', '.join(pickled)}), which can run code when "
+                         "loaded. Convert them to safetensors, or pass --allow_pickle if you trust whoever wrote them")
+    return False
+
+
+def load_trained(output_dir: str | Path, allow_pickle: bool = False):
     """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
     wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml says which
-    Auto classes rebuild it.
+    Auto classes rebuild it. Its weights are read from safetensors; pickle `.bin` files only with `allow_pickle`.
     """
     folder = Path(output_dir)
     settings = read_run_config(folder)
     task = TASKS[settings["task"]]
+    safetensors = check_weights_format(folder, allow_pickle)
     if (folder / "adapter_config.json").is_file():
         if not settings.get("model_name_or_path"):
             raise UsageError(f"{folder} holds a LoRA adapter for a randomly initialised model (--config_name) whose "
@@ -73,7 +93,7 @@ def load_trained(output_dir: str | Path):
                                                ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, folder)
     else:
-        model = task.auto_model.from_pretrained(folder)
+        model = task.auto_model.from_pretrained(folder, use_safetensors=safetensors)
     processor = getattr(transformers, task.processor_class).from_pretrained(folder)
     return model.to(inference_device()).eval(), processor, settings
 
@@ -152,14 +172,15 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
 
 
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
-                    test_dir: str | None = None, columns: dict[str, str | None] | None = None) -> dict:
+                    test_dir: str | None = None, columns: dict[str, str | None] | None = None,
+                    allow_pickle: bool = False) -> dict:
     """Score a trained folder on a labelled file (or, for image and audio classifiers, a folder of class
     subfolders); writes all_results.json, the report and plots to `report_dir` and returns the results.
 
     `columns` names the data's columns as training's settings do (`text_column`, `audio_column`, `label_column`,
     `transcript_column`...); unnamed ones are those training used, then the usual names.
     """
-    model, processor, settings = load_trained(output_dir)
+    model, processor, settings = load_trained(output_dir, allow_pickle)
     task, inputs = settings["task"], INPUTS[settings["task"]]
     if bool(test_file) == bool(test_dir):
         raise UsageError("give --test_file or --test_dir (one of them)")

@@ -8,12 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
         tmp.write(data)
         tmp.flush()
+        # mkstemp makes 0600 files; give the permissions a plain open() would, so teammates can read the model.
+        os.fchmod(tmp.fileno(), 0o666 & ~_umask())
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
 
@@ -36,6 +44,9 @@ def atomic_save_files(directory: str | Path, save: Callable[[Path], None]) -> li
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".partial-"))
     try:
         save(scratch)
+        mask = _umask()
+        for path in scratch.rglob("*"):  # safetensors writes 0600 files; give them what a plain open() would
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
         names = sorted(p.name for p in scratch.iterdir())
         for name in names:
             target = directory / name

@@ -24,9 +24,14 @@ from transformers import get_scheduler
 
 from hf_transfer.config import TrainArgs, UsageError
 from hf_transfer.io import atomic_write_json
+from hf_transfer.run_folder import checkpoint_dirs, copy_record, resolve_checkpoint
 from hf_transfer.strategies import trainable_state_dict
 
 LOWER_IS_BETTER = ("loss", "wer", "cer")
+
+
+class TrainingDiverged(UsageError):
+    """The loss became NaN or infinite: printed as a message with advice, like bad input."""
 
 
 @dataclass
@@ -111,25 +116,6 @@ def predict(accelerator: Accelerator, model, loader) -> tuple[np.ndarray, np.nda
     return torch.cat(probabilities).numpy(), torch.cat(references).numpy()
 
 
-def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
-    """Periodic checkpoints, oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    found = [p for p in root.glob("step-*") if (p / "train_state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def resolve_checkpoint(resume_from: str, output_dir: str | Path) -> Path:
-    if resume_from == "latest":
-        found = checkpoint_dirs(output_dir)
-        if not found:
-            raise UsageError(f"--resume_from_checkpoint latest: no checkpoint in {Path(output_dir) / 'checkpoints'}")
-        return found[-1]
-    path = Path(resume_from)
-    if not (path / "train_state.json").is_file():
-        raise UsageError(f"--resume_from_checkpoint {resume_from}: not a checkpoint folder (no train_state.json)")
-    return path
-
-
 def check_metric_for_best_model(metric: str, metrics: dict[str, str | None]) -> None:
     """Before training: `metric` must be one the evaluation produces (`metrics` maps each to None, or to why it is
     undefined on this validation split), so a run never stops at its first evaluation."""
@@ -180,6 +166,7 @@ class Loop:
         if self.accelerator.is_main_process:
             if self.best_path.is_file():  # the best weights so far belong to this point of the run
                 shutil.copyfile(self.best_path, path / self.best_path.name)
+            copy_record(self.output_dir, path)
             # Written last: a folder without it is an interrupted save and is never resumed from.
             atomic_write_json(path / "train_state.json", asdict(self.state))
             for old in checkpoint_dirs(self.output_dir)[:-self.args.save_total_limit or None]:
@@ -245,6 +232,24 @@ class Loop:
         self.state.train_losses.append({"step": self.state.step, **logs})
         return mean_loss
 
+    def _check_loss_is_finite(self) -> None:
+        """Stop at the first optimizer step whose loss was NaN or inf.
+
+        The loop marks that step on the device (`self.bad_step`) and this reads it back only at logging steps,
+        evaluations and checkpoints, where the loop syncs anyway: no host sync per step, and nothing built on
+        diverged weights is ever evaluated or saved.
+        """
+        bad = self.accelerator.gather(self.bad_step.reshape(1))
+        bad = bad[bad > 0]
+        if len(bad):
+            step = int(bad.min())
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite at step {step} (learning rate "
+                f"{self.step_learning_rates.get(step, float('nan')):.3g}); training stopped there and no weights "
+                "from that step on were saved. Try a lower --learning_rate (or a longer --warmup_ratio), --mixed_precision bf16 instead of "
+                "fp16, or gradient clipping (--max_grad_norm 1.0)")
+        self.step_learning_rates.clear()
+
     def fit(self) -> TrainState:
         if self.args.resume_from_checkpoint:
             self.resume(self.args.resume_from_checkpoint)
@@ -252,8 +257,11 @@ class Loop:
         progress = tqdm(total=self.max_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                         desc="Training")
         self.model.train()
-        stop, evaluated_at = state.step >= self.max_steps, None
+        # A checkpoint is saved after its step's evaluation: a resumed run must not evaluate that step again.
+        stop, evaluated_at = state.step >= self.max_steps, state.history[-1]["step"] if state.history else None
         running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
+        self.bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0 until a loss is NaN/inf
+        self.step_learning_rates = {}  # step -> its learning rate, since the last finiteness check
         while not stop and state.epoch < self.num_epochs:
             self.train_loader.set_epoch(state.epoch)
             batches: Iterable = self.train_loader
@@ -265,23 +273,32 @@ class Loop:
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    if accelerator.sync_gradients:
+                        self.step_learning_rates[state.step + 1] = self.scheduler.get_last_lr()[0]
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 state.batches_in_epoch += 1
                 running_loss += loss.detach()
                 running_batches += 1
+                self.bad_step = torch.where((self.bad_step == 0) & ~torch.isfinite(loss.detach()), state.step + 1,
+                                            self.bad_step)
                 if not accelerator.sync_gradients:
                     continue
                 state.step += 1
                 progress.update(1)
-                if state.step % args.logging_steps == 0 or state.step == self.max_steps:
+                logging = state.step % args.logging_steps == 0 or state.step == self.max_steps
+                evaluating = args.eval_steps and state.step % args.eval_steps == 0
+                saving = args.save_steps and state.step % args.save_steps == 0
+                if logging or evaluating or saving:
+                    self._check_loss_is_finite()
+                if logging:
                     progress.set_postfix(loss=f"{self._log_loss(running_loss, running_batches):.4f}")
                     running_loss.zero_()
                     running_batches = 0
-                if args.eval_steps and state.step % args.eval_steps == 0:
+                if evaluating:
                     stop, evaluated_at = self._evaluate_and_track(), state.step
-                if args.save_steps and state.step % args.save_steps == 0:
+                if saving:
                     self.save_checkpoint()
                 if stop or state.step >= self.max_steps:
                     stop = True
@@ -290,7 +307,9 @@ class Loop:
                 state.epoch += 1
                 state.batches_in_epoch = 0
             if not args.eval_steps and evaluated_at != state.step:
+                self._check_loss_is_finite()
                 stop, evaluated_at = self._evaluate_and_track() or stop, state.step
+        self._check_loss_is_finite()
         if running_batches and accelerator.sync_gradients:
             # Stopped early between logging steps: the loss since the last log still belongs in the results.
             self._log_loss(running_loss, running_batches)

@@ -15,11 +15,34 @@ DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifi
                 "final_dropout", "feat_proj_dropout")
 
 
+def _looks_local(name: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything else is meant as a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def check_model_folder(name: str, flag: str, needs_weights: bool = True) -> None:
+    """A local model folder must exist and hold a config (and weights); a Hub id is left to the Hub."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        if _looks_local(name):
+            raise UsageError(f"--{flag} {name}: no such folder")
+        return
+    if not path.is_dir():
+        raise UsageError(f"--{flag} {name}: a file, not a model folder")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if needs_weights and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        raise UsageError(f"--{flag} {name}: the folder is not a model checkpoint, it has no {' and no '.join(missing)}")
+
+
 def model_path(model_args: ModelArgs) -> str | None:
-    """The local folder or Hub id the weights are read from (`builtin:` names resolved)."""
+    """The local folder or Hub id the weights are read from (`builtin:` names resolved), checked when local."""
     if not model_args.model_name_or_path:
         return None
-    return resolve_model(model_args.model_name_or_path)[0]
+    path = resolve_model(model_args.model_name_or_path)[0]
+    check_model_folder(path, "model_name_or_path")
+    return path
 
 
 def base_model_id(model_args: ModelArgs) -> str | None:
@@ -34,6 +57,8 @@ def base_model_id(model_args: ModelArgs) -> str | None:
 
 def load_config(model_args: ModelArgs, dropout: float | None, **overrides) -> PretrainedConfig:
     """The checkpoint's (or `--config_name`'s) config with the task's `overrides` and an optional dropout rate."""
+    if model_args.config_name:
+        check_model_folder(model_args.config_name, "config_name", needs_weights=False)
     source = model_args.config_name or model_path(model_args)
     try:
         config = AutoConfig.from_pretrained(source, revision=model_args.revision,

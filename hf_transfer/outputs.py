@@ -15,6 +15,7 @@ from hf_transfer.loop import TrainState
 from hf_transfer.metrics import classification_metrics, transcription_metrics
 from hf_transfer.metrics.report import TrainingCurves, write_report, write_transcription_report
 from hf_transfer.models import base_model_id
+from hf_transfer.run_folder import mark_complete
 from hf_transfer.strategies import is_adapter
 from hf_transfer.tasks import Task
 
@@ -126,6 +127,7 @@ def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Ta
             trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
             extra_details=extra_details, **card_fields,
         ), output_dir)
+        mark_complete(output_dir)  # last: a folder without it is an unfinished run
         accelerator.print(f"Wrote model, report and card to {output_dir}")
     accelerator.wait_for_everyone()
     if run.hub.push_to_hub and accelerator.is_main_process:

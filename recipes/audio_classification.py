@@ -41,6 +41,7 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.models import load_model, model_path
+from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, LengthSortedSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -78,6 +79,7 @@ class AudioClassificationRecipe:
             self.feature_extractor = load_feature_extractor(run.model, model_path(run.model))
             self.rate = self.feature_extractor.sampling_rate
             self.data, column, self.skipped = prepare_audio_splits(self.data, run.data, audio, self.rate)
+        claim_output_dir(accelerator, run, self.data)
         for split, files in self.skipped.items():
             accelerator.print(f"--bad_audio skip: left out {len(files)} audio file(s) of the {split} split: "
                               + "; ".join(files))

@@ -43,6 +43,7 @@ from hf_transfer.modalities.image import (
     processor_transform,
 )
 from hf_transfer.models import load_model, model_path
+from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -70,7 +71,8 @@ class ImageClassificationRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
             self.data = load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT)
-            self.splits = image_splits(self.data, run.data, image.image_column)
+            self.splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
+        claim_output_dir(accelerator, run, self.data)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)

@@ -26,8 +26,9 @@ from hf_transfer.loop import (
     predict,
 )
 from hf_transfer.metrics import classification_metric_names, classification_metrics
-from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
+from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
+from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -56,7 +57,9 @@ class SentimentRecipe:
             self.data = load_labelled_splits(run.data, run.train.seed)
             self.tokenizer = load_tokenizer(run.model, model_path(run.model))
             self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
+        claim_output_dir(accelerator, run, self.data)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        check_max_seq_length(model.config, run.data.max_seq_length)
         self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
         self.trainable, self.total = count_parameters(self.model)
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "

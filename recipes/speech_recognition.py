@@ -35,6 +35,7 @@ from hf_transfer.modalities.transcripts import (
     transcribe,
 )
 from hf_transfer.models import build_model, load_config, model_path
+from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -76,6 +77,7 @@ class SpeechRecognitionRecipe:
             self.rate = feature_extractor.sampling_rate
             self.data = load_transcribed_splits(run.data, speech, run.train.seed)
             self.data, column, self.skipped = prepare_speech_splits(self.data, run.data, speech, self.rate)
+        claim_output_dir(accelerator, run, self.data)
         for split, files in self.skipped.items():
             accelerator.print(f"left out {len(files)} clip(s) of the {split} split: " + "; ".join(files[:5])
                               + (" ..." if len(files) > 5 else ""))

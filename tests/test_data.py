@@ -102,12 +102,42 @@ BAD_INPUTS = [
     ("too few for a budget", lambda p: data_args(train_file=_bad(p, "t.csv", sentences(20)), samples_per_class=50),
      "--samples_per_class 50 but class 'negative' has only"),
     ("empty label", lambda p: data_args(train_file=str(_write(p / "n.csv", "text,label\ngood,positive\nbad,\n"))),
-     "n.csv: column 'label' has empty labels"),
+     r"n.csv: data row 2 \(counted from 1, header not counted\): the label cell \('label'\) is empty"),
+    ("empty numeric label in validation", lambda p: data_args(
+        train_file=str(_write(p / "t.csv", "text,label\ngood,1\nbad,0\n")),
+        validation_file=str(_write(p / "v.csv", "text,label\ngood,1\nbad,0\nmeh,\n"))),
+     r"v.csv: data row 3 .*: the label cell \('label'\) is empty"),
+    ("stray quote swallowing rows", lambda p: data_args(train_file=str(_stray_quote(p, closed=True))),
+     r"s.tsv: a quoted field opens on line 62 and runs over the next 139 lines, 138 of which look like rows"),
+    ("stray quote never closed", lambda p: data_args(train_file=str(_stray_quote(p, closed=False))),
+     r"s.tsv: a quoted field opens on line 62 and runs over the next 140 lines, 139 of which look like rows"),
+    ("empty file", lambda p: data_args(train_file=str(_write(p / "e.csv", ""))), "e.csv: the file is empty"),
+    ("not UTF-8", lambda p: data_args(train_file=str(_write(p / "l.csv", "text,label\ngood,a\ncaf\xe9,b\n",
+                                                            "latin-1"))),
+     r"l.csv: line 3 is not UTF-8 text \(byte 0xe9\)"),
+    ("TSV named .csv", lambda p: data_args(train_file=_bad_tsv(p / "t.csv")),
+     "t.csv: the header line has no comma but has tabs: the file looks tab-separated; rename it .tsv"),
+    ("row with an extra field", lambda p: data_args(train_file=str(_write(p / "x.csv", "text,label\na,b\nc,d,e\n"))),
+     "x.csv: line 3 has 3 fields but the header has 2"),
 ]
 
 
-def _write(path, text):
-    path.write_text(text)
+def _stray_quote(folder, closed: bool):
+    """200 rows of a TSV; a stray quote opens the text of data row 61 (line 62), maybe closed on the last line."""
+    rows = [f"{r['text']}\t{r['label']}" for r in sentences(200)]
+    rows[60] = '"' + rows[60]
+    if closed:
+        rows[199] = rows[199].replace(" was", '" was', 1)
+    return _write(folder / "s.tsv", "\n".join(["text\tlabel", *rows]) + "\n")
+
+
+def _bad_tsv(path):
+    rows = [f"{r['text']}, really\t{r['label']}" for r in sentences(20)]
+    return str(_write(path, "\n".join(["text\tlabel", *rows]) + "\n"))
+
+
+def _write(path, text, encoding="utf-8"):
+    path.write_text(text, encoding=encoding)
     return path
 
 
@@ -141,3 +171,25 @@ def test_stratified_sample_keeps_shares_and_every_class():
     picked = stratified_sample(labels, 10, seed=0)
     assert len(set(picked)) == 10
     assert [sum(labels[i] == c for i in picked) for c in range(3)] == [8, 1, 1]
+
+
+def test_quoted_fields_holding_newlines_still_load(tmp_path):
+    rows = [f'"{r["text"]},\nreally, truly\nyes",{r["label"]}' for r in sentences(30)]
+    path = _write(tmp_path / "m.csv", "\n".join(["text,label", *rows]) + "\n")
+    data = load_labelled_splits(data_args(train_file=str(path)), seed=0)
+    assert sum(map(len, data.splits.values())) == 30
+    assert data.splits["train"][0]["text"].endswith(",\nreally, truly\nyes")
+
+
+def test_errors_name_the_files_row_after_the_validation_split_is_carved(tmp_path):
+    from fixtures import minilm_tokenizer
+
+    from hf_transfer.modalities.text import tokenize_splits
+
+    rows = [f"{r['text']},{r['label']}" for r in sentences(60)]
+    rows[47] = ",positive"  # data row 48 has no text
+    data_settings = data_args(train_file=str(_write(tmp_path / "t.csv", "\n".join(["text,label", *rows]) + "\n")))
+    data = load_labelled_splits(data_settings, seed=0)
+    with pytest.raises(UsageError, match=r"t.csv: data row 48 \(counted from 1, header not counted\): column 'text' "
+                                         "holds None, not text"):
+        tokenize_splits(data, data_settings, minilm_tokenizer())

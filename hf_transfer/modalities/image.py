@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import transformers
 from datasets import DatasetDict
 from PIL import Image, ImageEnhance, ImageOps
+from tqdm.auto import tqdm
 from transformers.image_utils import SizeDict
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
@@ -28,6 +29,7 @@ from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve
 IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
 IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
 AUGMENTATIONS = ("none", "basic", "randaugment")
+BAD_IMAGES = ("error", "skip")
 # Model types whose position embeddings fix the input size (a different --image_size fails at the first batch).
 FIXED_SIZE_MODEL_TYPES = ("vit", "deit")
 
@@ -54,20 +56,28 @@ class ImageArgs:
         default=0.0, metadata={"help": "CutMix: paste a box of one training image into another (0 = off). With "
                                        "mixup also on, each batch gets one of the two."}
     )
+    bad_images: str = field(
+        default="error",
+        metadata={"help": "An image that can't be decoded, in any split: `error` stops before training and names "
+                          "it; `skip` leaves it out and prints which were left out."},
+    )
 
     def __post_init__(self):
         _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_choice("bad_images", self.bad_images, BAD_IMAGES)
         _check_positive("image_size", self.image_size)
         _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
         _check_positive("cutmix_alpha", self.cutmix_alpha, allow_zero=True)
 
 
 # --- data ------------------------------------------------------------------------------------------------------
-def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | None) -> DatasetDict:
+def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | None,
+                 bad_images: str = "error") -> DatasetDict:
     """Each split as (`image`, `labels`) rows holding undecoded images: absolute paths or {bytes, path} dicts.
 
-    Relative paths in a `--train_file` resolve against that file's folder; a missing file is named here, before
-    training starts. Decoding waits for the batch that needs the image.
+    Relative paths in a `--train_file` resolve against that file's folder; every image of every split is decoded
+    once here, before training starts, and a missing or corrupt one is named (or left out: `bad_images="skip"`).
+    Batches decode again when they need the image.
     """
     column = guess_column(labelled.splits["train"].column_names, image_column, IMAGE_COLUMN_GUESSES, "image",
                           labelled.sources["train"])
@@ -84,10 +94,31 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         else:
             base = Path(files[split]).parent if files.get(split) else Path.cwd()
-            paths = resolve_paths(dataset[column], base, source, "image")
+            paths = resolve_paths(dataset[column], base, source, "image", labelled.file_rows.get(split))
             dataset = dataset.remove_columns(column).add_column(column, paths)
-        prepared[split] = dataset.rename_column(column, "image") if column != "image" else dataset
+        dataset = dataset.rename_column(column, "image") if column != "image" else dataset
+        prepared[split] = _drop_bad_images(dataset, source, split, bad_images)
     return prepared
+
+
+def _drop_bad_images(dataset: datasets.Dataset, source: str, split: str, bad_images: str) -> datasets.Dataset:
+    keep, bad = [], []
+    for index, value in enumerate(tqdm(dataset["image"], desc=f"Checking {split} images", leave=False)):
+        try:
+            load_image(value, source)
+            keep.append(index)
+        except UsageError as error:
+            bad.append(str(error))
+    if not bad:
+        return dataset
+    shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    if not keep:
+        raise UsageError(f"{source}: not one image of the {split} split can be used: {shown}")
+    if bad_images == "error":
+        raise UsageError(f"{len(bad)} image(s) of the {split} split can't be used: {shown}. Fix or remove them, or "
+                         "pass --bad_images skip to leave them out")
+    tqdm.write(f"--bad_images skip: left out {len(bad)} image(s) of the {split} split ({source})")
+    return dataset.select(keep)
 
 
 def load_image(value: str | dict, source: str) -> Image.Image:

@@ -19,6 +19,21 @@ def load_tokenizer(model_args: ModelArgs, model_path: str) -> PreTrainedTokenize
         raise UsageError(f"could not load a tokenizer from {name!r}: {error}") from None
 
 
+# Model types whose position ids start after the padding index: two fewer positions than the config says.
+POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def check_max_seq_length(config, max_seq_length: int) -> None:
+    """Refuse a --max_seq_length the model's absolute position embeddings can't reach (an index error mid-epoch)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or not getattr(config, "position_biased_input", True):  # DeBERTa: relative positions only
+        return
+    limit -= 2 if config.model_type in POSITION_OFFSET_MODEL_TYPES else 0
+    if max_seq_length > limit:
+        raise UsageError(f"--max_seq_length {max_seq_length} is beyond this {config.model_type} model's "
+                         f"{limit} positions; use --max_seq_length {limit} or less")
+
+
 def text_columns(labelled: LabelledSplits, data: DataArgs) -> tuple[str, str | None]:
     columns = labelled.splits["train"].column_names
     source = labelled.sources["train"]
@@ -40,8 +55,8 @@ def tokenize_splits(labelled: LabelledSplits, data: DataArgs, tokenizer: PreTrai
         for column in filter(None, (text, pair)):
             for index, value in zip(indices, batch[column]):
                 if not isinstance(value, str):
-                    raise UsageError(f"{labelled.sources[split]}: row {index} of column {column!r} "
-                                     f"is {value!r}, not text")
+                    raise UsageError(f"{labelled.row_name(split, index)}: column {column!r} holds {value!r}, "
+                                     "not text")
         encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True,
                             max_length=data.max_seq_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]

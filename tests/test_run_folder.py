@@ -1,0 +1,178 @@
+"""Output folders: one run each, a completion record written last, resumes that check whose checkpoint it is."""
+
+import json
+import os
+import shlex
+import shutil
+import stat
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from hf_transfer import cli
+from hf_transfer.config import TrainArgs, UsageError
+from hf_transfer.hub import push_folder
+from hf_transfer.inference import evaluate_folder, load_trained, predict
+from hf_transfer.io import atomic_save_files, atomic_write_json
+from hf_transfer.loop import Loop, TrainingDiverged
+from hf_transfer.recipes import sentiment
+from hf_transfer.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
+
+
+def train(tiny_bert, sentiment_files, output_dir, **overrides) -> dict:
+    return sentiment.main({
+        "model_name_or_path": str(tiny_bert), "train_file": str(sentiment_files["train"]),
+        "test_file": str(sentiment_files["test"]), "output_dir": str(output_dir), "learning_rate": 5e-3,
+        "per_device_train_batch_size": 16, "max_train_steps": 4, "logging_steps": 2, "warmup_ratio": 0.0,
+        **overrides,
+    })
+
+
+def test_a_folder_of_another_run_is_refused_and_overwriting_deletes_its_files(tiny_bert, sentiment_files, tmp_path):
+    train(tiny_bert, sentiment_files, tmp_path, strategy="lora")
+    with pytest.raises(UsageError, match="is not empty: it holds .*--overwrite_output_dir"):
+        train(tiny_bert, sentiment_files, tmp_path, strategy="full")
+    assert (tmp_path / "adapter_config.json").is_file()  # the refusal changed nothing
+
+    train(tiny_bert, sentiment_files, tmp_path, strategy="full", overwrite_output_dir=True)
+    assert not (tmp_path / "adapter_config.json").exists()  # the LoRA run's adapter would be loaded instead
+    model, _, settings = load_trained(tmp_path)
+    assert settings["strategy"] == "full" and type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_overwriting_never_deletes_a_folder_that_is_not_a_run(tiny_bert, sentiment_files, tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    with pytest.raises(UsageError, match="not an hf_transfer run's .*thesis.tex"):
+        train(tiny_bert, sentiment_files, tmp_path, overwrite_output_dir=True)
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_bert, sentiment_files):
+    """A finished full fine-tuning run with checkpoints at steps 2 and 4."""
+    folder = tmp_path_factory.mktemp("finished") / "out"
+    train(tiny_bert, sentiment_files, folder, strategy="full", save_steps=2, save_total_limit=2)
+    return folder
+
+
+def test_an_unfinished_folder_is_refused_with_the_command_that_finishes_it(finished, sentiment_files, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(finished, folder)
+    expected = json.loads((folder / "all_results.json").read_text())
+    record = read_record(folder)
+    # What a kill during the final write leaves: the record still says the run is under way.
+    atomic_write_json(folder / RUN_RECORD, {**record, "complete": False})
+    command = finish_command(folder)
+    assert command[:3] == ["hf-transfer", "train", "sentiment"] and command[-2:] == ["--resume_from_checkpoint",
+                                                                                     "latest"]
+    refusal = f"unfinished run.*Finish it with: {shlex.join(command)}".replace("[", r"\[")
+    with pytest.raises(UsageError, match=refusal):
+        load_trained(folder)
+    with pytest.raises(UsageError, match="unfinished run"):
+        evaluate_folder(folder, str(sentiment_files["test"]), tmp_path / "report")
+    with pytest.raises(UsageError, match="unfinished run"):
+        push_folder(folder, "user/never-pushed")
+
+    cli.main(command[1:])  # the printed command, as a user would paste it
+    assert read_record(folder)["complete"]
+    assert json.loads((folder / "all_results.json").read_text()) == expected
+    model, tokenizer, settings = load_trained(folder)
+    assert predict(model, tokenizer, settings, ["the film was great and lovely"])[0]["label"] in ("negative",
+                                                                                                 "positive")
+
+
+def test_a_file_changed_after_the_run_finished_is_refused(finished, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(finished, folder)
+    (folder / "all_results.json").write_text("{}")
+    with pytest.raises(UsageError, match="all_results.json changed"):
+        load_trained(folder)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"learning_rate": 1e-3}, "settings.learning_rate: 0.005 -> 0.001"),
+    ({"strategy": "lora"}, "settings.strategy: 'full' -> 'lora'"),
+    ({"train_file": "other"}, "data.files.train_file.bytes"),
+])
+def test_resume_refuses_the_checkpoint_of_another_run(finished, tiny_bert, sentiment_files, tmp_path, change, named):
+    folder = tmp_path / "out"
+    shutil.copytree(finished / "checkpoints", folder / "checkpoints")
+    files = dict(sentiment_files)
+    if change.get("train_file"):
+        changed = tmp_path / "train.csv"
+        changed.write_text(sentiment_files["train"].read_text() + "the film was great and superb,positive\n")
+        files["train"], change = changed, {}
+    with pytest.raises(UsageError, match=f"belongs to another run: .*{named}".replace(".", r"\.").replace(">", ".")):
+        train(tiny_bert, files, folder, **{"strategy": "full", "save_steps": 2, "resume_from_checkpoint": "latest",
+                                           **change})
+
+
+def test_files_and_folders_get_the_users_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"a": 1})
+
+        def save(folder):
+            (folder / "model.safetensors").write_bytes(b"weights")
+            os.chmod(folder / "model.safetensors", 0o600)  # as safetensors' save_file leaves it
+            (folder / "sub").mkdir()
+
+        atomic_save_files(tmp_path / "model", save)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model" / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o755
+
+
+def test_a_trained_folder_is_readable_by_the_group(finished):
+    for name in ("model.safetensors", "all_results.json", "run_config.yaml", "README.md", RUN_RECORD):
+        assert stat.S_IMODE((finished / name).stat().st_mode) & 0o044 == 0o044, name
+
+
+def test_pickle_weights_load_only_with_allow_pickle(finished, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(finished, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    mark_complete(folder)  # as if the run had written pickle weights
+    with pytest.raises(UsageError, match=r"only pickle weights \(pytorch_model.bin\).*--allow_pickle"):
+        load_trained(folder)
+    with pytest.raises(SystemExit, match="--allow_pickle"):
+        cli.main(["predict", str(folder), "the film was great"])
+    model, _, _ = load_trained(folder, allow_pickle=True)
+    torch.testing.assert_close(model.state_dict()["classifier.weight"], weights["classifier.weight"])
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def test_a_nan_loss_stops_training_at_its_step(tmp_path):
+    args = TrainArgs(output_dir=str(tmp_path), max_train_steps=20, logging_steps=5, learning_rate=0.1,
+                     warmup_ratio=0.0, lr_scheduler_type="constant", save_steps=10)
+    model = Linear()
+    loader = DataLoader(torch.randn(64, 2), batch_size=2)
+    calls = []
+
+    def compute_loss(model, batch):
+        calls.append(1)
+        loss = model(batch).pow(2).mean()
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    loop = Loop(Accelerator(cpu=True), model, torch.optim.SGD(model.parameters(), lr=0.1), loader, compute_loss,
+                lambda model: {"accuracy": 1.0}, args, tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"NaN or infinite at step 3 \(learning rate 0.1\).*--learning_rate"
+                                               r".*bf16.*--max_grad_norm"):
+        loop.fit()
+    assert len(calls) == 5  # found at the first logging step, not an epoch later
+    assert not (tmp_path / "checkpoints").exists()  # nothing diverged was saved
