@@ -8,10 +8,10 @@ from hf_transfer.builtin import resolve_model
 from hf_transfer.config import ModelArgs, UsageError
 from hf_transfer.tasks import Task
 
-# Config attributes that hold dropout rates, across BERT, DistilBERT, ViT and Wav2Vec2 families.
+# Config attributes that hold dropout rates, across BERT, DistilBERT, ViT, Wav2Vec2 and EfficientNet families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
                 "attention_dropout", "seq_classif_dropout", "hidden_dropout", "activation_dropout",
-                "final_dropout", "feat_proj_dropout")
+                "final_dropout", "feat_proj_dropout", "dropout_rate")
 
 
 def model_path(model_args: ModelArgs) -> str | None:
