@@ -34,6 +34,7 @@ from hf_transfer.modalities.image import (
     load_image_processor,
     mixed_loss,
     processor_transform,
+    window_of,
 )
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -82,10 +83,11 @@ class ImageClassificationRecipe:
                           f"({100 * self.trainable / self.total:.2f}%)")
 
         batch_size = run.train.per_device_train_batch_size
+        window = window_of(image.window_center, image.window_width)
         # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
         plain_loaders = {split: DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
                                            collate_fn=image_collator(processor_transform(self.processor),
-                                                                     self.data.sources[split]))
+                                                                     self.data.sources[split], window))
                          for split in ("train", "validation", "test") if split in self.splits}
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
@@ -104,7 +106,7 @@ class ImageClassificationRecipe:
             train = self.splits["train"]
             model_to_train = self.model
             train_collate = image_collator(TrainTransform(self.processor, image.augment, run.train.seed),
-                                           self.data.sources["train"])
+                                           self.data.sources["train"], window)
             evaluation_loader = self.eval_loaders["validation"]
         accelerator.print(f"backbone: {PATH_TEXT[self.cached_features]}")
         sampler = GroupedShuffleSampler(None, batch_size, run.train.seed, len(train))

@@ -111,7 +111,10 @@ def make_tiny_efficientnet(folder: Path, num_labels: int = 2) -> Path:
     torch.manual_seed(0)
     model = EfficientNetForImageClassification(lite_config(**{**TINY_EFFICIENTNET, "num_labels": num_labels}))
     for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):  # transformers' std 0.02 gives constant logits
+            torch.nn.init.normal_(module.weight, std=(module.weight[0].numel()) ** -0.5)
         if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     set_identity_squeeze_excite(model)
