@@ -52,3 +52,24 @@ def test_bad_group_column(tmp_path, rows, message):
     path = write_csv(tmp_path / "train.csv", rows)
     with pytest.raises(UsageError, match=message):
         load_labelled_splits(DataArgs(train_file=str(path), group_column="speaker"), seed=0)
+
+
+def test_per_group_metrics_on_a_fabricated_table():
+    import numpy as np
+
+    from hf_transfer.metrics.groups import classification_groups, group_summary, transcription_groups
+    from hf_transfer.metrics.intervals import error_counts
+
+    # Speaker a: 4 of 4 right; b: 1 of 2; c: 2 of 4.
+    groups = ["a", "b", "c", "a", "c", "a", "b", "c", "a", "c"]
+    references = np.array([0, 1, 0, 1, 1, 0, 0, 1, 1, 0])
+    predictions = np.array([0, 1, 1, 1, 0, 0, 1, 1, 1, 0])
+    rows = classification_groups(np.eye(2)[predictions], references, predictions, groups)
+    assert [(r["group"], r["count"], r["accuracy"]) for r in rows] == [("a", 4, 1.0), ("b", 2, 0.5), ("c", 4, 0.5)]
+    assert rows[0]["f1_macro"] == 1.0 and rows[1]["f1_macro"] == pytest.approx(1 / 3)  # b: F1 0 and 2/3
+    assert group_summary(rows, "accuracy") == {"worst_group": "b", "worst_group_accuracy": 0.5,
+                                               "best_group_accuracy": 1.0, "group_accuracy_gap": 0.5}
+    counts = error_counts(["one two", "three", "four five six"], ["one too", "three", "four five six"])
+    speech = transcription_groups(counts, ["x", "y", "y"])
+    assert [(r["group"], r["wer"]) for r in speech] == [("x", 0.5), ("y", 0.0)]
+    assert group_summary(speech, "wer", lower_is_better=True)["worst_group"] == "x"
