@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     test_data.add_argument("--test_dir", help="image or audio classifiers: a folder of <class>/<file> subfolders")
     for column in COLUMN_FLAGS:
         evaluate_parser.add_argument(f"--{column}", help="default: the column training used, else the usual names")
+    evaluate_parser.add_argument("--group_column", help="column naming each row's group (speaker, patient, site): "
+                                                        "the report scores each group and names the worst")
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
     predict_parser = commands.add_parser("predict", help="classify texts, image or audio files (or transcribe audio "
                                                          "files) with a trained folder")
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
 
             report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
             results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
-                                      columns={column: getattr(args, column) for column in COLUMN_FLAGS})
+                                      columns={column: getattr(args, column) for column in COLUMN_FLAGS},
+                                      group_column=args.group_column)
             print(json.dumps(results, indent=2))
             print(f"Report: {Path(report_dir) / 'eval_report.md'}")
         elif args.command == "predict":
