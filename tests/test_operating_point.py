@@ -81,3 +81,11 @@ def test_choose_decision_from_settings():
 def test_bad_operating_point_flags(flags, message):
     with pytest.raises(UsageError, match=message):
         EvalArgs(**flags)
+
+
+def test_a_threshold_needs_two_classes():
+    from hf_transfer.metrics.operating_point import check_decision_settings
+
+    with pytest.raises(UsageError, match="binary tasks; this one has 3 classes \\(a, b, c\\)"):
+        check_decision_settings(EvalArgs(decision_threshold="auto"), ["a", "b", "c"])
+    check_decision_settings(EvalArgs(calibrate="temperature"), ["a", "b", "c"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import metrics as sk
 
-from hf_transfer.config import EvalArgs
+from hf_transfer.config import EvalArgs, UsageError
 from hf_transfer.metrics.calibration import apply_temperature, fit_temperature
 
 
@@ -37,6 +37,13 @@ class Decision:
     def from_config(cls, config) -> "Decision":
         return cls(temperature=getattr(config, "calibration_temperature", None) or 1.0,
                    threshold=getattr(config, "decision_threshold", None))
+
+
+def check_decision_settings(evaluation: EvalArgs, label_names: list[str]) -> None:
+    """Before training: a threshold on the positive class needs exactly two classes."""
+    if evaluation.decision_threshold == "auto" and len(label_names) != 2:
+        raise UsageError(f"--decision_threshold auto is for binary tasks; this one has {len(label_names)} classes "
+                         f"({', '.join(label_names)}). Leave it at argmax (--calibrate temperature still applies)")
 
 
 def choose_threshold(scores: np.ndarray, is_positive: np.ndarray, goal: str,
