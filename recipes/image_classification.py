@@ -21,6 +21,7 @@ from hf_transfer.data import load_labelled_splits
 from hf_transfer.features import PATH_TEXT, HeadOnFeatures, compute_features, uses_cached_features
 from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
 from hf_transfer.metrics import classification_metrics
+from hf_transfer.metrics.operating_point import check_decision_settings
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
     BatchMixer,
@@ -69,6 +70,7 @@ class ImageClassificationRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
             self.data = load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT)
+            check_decision_settings(run.evaluation, self.data.label_names)
             self.splits = image_splits(self.data, run.data, image.image_column)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)

@@ -18,6 +18,7 @@ from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
 from hf_transfer.metrics import classification_metrics
+from hf_transfer.metrics.operating_point import check_decision_settings
 from hf_transfer.modalities.text import load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -51,6 +52,7 @@ class SentimentRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process tokenises, the others read its cache
             self.data = load_labelled_splits(run.data, run.train.seed)
+            check_decision_settings(run.evaluation, self.data.label_names)
             self.tokenizer = load_tokenizer(run.model, model_path(run.model))
             self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
