@@ -3,8 +3,9 @@
     python bench/prepare_fsdd.py ../shared/data/fsdd/recordings /tmp/fsdd
 
 Files are named `{digit}_{speaker}_{index}.{wav|flac}`; index 0-4 of each digit and speaker is the test split,
-5-49 the training split. The CSVs hold absolute paths (`audio`), the digit (`label`) for audio classification
-and the digit as a word (`transcript`, "zero" ... "nine") for speech recognition.
+5-49 the training split. The CSVs hold absolute paths (`audio`), the digit (`label`) for audio classification,
+the digit as a word (`transcript`, "zero" ... "nine") for speech recognition, and the `speaker` (for
+`--group_column speaker`: a validation split of unseen speakers, per-speaker scores).
 """
 
 import argparse
@@ -27,13 +28,13 @@ def main() -> None:
         if match and path.suffix in (".wav", ".flac"):
             split = "test" if int(match["index"]) < 5 else "train"
             rows[split].append({"audio": str(path.resolve()), "label": match["digit"],
-                                "transcript": WORDS[int(match["digit"])]})
+                                "transcript": WORDS[int(match["digit"])], "speaker": match["speaker"]})
     if not rows["train"] or not rows["test"]:
         parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings")
     args.out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         with open(args.out / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["audio", "label", "transcript"])
+            writer = csv.DictWriter(handle, fieldnames=["audio", "label", "transcript", "speaker"])
             writer.writeheader()
             writer.writerows(split_rows)
         print(f"{args.out / f'{split}.csv'}: {len(split_rows)} recordings")

@@ -10,6 +10,8 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer.io import atomic_write_json, atomic_write_text
+from hf_transfer.metrics.calibration import BINS
+from hf_transfer.metrics.report import with_interval
 
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)",
@@ -52,6 +54,7 @@ class CardContext:
     is_adapter: bool
     extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
     examples: list[dict] | None = None  # speech recognition: reference and predicted transcripts
+    group_rows: list[dict] | None = None  # per-group scores on the report split, with --group_column
 
 
 def _strategy_text(settings: dict) -> str:
@@ -80,10 +83,36 @@ def _versions() -> dict[str, str]:
 
 def _results_table(results: dict) -> dict:
     splits = [s for s in ("eval", "test") if any(f"{s}_{metric}" in results for metric in METRIC_NAMES)]
-    rows = [{"metric": metric, "cells": [f"{results[f'{s}_{metric}']:.4f}" if results.get(f"{s}_{metric}") is not None
-                                          else "–" for s in splits]}
+    rows = [{"metric": metric, "cells": [with_interval(results, f"{s}_{metric}") for s in splits]}
             for metric in METRIC_NAMES if any(f"{s}_{metric}" in results for s in splits)]
     return {"splits": ["validation" if s == "eval" else s for s in splits], "rows": rows}
+
+
+def _trust_lines(ctx: CardContext, prefix: str) -> list[str]:
+    """How sure the numbers are, what was chosen where, calibration and the worst group, as card sentences."""
+    results, settings = ctx.results, ctx.settings
+    split = "test" if prefix == "test" else "validation"
+    lines = []
+    if any(key.endswith("_ci_low") for key in results):
+        lines.append(f"Brackets give {settings['confidence_level']:.0%} bootstrap intervals over the "
+                     f"{results[f'{prefix}_samples']:,} {split} {'utterances' if f'{prefix}_wer' in results else 'items'}"
+                     f" ({settings['bootstrap_resamples']} resamples).")
+    chosen = ["the best checkpoint"] + (["the decision threshold"] if "decision_threshold" in results else []) + (
+        ["the temperature"] if "calibration_temperature" in results else [])
+    lines.append(f"{', '.join(chosen[:-1]) + ' and ' if len(chosen) > 1 else ''}{chosen[-1]} came from the "
+                 "validation split" + ("; the test split was used once, for reporting." if prefix == "test" else
+                                       "; there is no test split, so these validation scores are optimistic."))
+    if f"{prefix}_ece" in results:
+        before = results.get(f"{prefix}_ece_before_calibration")
+        lines.append(f"Expected calibration error on the {split} split: {results[f'{prefix}_ece']:.4f} "
+                     f"({BINS} equal-width bins of the top-class probability)"
+                     + (f", {before:.4f} before temperature scaling." if before is not None else "."))
+    if ctx.group_rows:
+        metric = "wer" if f"{prefix}_wer" in results else "accuracy"
+        lines.append(f"Per {settings['group_column']} on the {split} split: the worst is "
+                     f"`{results[f'{prefix}_worst_group']}` ({metric} {results[f'{prefix}_worst_group_{metric}']:.4f}),"
+                     f" {results[f'{prefix}_group_{metric}_gap']:.4f} from the best.")
+    return lines
 
 
 def _eval_results(ctx: CardContext) -> list[EvalResult]:
@@ -103,6 +132,13 @@ def _eval_results(ctx: CardContext) -> list[EvalResult]:
                 metric_config=metric.split("_")[1] if metric.startswith(("f1_", "precision_", "recall_")) else None,
             ))
     return evals
+
+
+def _decision(results: dict) -> dict | None:
+    """The saved operating point, when it differs from the plain top class."""
+    if "decision_threshold" not in results and "calibration_temperature" not in results:
+        return None
+    return {"temperature": results.get("calibration_temperature"), "threshold": results.get("decision_threshold")}
 
 
 def render_card(ctx: CardContext) -> ModelCard:
@@ -157,6 +193,8 @@ def render_card(ctx: CardContext) -> ModelCard:
         strategy_text=_strategy_text(settings), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
         hyperparameters={k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None},
         limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
+        trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [], group_column=settings.get("group_column"),
+        decision=_decision(ctx.results),
     )
     return ModelCard(text)
 

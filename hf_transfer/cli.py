@@ -1,4 +1,5 @@
-"""`hf-transfer`: train a recipe, evaluate, predict with, push or merge a trained folder, list the recipes."""
+"""`hf-transfer`: train a recipe, evaluate, predict with, push or merge a trained folder, compare two runs, list the
+recipes."""
 
 import argparse
 import importlib
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     test_data.add_argument("--test_dir", help="image or audio classifiers: a folder of <class>/<file> subfolders")
     for column in COLUMN_FLAGS:
         evaluate_parser.add_argument(f"--{column}", help="default: the column training used, else the usual names")
+    evaluate_parser.add_argument("--group_column", help="column naming each row's group (speaker, patient, site): "
+                                                        "the report scores each group and names the worst")
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
     evaluate_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     predict_parser = commands.add_parser("predict", help="classify texts, image or audio files (or transcribe audio "
@@ -99,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--revision", help="branch to push to (created if missing)")
     push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
     push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
+    compare_parser = commands.add_parser("compare", help="paired bootstrap and McNemar's test of two runs scored on "
+                                                         "the same test items")
+    compare_parser.add_argument("run_a", help="output folder, evaluate report folder or test_predictions.jsonl")
+    compare_parser.add_argument("run_b")
+    compare_parser.add_argument("--confidence_level", type=float, default=0.95, help="coverage of the intervals")
+    compare_parser.add_argument("--bootstrap_resamples", type=int, default=1000, help="resamples of the items")
+    compare_parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    compare_parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
     merge_parser.add_argument("output_dir", help="a trained LoRA folder, or the Hub repo (user/name) it was pushed to")
     merge_parser.add_argument("--out", required=True, help="folder for the merged model")
@@ -133,7 +144,7 @@ def run_command(args: argparse.Namespace) -> None:
         report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
         results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
                                   columns={column: getattr(args, column) for column in COLUMN_FLAGS},
-                                  allow_pickle=args.allow_pickle)
+                                  group_column=args.group_column, allow_pickle=args.allow_pickle)
         print(json.dumps(results, indent=2))
         print(f"Report: {Path(report_dir) / 'eval_report.md'}")
     elif args.command == "predict":
@@ -143,6 +154,15 @@ def run_command(args: argparse.Namespace) -> None:
 
         print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
                           token=args.token, merge_adapter=args.merge_adapter))
+    elif args.command == "compare":
+        from hf_transfer.compare import compare_runs, format_comparison
+        from hf_transfer.metrics.intervals import Bootstrap
+
+        if not 0 < args.confidence_level < 1 or args.bootstrap_resamples < 1:
+            raise UsageError("--confidence_level must be between 0 and 1 and --bootstrap_resamples at least 1")
+        result = compare_runs(args.run_a, args.run_b,
+                              Bootstrap(args.confidence_level, args.bootstrap_resamples, args.seed))
+        print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     elif args.command == "merge":
         from hf_transfer.merge import merge_adapter
 

@@ -92,6 +92,11 @@ class DataArgs:
         default=None, metadata={"help": "Few-shot label budget: keep this many training examples of each class."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    group_column: str | None = field(
+        default=None,
+        metadata={"help": "Column naming who or where an example comes from (speaker, patient, site): a carved "
+                          "validation split keeps each group on one side, and the report scores each group."},
+    )
 
     def __post_init__(self):
         if not (self.dataset_name or self.train_file or self.train_dir):
@@ -122,6 +127,11 @@ class StrategyArgs:
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names that get adapters; chosen per architecture when omitted."}
+    )
+    cache_features: bool = field(
+        default=True,
+        metadata={"help": "`feature_extraction` without augmentation: run the frozen backbone once and train the "
+                          "head on its cached features (same model, much faster). False: backbone forward every step."},
     )
 
     def __post_init__(self):
@@ -209,6 +219,58 @@ class TrainArgs:
 
 
 @dataclass
+class EvalArgs:
+    """How the final model is scored and which operating point it keeps; all chosen on validation, never test."""
+
+    decision_threshold: str = field(
+        default="argmax",
+        metadata={"help": "argmax (the top class) | auto (binary tasks: a threshold on the positive class's "
+                          "probability, chosen on validation for --threshold_goal; saved with the model)."},
+    )
+    threshold_goal: str | None = field(
+        default=None,
+        metadata={"help": "f1 (max F1 of the positive class) | recall (--target_recall) | precision "
+                          "(--target_precision). Default: the target given, else f1."},
+    )
+    target_recall: float | None = field(
+        default=None, metadata={"help": "Goal: the highest threshold whose validation recall reaches this."}
+    )
+    target_precision: float | None = field(
+        default=None, metadata={"help": "Goal: the lowest threshold whose validation precision reaches this."}
+    )
+    calibrate: str = field(
+        default="none",
+        metadata={"help": "none | temperature (fit one softmax temperature on validation; saved with the model)."},
+    )
+    confidence_level: float = field(default=0.95, metadata={"help": "Coverage of the bootstrap intervals."})
+    bootstrap_resamples: int = field(default=1000, metadata={"help": "Resamples of the test items per interval."})
+
+    def __post_init__(self):
+        _check_choice("decision_threshold", self.decision_threshold, ("argmax", "auto"))
+        _check_choice("calibrate", self.calibrate, ("none", "temperature"))
+        if self.target_recall is not None and self.target_precision is not None:
+            raise UsageError("give --target_recall or --target_precision, not both")
+        for name in ("target_recall", "target_precision", "confidence_level"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise UsageError(f"--{name} must be between 0 and 1; got {value}")
+        _check_positive("bootstrap_resamples", self.bootstrap_resamples)
+        implied = "recall" if self.target_recall is not None else "precision" if self.target_precision is not None \
+            else "f1"
+        if self.decision_threshold == "argmax":
+            if self.threshold_goal is not None or implied != "f1":
+                raise UsageError("--threshold_goal and --target_recall/--target_precision choose a threshold: "
+                                 "add --decision_threshold auto")
+            return
+        self.threshold_goal = self.threshold_goal or implied
+        _check_choice("threshold_goal", self.threshold_goal, ("f1", "recall", "precision"))
+        if self.threshold_goal != implied:
+            raise UsageError(f"--threshold_goal {self.threshold_goal} needs --target_{self.threshold_goal}"
+                             if self.threshold_goal != "f1" else
+                             f"--threshold_goal f1 can't be combined with --target_{implied}")
+
+
+@dataclass
 class HubArgs:
     push_to_hub: bool = field(default=False, metadata={"help": "Push the result to the Hub after training."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo to push to, `user/name`."})
@@ -235,6 +297,7 @@ class RunConfig:
     strategy: StrategyArgs
     train: TrainArgs
     hub: HubArgs
+    evaluation: EvalArgs
     task: str = "text-classification"  # set by the recipe; lets `hf-transfer evaluate` rebuild the model
     modality: Any = None  # the recipe's own settings dataclass (image size, audio duration...), if it has one
 
@@ -246,14 +309,14 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """A flat dict of every setting, for saving with the run. The Hub token is left out."""
         flat = {"task": self.task}
-        for group in (self.model, self.data, self.strategy, self.train, self.hub, self.modality):
+        for group in (self.model, self.data, self.strategy, self.train, self.hub, self.evaluation, self.modality):
             if group is not None:
                 flat.update(dataclasses.asdict(group))
         flat.pop("hub_token")
         return flat
 
 
-GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs)
+GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs, EvalArgs)
 # A user who names their own data or model source replaces the recipe's default source, not adds to it.
 REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"),
                     ("dataset_name", "dataset_config_name"), ("train_file", "dataset_config_name"),

@@ -6,12 +6,14 @@ Modality-specific work (tokenising, decoding images or audio) happens in `hf_tra
 import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 from datasets import ClassLabel, DatasetDict
+from sklearn.model_selection import StratifiedGroupKFold
 
 from hf_transfer.builtin import resolve_dataset
 from hf_transfer.config import DataArgs, UsageError
@@ -278,6 +280,44 @@ def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names:
     return dataset.select(sorted(keep))
 
 
+def check_group_column(splits: DatasetDict, sources: dict[str, str], column: str) -> None:
+    """Every split names its groups; a given validation or test split that shares groups with train is flagged."""
+    for split, dataset in splits.items():
+        if column not in dataset.column_names:
+            raise UsageError(f"{sources[split]}: no group column {column!r}; "
+                             f"columns are {', '.join(dataset.column_names)}")
+        values = dataset[column]
+        if any(v is None or str(v).strip() == "" for v in values):
+            first = next(i for i, v in enumerate(values) if v is None or str(v).strip() == "")
+            raise UsageError(f"{sources[split]}: the group column {column!r} is empty at row {first}")
+    train_groups = {str(v) for v in splits["train"][column]}
+    for split in ("validation", "test"):
+        if split in splits:
+            shared = sorted(train_groups & {str(v) for v in splits[split][column]})
+            if shared:
+                warnings.warn(f"{sources[split]}: {len(shared)} {column} group(s) of the {split} split also appear in "
+                              f"train ({', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''}): its scores are "
+                              "for groups the model has seen, not new ones", stacklevel=2)
+
+
+def grouped_holdout(dataset: datasets.Dataset, column: str, percentage: float, seed: int,
+                    stratify: bool, source: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, validation) with every group wholly on one side, classes balanced as far as the groups allow.
+
+    One fold of a seeded `StratifiedGroupKFold` with about 100 / percentage folds (at most one per group).
+    """
+    groups = [str(v) for v in dataset[column]]
+    num_groups = len(set(groups))
+    if num_groups < 2:
+        raise UsageError(f"{source}: --group_column {column} has {num_groups} group; holding out a validation split "
+                         "by group needs at least 2 (or give --validation_file)")
+    folds = max(2, min(round(100 / percentage), num_groups))
+    labels = dataset["labels"] if stratify else [0] * len(groups)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_rows, validation_rows = next(splitter.split(np.zeros(len(groups)), labels, groups))
+    return dataset.select(sorted(train_rows)), dataset.select(sorted(validation_rows))
+
+
 def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | None = None,
                          layout: FolderLayout | None = None) -> LabelledSplits:
     """Load, validate and encode the splits; carve a stratified validation split when missing.
@@ -308,7 +348,14 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
 
     splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
                           for split, dataset in splits.items()})
-    if "validation" not in splits:
+    if data.group_column:
+        check_group_column(splits, sources, data.group_column)
+    if "validation" not in splits and data.group_column:
+        splits["train"], splits["validation"] = grouped_holdout(
+            splits["train"], data.group_column, data.validation_split_percentage, seed, True, sources["train"])
+        sources["validation"] = (f"{sources['train']} ({len(set(splits['validation'][data.group_column]))} "
+                                 f"{data.group_column} group(s) held out)")
+    elif "validation" not in splits:
         try:
             carved = splits["train"].train_test_split(
                 test_size=data.validation_split_percentage / 100, seed=seed, stratify_by_column="labels"

@@ -22,10 +22,19 @@ from hf_transfer.data import (
     resolve_paths,
 )
 from hf_transfer.io import atomic_write_json
-from hf_transfer.metrics import classification_metrics, transcription_metrics
+from hf_transfer.metrics.intervals import Bootstrap
+from hf_transfer.metrics.item_predictions import write_items
+from hf_transfer.metrics.operating_point import Decision
 from hf_transfer.metrics.report import write_report, write_transcription_report
+from hf_transfer.metrics.report_sections import (
+    calibration_section,
+    groups_section,
+    intervals_note,
+    operating_point_section,
+)
+from hf_transfer.metrics.scoring import score_classification, score_transcription
 from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits, clip_lengths
-from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits
+from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits, window_of
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import (
     TRANSCRIPT_COLUMN_GUESSES,
@@ -129,17 +138,20 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
         def logits_of(texts, pairs):
             return text_logits(model, processor, texts, settings["max_seq_length"], pairs)
     elif task == "image-classification":
+        window = window_of(settings.get("window_center"), settings.get("window_width"))
+
         def logits_of(paths, _):
-            return image_logits(model, processor, paths)
+            return image_logits(model, processor, paths, window)
     else:
         def logits_of(paths, _):
             return audio_logits(model, processor, paths, settings["max_duration_seconds"])
     id2label = model.config.id2label
+    decision = Decision.from_config(model.config)  # the temperature and threshold chosen on validation, if any
 
     def classify(batch: list[str], pairs: list[str] | None) -> list[dict]:
+        probabilities = decision.calibrated(logits_of(batch, pairs).float().softmax(-1).numpy())
         predictions = []
-        for item, row in zip(batch, logits_of(batch, pairs).float().softmax(-1).tolist()):
-            best = max(range(len(row)), key=row.__getitem__)
+        for item, row, best in zip(batch, probabilities.tolist(), decision.predict(probabilities).tolist()):
             predictions.append({kind: item, "label": id2label[best], "score": row[best],
                                 "scores": {id2label[i]: p for i, p in enumerate(row)}})
         return predictions
@@ -173,12 +185,15 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
 
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
                     test_dir: str | None = None, columns: dict[str, str | None] | None = None,
+                    group_column: str | None = None, bootstrap: Bootstrap = Bootstrap(),
                     allow_pickle: bool = False) -> dict:
     """Score a trained folder on a labelled file (or, for image and audio classifiers, a folder of class
-    subfolders); writes all_results.json, the report and plots to `report_dir` and returns the results.
+    subfolders); writes all_results.json, test_predictions.jsonl, the report and plots to `report_dir` and
+    returns the results.
 
     `columns` names the data's columns as training's settings do (`text_column`, `audio_column`, `label_column`,
-    `transcript_column`...); unnamed ones are those training used, then the usual names.
+    `transcript_column`...); unnamed ones are those training used, then the usual names. `group_column` names
+    who or where each row comes from (speaker, patient, site): the report scores each group.
     """
     model, processor, settings = load_trained(output_dir, allow_pickle)
     task, inputs = settings["task"], INPUTS[settings["task"]]
@@ -201,15 +216,32 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
     values = dataset[column]
     if inputs.is_file and test_file:  # relative paths are read from the file's folder, as in training
         values = resolve_paths(values, Path(test_file).parent, source, inputs.kind)
+    groups = None
+    if group_column:
+        groups = [str(v) for v in dataset[guess_column(dataset.column_names, group_column, (), "group", source)]]
     report_dir = Path(report_dir)
     summary = {"model": str(output_dir), "strategy": settings["strategy"], "evaluated on": source}
     score = _score_transcripts if target == "transcript" else _score_labels
-    results = score(model, processor, settings, dataset, values, source, report_dir, summary)
+    evaluation = Evaluation(source, report_dir, summary, groups, group_column, bootstrap)
+    results = score(model, processor, settings, dataset, values, evaluation)
     atomic_write_json(report_dir / "all_results.json", results)
     return results
 
 
-def _score_labels(model, processor, settings, dataset, values, source, report_dir, summary) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    """Where the data came from and where its report goes, for `_score_labels` and `_score_transcripts`."""
+
+    source: str
+    report_dir: Path
+    summary: dict
+    groups: list[str] | None
+    group_column: str | None
+    bootstrap: Bootstrap
+
+
+def _score_labels(model, processor, settings, dataset, values, evaluation: Evaluation) -> dict:
+    source = evaluation.source
     label = guess_column(dataset.column_names, settings.get("label_column"), LABEL_COLUMN_GUESSES, "label", source)
     label2id = {str(name): i for name, i in model.config.label2id.items()}
     unknown = sorted({str(v) for v in dataset[label]} - set(label2id))
@@ -218,27 +250,46 @@ def _score_labels(model, processor, settings, dataset, values, source, report_di
                          f"(the model knows {', '.join(label2id)})")
     pair_column = settings.get("text_pair_column")
     pairs = dataset[guess_column(dataset.column_names, pair_column, (), "text pair", source)] if pair_column else None
-    predictions = predict(model, processor, settings, values, pairs)
+    predictions = predict(model, processor, settings, values, pairs)  # the saved temperature already applied
     names = [model.config.id2label[i] for i in range(len(label2id))]
     probabilities = torch.tensor([[p["scores"][n] for n in names] for p in predictions]).numpy()
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
-    results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
+    decision = Decision.from_config(model.config)
+    inputs = values if pairs is None else [f"{text} || {pair}" for text, pair in zip(values, pairs)]
+    scored = score_classification(probabilities, references, Decision(threshold=decision.threshold), names, inputs,
+                                  evaluation.groups, evaluation.bootstrap)
+    results = {f"test_{k}": v for k, v in scored.results.items()}
     results["test_samples"] = len(references)
-    write_report(report_dir, results, "test", source, probabilities, references, names, summary, None)
+    for key, value in (("calibration_temperature", decision.temperature), ("decision_threshold", decision.threshold)):
+        if value not in (None, 1.0):
+            results[key] = evaluation.summary[key.replace("_", " ")] = value
+    report_dir = evaluation.report_dir
+    sections = (intervals_note(evaluation.bootstrap, len(references))
+                + operating_point_section(report_dir, probabilities, references, scored.predictions, decision, names)
+                + calibration_section(report_dir, probabilities, references, results, "test", Decision())
+                + groups_section(scored.group_rows, evaluation.group_column, results, "test", "accuracy"))
+    write_report(report_dir, results, "test", source, probabilities, references, names, evaluation.summary, None,
+                 scored.predictions, sections)
+    write_items(report_dir, "test", scored.items)
     return results
 
 
-def _score_transcripts(model, processor, settings, dataset, paths, source, report_dir, summary,
+def _score_transcripts(model, processor, settings, dataset, paths, evaluation: Evaluation,
                        num_examples: int = 10) -> dict:
+    source = evaluation.source
     column = guess_column(dataset.column_names, settings.get("transcript_column"), TRANSCRIPT_COLUMN_GUESSES,
                           "transcript", source)
     # References normalised as the training transcripts were (case, punctuation).
     speech = SpeechArgs(lowercase=settings["lowercase"], strip_punctuation=settings["strip_punctuation"])
     references = normalized_transcripts(dataset[column], speech, column, source)
     predicted = [p["transcript"] for p in predict(model, processor, settings, paths)]
-    results = {f"test_{k}": v for k, v in transcription_metrics(predicted, references).items()}
+    scored = score_transcription(predicted, references, paths, evaluation.groups, evaluation.bootstrap)
+    results = {f"test_{k}": v for k, v in scored.results.items()}
     results["test_samples"] = len(references)
     examples = [{"split": "test", "reference": r, "prediction": p}
                 for r, p in list(zip(references, predicted))[:num_examples]]
-    write_transcription_report(report_dir, results, examples, summary, None)
+    sections = (intervals_note(evaluation.bootstrap, len(references), "utterances")
+                + groups_section(scored.group_rows, evaluation.group_column, results, "test", "wer"))
+    write_transcription_report(evaluation.report_dir, results, examples, evaluation.summary, None, sections)
+    write_items(evaluation.report_dir, "test", scored.items)
     return results

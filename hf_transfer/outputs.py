@@ -4,16 +4,27 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
+import datasets
 from accelerate import Accelerator
 
 from hf_transfer.cards import CardContext, save_card
 from hf_transfer.config import RunConfig, save_config
-from hf_transfer.data import LabelledSplits
+from hf_transfer.data import LabelledSplits, guess_column
 from hf_transfer.hub import push_folder
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import TrainState
-from hf_transfer.metrics import classification_metrics, transcription_metrics
+from hf_transfer.metrics.intervals import Bootstrap
+from hf_transfer.metrics.item_predictions import write_items
+from hf_transfer.metrics.operating_point import choose_decision
 from hf_transfer.metrics.report import TrainingCurves, write_report, write_transcription_report
+from hf_transfer.metrics.report_sections import (
+    calibration_section,
+    groups_section,
+    intervals_note,
+    operating_point_section,
+    selection_note,
+)
+from hf_transfer.metrics.scoring import score_classification, score_transcription
 from hf_transfer.models import base_model_id
 from hf_transfer.run_folder import mark_complete
 from hf_transfer.strategies import is_adapter
@@ -43,21 +54,65 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
     atomic_save_files(output_dir, save)
 
 
+def item_inputs(dataset: datasets.Dataset, settings: dict, task: Task) -> list[str]:
+    """What identifies each item for `compare`: its text (and text pair) or its file path."""
+    from hf_transfer.inference import INPUTS  # inference loads every modality; only needed here
+
+    inputs = INPUTS[task.name]
+    column = guess_column(dataset.column_names, settings.get(f"{inputs.kind}_column"), inputs.column_guesses,
+                          inputs.kind, "the data")
+    feature = dataset.features[column]
+    if isinstance(feature, (datasets.Image, datasets.Audio)):  # Hub media: the stored path, not decoded pixels
+        dataset = dataset.cast_column(column, type(feature)(decode=False))
+    values = [v if isinstance(v, str) else (v or {}).get("path") or f"row {i}" for i, v in enumerate(dataset[column])]
+    pair = settings.get("text_pair_column")
+    if pair and pair in dataset.column_names:
+        values = [f"{text} || {second}" for text, second in zip(values, dataset[pair])]
+    return values
+
+
+def item_groups(dataset: datasets.Dataset, column: str | None) -> list[str] | None:
+    return [str(v) for v in dataset[column]] if column and column in dataset.column_names else None
+
+
 def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task, data: LabelledSplits,
                   predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
                   extra_details: dict[str, str] | None = None) -> dict:
-    """Classification: score each split's (probabilities, references) and write everything; returns the results."""
+    """Classification: choose the operating point on validation, score each split's (probabilities, references)
+    with it and write everything; returns the results."""
     results = _run_results(accelerator, data, state)
+    evaluation, settings = run.evaluation, run.to_dict()
+    bootstrap = Bootstrap(evaluation.confidence_level, evaluation.bootstrap_resamples)
+    decision = choose_decision(evaluation, *predictions["validation"])
+    decision.save_to(accelerator.unwrap_model(model).config)  # travels in config.json to predict and evaluate
+    scored = {}
     for split, (probabilities, references) in predictions.items():
-        metrics = classification_metrics(probabilities, references)
-        results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
+        dataset = data.splits[split]
+        scored[split] = score_classification(probabilities, references, decision, data.label_names,
+                                             item_inputs(dataset, settings, task),
+                                             item_groups(dataset, run.data.group_column), bootstrap)
+        results.update({f"{PREFIX[split]}_{k}": v for k, v in scored[split].results.items()})
         results[f"{PREFIX[split]}_samples"] = len(references)
+    if decision.threshold is not None:
+        results["decision_threshold"] = decision.threshold
+    if decision.temperature != 1.0:
+        results["calibration_temperature"] = decision.temperature
     report_split = "test" if "test" in predictions else "validation"
 
     def report(output_dir: Path, summary: dict) -> dict:
-        per_class = write_report(output_dir, results, report_split, data.sources[report_split],
-                                 *predictions[report_split], data.label_names, summary, _training_curves(run, state))
-        return {"per_class": per_class, "report_split": report_split}
+        best, prefix = scored[report_split], PREFIX[report_split]
+        sections = (intervals_note(bootstrap, len(best.references))
+                    + selection_note("test" in predictions, decision)
+                    + operating_point_section(output_dir, best.probabilities, best.references, best.predictions,
+                                              decision, data.label_names)
+                    + calibration_section(output_dir, best.probabilities, best.references, results, prefix, decision)
+                    + groups_section(best.group_rows, run.data.group_column, results, prefix, "accuracy"))
+        per_class = write_report(output_dir, results, report_split, data.sources[report_split], best.probabilities,
+                                 best.references, data.label_names, summary, _training_curves(run, state),
+                                 best.predictions, sections)
+        for split, split_scores in scored.items():
+            write_items(output_dir, split, split_scores.items)
+        return {"per_class": per_class, "report_split": report_split, "group_rows": best.group_rows}
 
     publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
     return results
@@ -69,10 +124,16 @@ def write_transcription_outputs(accelerator: Accelerator, model, processor, run:
                                 num_examples: int = 10) -> dict:
     """Speech recognition: score each split's {index: predicted transcript} with WER/CER and write everything."""
     results = _run_results(accelerator, data, state)
+    settings = run.to_dict()
+    bootstrap = Bootstrap(run.evaluation.confidence_level, run.evaluation.bootstrap_resamples)
+    scored = {}
     for split, predicted in transcripts.items():
-        references = data.splits[split]["transcript"]
-        metrics = transcription_metrics([predicted[i] for i in range(len(references))], references)
-        results.update({f"{PREFIX[split]}_{k}": v for k, v in metrics.items()})
+        dataset = data.splits[split]
+        references = dataset["transcript"]
+        scored[split] = score_transcription([predicted[i] for i in range(len(references))], references,
+                                            item_inputs(dataset, settings, task),
+                                            item_groups(dataset, run.data.group_column), bootstrap)
+        results.update({f"{PREFIX[split]}_{k}": v for k, v in scored[split].results.items()})
         results[f"{PREFIX[split]}_samples"] = len(references)
     report_split = "test" if "test" in transcripts else "validation"
     references = data.splits[report_split]["transcript"]
@@ -80,8 +141,14 @@ def write_transcription_outputs(accelerator: Accelerator, model, processor, run:
                 for i in range(min(num_examples, len(references)))]
 
     def report(output_dir: Path, summary: dict) -> dict:
-        write_transcription_report(output_dir, results, examples, summary, _training_curves(run, state))
-        return {"per_class": [], "report_split": report_split, "examples": examples}
+        best = scored[report_split]
+        sections = (intervals_note(bootstrap, len(references), "utterances")
+                    + selection_note("test" in transcripts)
+                    + groups_section(best.group_rows, run.data.group_column, results, PREFIX[report_split], "wer"))
+        write_transcription_report(output_dir, results, examples, summary, _training_curves(run, state), sections)
+        for split, split_scores in scored.items():
+            write_items(output_dir, split, split_scores.items)
+        return {"per_class": [], "report_split": report_split, "examples": examples, "group_rows": best.group_rows}
 
     publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
     return results

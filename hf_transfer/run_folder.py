@@ -24,6 +24,7 @@ RUN_RECORD = ".hf_transfer_run.json"
 # Settings that say where and how a run writes or publishes, not what it computes: a resume may change them.
 # Data paths are left out too: the data part of the fingerprint names each file and checks its contents.
 UNFINGERPRINTED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
+                   "dataloader_num_workers", "verbose",
                    "save_steps", "save_total_limit", "push_to_hub", "hub_model_id", "hub_private", "hub_revision",
                    "merge_adapter", "language", "license", "base_model_id", "train_file", "validation_file",
                    "test_file", "train_dir", "validation_dir", "test_dir")

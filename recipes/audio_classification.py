@@ -30,6 +30,7 @@ from hf_transfer.loop import (
     predict,
 )
 from hf_transfer.metrics import classification_metric_names, classification_metrics
+from hf_transfer.metrics.operating_point import check_decision_settings
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
     AudioArgs,
@@ -76,6 +77,7 @@ class AudioClassificationRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():
             self.data = load_labelled_splits(run.data, run.train.seed, layout=AUDIO_LAYOUT)
+            check_decision_settings(run.evaluation, self.data.label_names)
             self.feature_extractor = load_feature_extractor(run.model, model_path(run.model))
             self.rate = self.feature_extractor.sampling_rate
             self.data, column, self.skipped = prepare_audio_splits(self.data, run.data, audio, self.rate)

@@ -26,6 +26,7 @@ from hf_transfer.loop import (
     predict,
 )
 from hf_transfer.metrics import classification_metric_names, classification_metrics
+from hf_transfer.metrics.operating_point import check_decision_settings
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.run_folder import claim_output_dir
@@ -55,6 +56,7 @@ class SentimentRecipe:
         set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process tokenises, the others read its cache
             self.data = load_labelled_splits(run.data, run.train.seed)
+            check_decision_settings(run.evaluation, self.data.label_names)
             self.tokenizer = load_tokenizer(run.model, model_path(run.model))
             self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
         claim_output_dir(accelerator, run, self.data)

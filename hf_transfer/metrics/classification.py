@@ -77,10 +77,14 @@ class RocAuc(evaluate.Metric):
         return {"roc_auc": float(sk.roc_auc_score(references, scores, multi_class="ovr", average="macro"))}
 
 
-def classification_metrics(probabilities: np.ndarray, references: np.ndarray) -> dict[str, float | None]:
-    """Accuracy, precision/recall/F1 (macro, weighted, binary positive class) and ROC AUC."""
+def classification_metrics(probabilities: np.ndarray, references: np.ndarray,
+                           predictions: np.ndarray | None = None) -> dict[str, float | None]:
+    """Accuracy, precision/recall/F1 (macro, weighted, binary positive class) and ROC AUC.
+
+    `predictions` default to the top class; pass them when a decision threshold chose them.
+    """
     num_labels = probabilities.shape[1]
-    predictions = probabilities.argmax(axis=1)
+    predictions = probabilities.argmax(axis=1) if predictions is None else predictions
     label_metrics = evaluate.combine([Accuracy(keep_in_memory=True), Precision(keep_in_memory=True),
                                       Recall(keep_in_memory=True), F1(keep_in_memory=True)])
     results = label_metrics.compute(predictions=predictions, references=references, labels=list(range(num_labels)),

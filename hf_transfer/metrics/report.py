@@ -16,8 +16,9 @@ from hf_transfer.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 HEADLINE = ("accuracy", "f1", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "roc_auc")
 
 
-def per_class_rows(probabilities: np.ndarray, references: np.ndarray, names: list[str]) -> list[dict]:
-    predictions = probabilities.argmax(axis=1)
+def per_class_rows(probabilities: np.ndarray, references: np.ndarray, names: list[str],
+                   predictions: np.ndarray | None = None) -> list[dict]:
+    predictions = probabilities.argmax(axis=1) if predictions is None else predictions
     precision, recall, f1, support = sk.precision_recall_fscore_support(
         references, predictions, labels=list(range(len(names))), zero_division=0)
     return [{"label": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -31,8 +32,10 @@ def _save_figure(figure, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_confusion_matrix(probabilities, references, names: list[str], title: str, path: Path) -> np.ndarray:
-    matrix = sk.confusion_matrix(references, probabilities.argmax(axis=1), labels=list(range(len(names))))
+def plot_confusion_matrix(probabilities, references, names: list[str], title: str, path: Path,
+                          predictions: np.ndarray | None = None) -> np.ndarray:
+    predictions = probabilities.argmax(axis=1) if predictions is None else predictions
+    matrix = sk.confusion_matrix(references, predictions, labels=list(range(len(names))))
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.6 * len(names) + 2.5)
     figure, axes = plt.subplots(figsize=(size, size * 0.85))
@@ -111,17 +114,28 @@ def _format(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def with_interval(results: dict, key: str) -> str:
+    """`0.9031 [0.8834, 0.9212]` when the results hold a bootstrap interval for `key`."""
+    if results.get(f"{key}_ci_low") is None:
+        return _format(results.get(key))
+    return f"{results[key]:.4f} [{results[f'{key}_ci_low']:.4f}, {results[f'{key}_ci_high']:.4f}]"
+
+
 def write_report(output_dir: Path, results: dict, split_name: str, split_source: str, probabilities, references,
-                 names: list[str], summary: dict, curves: TrainingCurves | None) -> list[dict]:
+                 names: list[str], summary: dict, curves: TrainingCurves | None,
+                 predictions: np.ndarray | None = None, sections: list[str] = ()) -> list[dict]:
     """Write the report and its plots for `split_name` (the test split when there is one), with the learning curve
-    when `curves` come from training; return per-class rows."""
+    when `curves` come from training; return per-class rows.
+
+    `predictions` are the decided labels (top class by default); `sections` are markdown lines added after the
+    ROC curve (intervals, operating point, calibration, groups)."""
     history = curves.history if curves else []
     output_dir = Path(output_dir)
     title = f"{split_name} split ({len(references)} examples)"
     matrix = plot_confusion_matrix(probabilities, references, names, f"Confusion matrix, {title}",
-                                   output_dir / "confusion_matrix.png")
+                                   output_dir / "confusion_matrix.png", predictions)
     plot_roc_curve(probabilities, references, names, f"ROC, {title}", output_dir / "roc_curve.png")
-    rows = per_class_rows(probabilities, references, names)
+    rows = per_class_rows(probabilities, references, names, predictions)
 
     prefixes = [p for p in ("eval", "test") if any(k.startswith(f"{p}_") for k in results)]
     lines = [f"# Evaluation report: {summary['model']}", ""]
@@ -130,7 +144,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
               "|---|" + "---:|" * len(prefixes)]
     for metric in HEADLINE:
         if any(f"{p}_{metric}" in results for p in prefixes):
-            lines.append(f"| {metric} | " + " | ".join(_format(results.get(f"{p}_{metric}")) for p in prefixes) + " |")
+            lines.append(f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |")
     lines += ["", "Macro averages weigh every class equally; weighted ones follow the class sizes. "
               + ("`f1`, `precision` and `recall` are for the positive class "
                  f"`{names[1]}`." if len(names) == 2 else "")]
@@ -142,6 +156,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
               "| true \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |" for i, name in enumerate(names)]
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "## ROC curve", "", "![ROC curve](roc_curve.png)"]
+    lines += sections
     lines += _learning_curve_section(output_dir, curves)
     if history:
         metric_keys = [f"eval_{m}" for m in HEADLINE if f"eval_{m}" in history[0]]
@@ -155,14 +170,14 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
 
 
 def write_transcription_report(output_dir: Path, results: dict, examples: list[dict], summary: dict,
-                               curves: TrainingCurves | None) -> None:
+                               curves: TrainingCurves | None, sections: list[str] = ()) -> None:
     """eval_report.md for speech recognition: WER/CER per split, example transcripts, the validation curve."""
     history = curves.history if curves else []
     prefixes = [p for p in ("eval", "test") if f"{p}_wer" in results]
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
     lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |", "|---|" + "---:|" * len(prefixes)]
-    lines += [f"| {metric} | " + " | ".join(f"{results[f'{p}_{metric}']:.4f}" for p in prefixes) + " |"
+    lines += [f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |"
               for metric in ("wer", "cer")]
     lines += ["", "WER and CER count edits (substitutions, deletions, insertions) per reference word or character, "
               "summed over the split. Greedy CTC decoding, no language model.", "",
@@ -170,6 +185,7 @@ def write_transcription_report(output_dir: Path, results: dict, examples: list[d
               "| reference | prediction |", "|---|---|"]
     lines += [f"| {e['reference']} | {e['prediction']}{'' if e['prediction'] == e['reference'] else ' ✗'} |"
               for e in examples]
+    lines += sections
     if history:
         lines += ["", "## Validation during training", "", "| step | epoch | wer | cer |", "|---:|---:|---:|---:|"]
         lines += [f"| {h['step']} | {h['epoch']} | {h['eval_wer']:.4f} | {h['eval_cer']:.4f} |" for h in history]

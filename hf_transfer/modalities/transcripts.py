@@ -17,7 +17,7 @@ import torch
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import LabelledSplits, guess_column, load_raw_splits
+from hf_transfer.data import LabelledSplits, check_group_column, grouped_holdout, guess_column, load_raw_splits
 from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
 from hf_transfer.sampling import random_sample
 from hf_transfer.tasks import base_model
@@ -71,7 +71,14 @@ def load_transcribed_splits(data: DataArgs, args: SpeechArgs, seed: int) -> Labe
             raise UsageError(f"{sources[split]}: the {split} split is empty")
         texts = normalized_transcripts(dataset[column], args, column, sources[split])
         splits[split] = dataset.remove_columns(column).add_column("transcript", texts)
-    if "validation" not in splits:
+    if data.group_column:
+        check_group_column(splits, sources, data.group_column)
+    if "validation" not in splits and data.group_column:
+        splits["train"], splits["validation"] = grouped_holdout(
+            splits["train"], data.group_column, data.validation_split_percentage, seed, False, sources["train"])
+        sources["validation"] = (f"{sources['train']} ({len(set(splits['validation'][data.group_column]))} "
+                                 f"{data.group_column} group(s) held out)")
+    elif "validation" not in splits:
         carved = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
         sources["validation"] = f"{sources['train']} ({data.validation_split_percentage:g}% held out)"
