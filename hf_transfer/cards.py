@@ -99,9 +99,10 @@ def _trust_lines(ctx: CardContext, prefix: str) -> list[str]:
                      f" ({settings['bootstrap_resamples']} resamples).")
     chosen = ["the best checkpoint"] + (["the decision threshold"] if "decision_threshold" in results else []) + (
         ["the temperature"] if "calibration_temperature" in results else [])
-    lines.append(f"{', '.join(chosen[:-1]) + ' and ' if len(chosen) > 1 else ''}{chosen[-1]} came from the "
-                 "validation split" + ("; the test split was used once, for reporting." if prefix == "test" else
-                                       "; there is no test split, so these validation scores are optimistic."))
+    chosen_text = f"{', '.join(chosen[:-1]) + ' and ' if len(chosen) > 1 else ''}{chosen[-1]}"
+    lines.append(f"{chosen_text[0].upper()}{chosen_text[1:]} came from the validation split"
+                 + ("; the test split was used once, for reporting." if prefix == "test" else
+                    "; there is no test split, so these validation scores are optimistic."))
     if f"{prefix}_ece" in results:
         before = results.get(f"{prefix}_ece_before_calibration")
         lines.append(f"Expected calibration error on the {split} split: {results[f'{prefix}_ece']:.4f} "

@@ -73,3 +73,25 @@ def test_per_group_metrics_on_a_fabricated_table():
     speech = transcription_groups(counts, ["x", "y", "y"])
     assert [(r["group"], r["wer"]) for r in speech] == [("x", 0.5), ("y", 0.0)]
     assert group_summary(speech, "wer", lower_is_better=True)["worst_group"] == "x"
+
+
+def test_speech_report_gives_intervals_and_the_worst_speaker(tmp_path):
+    from hf_transfer.metrics.intervals import Bootstrap
+    from hf_transfer.metrics.report import write_transcription_report
+    from hf_transfer.metrics.report_sections import groups_section, intervals_note
+    from hf_transfer.metrics.scoring import score_transcription
+
+    references = ["one", "two", "three", "four"] * 5
+    predictions = ["one", "too", "three", "four"] * 5  # speaker b says every "two"
+    speakers = ["a", "b", "a", "a"] * 5
+    scored = score_transcription(predictions, references, [f"{i}.wav" for i in range(20)], speakers, Bootstrap())
+    results = {f"test_{k}": v for k, v in scored.results.items()}
+    assert results["test_wer"] == 0.25 and results["test_worst_group"] == "b" and results["test_group_wer_gap"] == 1.0
+    assert results["test_wer_ci_low"] < 0.25 < results["test_wer_ci_high"]
+    sections = intervals_note(Bootstrap(), 20, "utterances") + groups_section(scored.group_rows, "speaker", results,
+                                                                              "test", "wer")
+    write_transcription_report(tmp_path, results, [], {"model": "m"}, [], sections)
+    report = (tmp_path / "eval_report.md").read_text()
+    assert "| wer | 0.2500 [" in report and "Worst speaker: **b** (wer 1.0000)" in report
+    assert scored.items[1] == {"id": 1, "input": "1.wav", "group": "b", "reference": "two", "prediction": "too",
+                               "word_errors": 1, "words": 1, "char_errors": 1, "chars": 3}

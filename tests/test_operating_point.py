@@ -7,6 +7,7 @@ from hf_transfer.config import EvalArgs, UsageError
 from hf_transfer.metrics.calibration import (
     apply_temperature,
     expected_calibration_error,
+    TEMPERATURE_RANGE,
     fit_temperature,
     reliability_bins,
 )
@@ -36,6 +37,14 @@ def test_temperature_scaling_lowers_the_error_of_an_over_confident_model():
     after = expected_calibration_error(apply_temperature(over_confident, temperature), references)
     assert before > 0.15 and after < 0.03
     assert (apply_temperature(over_confident, temperature).argmax(1) == over_confident.argmax(1)).all()
+
+
+def test_a_temperature_for_scores_that_ignore_the_labels_is_kept_in_range_with_a_warning():
+    # Confident scores against the labels: the unbounded fit runs off towards infinity.
+    probabilities = np.array([[0.9, 0.1], [0.1, 0.9]] * 20)
+    references = np.array([1, 0] * 20)
+    with pytest.warns(UserWarning, match="the best temperature on validation is .*, kept to 20"):
+        assert fit_temperature(probabilities, references) == TEMPERATURE_RANGE[1]
 
 
 def test_threshold_for_target_recall():

@@ -90,3 +90,13 @@ def test_full_model_card_says_transformers_and_pipeline(tmp_path):
     card = str(render_card(_context(tmp_path, results, per_class, strategy="full")))
     assert yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"
     assert 'pipeline("text-classification", model="user/tiny-sentiment")' in card
+
+
+def test_card_states_intervals_and_what_validation_chose(tmp_path):
+    results = {"test_accuracy": 0.9, "test_accuracy_ci_low": 0.85, "test_accuracy_ci_high": 0.94, "test_samples": 153,
+               "test_ece": 0.05}
+    text = str(render_card(_context(tmp_path, results, [])))
+    assert "| accuracy | 0.9000 [0.8500, 0.9400] |" in text
+    assert "Brackets give 95% bootstrap intervals over the 153 test items (1000 resamples)." in text
+    assert "The best checkpoint came from the validation split; the test split was used once" in text
+    assert "Expected calibration error on the test split: 0.0500" in text

@@ -14,7 +14,11 @@ from hf_transfer.recipes import sentiment
 
 
 def with_sites(rows, sites):
-    return [{**row, "site": sites[i % len(sites)]} for i, row in enumerate(rows)]
+    """Rows tagged with a site each, and every 7th label flipped: scores that can't all be certain, so the
+    temperature and the threshold land inside (0, 1). 7 is prime to the site counts: no site is all flipped."""
+    flip = {"positive": "negative", "negative": "positive"}
+    return [{**row, "label": flip[row["label"]] if i % 7 == 3 else row["label"], "site": sites[i % len(sites)]}
+            for i, row in enumerate(rows)]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,7 @@ def trusted_run(tiny_bert, tmp_path_factory):
     test = write_csv(folder / "test.csv", with_sites(sentences(60, seed=1), ["north", "south", "east"]))
     results = sentiment.main({
         "model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
-        "output_dir": str(folder / "out"), "strategy": "full", "learning_rate": 5e-3, "max_train_steps": 12,
+        "output_dir": str(folder / "out"), "strategy": "full", "learning_rate": 5e-3, "max_train_steps": 60,
         "per_device_train_batch_size": 16, "warmup_ratio": 0.0, "group_column": "site",
         "decision_threshold": "auto", "target_recall": 0.9, "calibrate": "temperature", "bootstrap_resamples": 200,
     })
@@ -38,6 +42,7 @@ def test_results_hold_intervals_operating_point_and_groups(trusted_run):
         assert results[f"test_{metric}_ci_low"] <= results[f"test_{metric}"] <= results[f"test_{metric}_ci_high"]
     assert 0 < results["decision_threshold"] < 1 and results["calibration_temperature"] > 0
     assert results["eval_recall"] >= 0.9  # the goal, met on validation where it was chosen
+    assert results["test_ece"] < results["test_ece_before_calibration"]
     assert results["test_worst_group"] in ("north", "south", "east")
     assert results["test_group_accuracy_gap"] == pytest.approx(
         results["test_best_group_accuracy"] - results["test_worst_group_accuracy"])
@@ -56,6 +61,8 @@ def test_results_hold_intervals_operating_point_and_groups(trusted_run):
     items = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     assert len(items) == 60 and {"input", "reference", "prediction", "probabilities", "group"} <= set(items[0])
     assert np.mean([i["prediction"] == i["reference"] for i in items]) == pytest.approx(results["test_accuracy"])
+    argmax = [max(i["probabilities"], key=i["probabilities"].get) for i in items]
+    assert argmax != [i["prediction"] for i in items]  # the threshold, not the top class, decided
 
 
 def test_predict_evaluate_and_pipeline_apply_the_saved_operating_point(trusted_run, capsys):
@@ -76,7 +83,7 @@ def test_predict_evaluate_and_pipeline_apply_the_saved_operating_point(trusted_r
     temperature, threshold = results["calibration_temperature"], results["decision_threshold"]
     labels = []
     for text in texts:
-        scores = {s["label"]: s["score"] ** (1 / temperature) for s in classifier(text, top_k=None)}
+        scores = {s["label"]: s["score"] ** (1 / temperature) for s in classifier(text, top_k=2)}
         scores = {label: score / sum(scores.values()) for label, score in scores.items()}
         labels.append("positive" if scores["positive"] >= threshold else "negative")
     assert labels == [p["label"] for p in predicted]

@@ -1,5 +1,7 @@
 """Are the probabilities honest? Expected calibration error, the reliability table, and temperature scaling."""
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -40,8 +42,15 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return (_log_probabilities(probabilities) / temperature).softmax(-1).numpy().astype(probabilities.dtype)
 
 
+# Beyond these, validation scores carry (almost) no information, or the fit chases a handful of rows.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(probabilities: np.ndarray, references: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood of `references` (LBFGS over log T)."""
+    """The temperature in TEMPERATURE_RANGE that minimises the negative log-likelihood of `references`.
+
+    LBFGS over log T, then a clamp: the NLL is convex in 1 / T, so the clamped optimum is the constrained one.
+    """
     logits = _log_probabilities(probabilities)
     targets = torch.as_tensor(references, dtype=torch.long)
     log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -54,4 +63,10 @@ def fit_temperature(probabilities: np.ndarray, references: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_temperature.detach().exp())
+    fitted = float(log_temperature.detach().exp())
+    low, high = TEMPERATURE_RANGE
+    if not low <= fitted <= high:
+        warnings.warn(f"--calibrate temperature: the best temperature on validation is {fitted:.3g}, kept to "
+                      f"{min(max(fitted, low), high):g}; the model's validation scores barely follow the labels, "
+                      "so read its probabilities with care (see the validation reliability diagram)")
+    return min(max(fitted, low), high)
