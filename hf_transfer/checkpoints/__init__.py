@@ -1,0 +1,1 @@
+"""Converters from the formats built-in checkpoints ship in to transformers folders."""
