@@ -87,6 +87,8 @@ def converted_folder(name: str, version: int, convert: Callable[[Path], None]) -
     try:
         convert(scratch)
         os.chmod(scratch, 0o755)  # mkdtemp makes 0700 folders; a shared cache must be readable
+        for file in scratch.iterdir():  # and safetensors writes 0600 files
+            os.chmod(file, 0o644)
         try:
             scratch.rename(target)
         except OSError:  # another process finished first: its folder is as good as ours

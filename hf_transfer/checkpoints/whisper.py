@@ -26,7 +26,7 @@ from transformers import (
 from hf_transfer.checkpoints.ctranslate2 import read_model_bin
 from hf_transfer.config import UsageError
 
-VERSION = 1  # bump when the conversion's output changes, so cached folders are converted again
+VERSION = 2  # bump when the conversion's output changes, so cached folders are converted again
 MULTILINGUAL_VOCAB_SIZE = 51865  # English-only Whisper vocabularies are one token shorter (no <|nocaptions|> gap)
 
 
@@ -87,7 +87,7 @@ def whisper_state_dict(v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.float() for name, tensor in state.items()}
 
 
-def whisper_config(v: dict[str, torch.Tensor], eot: int, sot: int, ct2_config: dict) -> WhisperConfig:
+def whisper_config(v: dict[str, torch.Tensor], eot: int, sot: int) -> WhisperConfig:
     """Sizes read off the tensors' shapes; special tokens from the tokenizer."""
     d_model, num_mel_bins, _ = v["encoder/conv1/weight"].shape
     return WhisperConfig(
@@ -103,8 +103,9 @@ def whisper_config(v: dict[str, torch.Tensor], eot: int, sot: int, ct2_config: d
         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
         pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
-        suppress_tokens=ct2_config.get("suppress_ids"),
-        begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
+        # Generation settings live in the generation config only: transformers 5 warns when the model config has
+        # them too.
+        suppress_tokens=None, begin_suppress_tokens=None,
     )
 
 
@@ -124,7 +125,7 @@ def whisper_generation_config(config: WhisperConfig, tokenizer: WhisperTokenizer
         decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
         max_length=config.max_target_positions,
-        suppress_tokens=config.suppress_tokens, begin_suppress_tokens=config.begin_suppress_tokens,
+        suppress_tokens=ct2_config.get("suppress_ids"), begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
         alignment_heads=ct2_config.get("alignment_heads"),
         is_multilingual=multilingual,
         no_timestamps_token_id=token("<|notimestamps|>"),
@@ -147,7 +148,7 @@ def convert_whisper(parts: list[Path], package_folder: Path, folder: Path) -> No
     ct2_config = json.loads((package_folder / "config.json").read_text())
     tokenizer = WhisperTokenizer(tokenizer_file=str(package_folder / "tokenizer.json"))
     config = whisper_config(variables, tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-                            tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), ct2_config)
+                            tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(whisper_state_dict(variables), strict=False)
     if missing != ["proj_out.weight"] or unexpected:  # proj_out is tied to the token embeddings
