@@ -1,1 +1,1 @@
-"""Converters from the formats built-in checkpoints ship in to transformers folders."""
+"""Converters from checkpoints packaged in other formats to transformers folders (see `hf_transfer.builtin`)."""
