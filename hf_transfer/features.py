@@ -10,7 +10,7 @@ Per architecture (`config.model_type`), `FEATURE_HEADS` says where the model spl
   shape (batch, dim); it must not depend on anything the head trains.
 - `head(model, features)`: the logits from those features, exactly as the model's own forward computes them
   (dropout included), using only the trainable head.
-A new architecture (Whisper's encoder, a text model) plugs in by adding one entry; a head that is linear before
+A new architecture (a text model, say) plugs in by adding one entry; a head that is linear before
 its pooling (Wav2Vec2's projector) can take the pooled features, since a linear map commutes with a mean.
 
 A recipe uses it like this (see recipes/image_classification.py):
@@ -47,6 +47,13 @@ FEATURE_HEADS: dict[str, FeatureHead] = {
     "efficientnet": FeatureHead(
         features=lambda model, inputs: model.efficientnet(**inputs).pooler_output,
         head=lambda model, features: model.classifier(model.dropout(features)),
+    ),
+    # Whisper's encoder: encoder output -> projector -> mean over positions -> classifier. The projector is linear, so
+    # it commutes with the mean: the cache holds the mean encoder output. Every clip is padded to the same window
+    # (hf_transfer/modalities/whisper_inputs.py), so the mean covers the same positions as the model's own forward.
+    "whisper": FeatureHead(
+        features=lambda model, inputs: model.encoder(**inputs).last_hidden_state.mean(dim=1),
+        head=lambda model, features: model.classifier(model.projector(features)),
     ),
     # ViT and DeiT's plain classifier: the final-norm [CLS] token -> classifier.
     **dict.fromkeys(("vit", "deit"), FeatureHead(

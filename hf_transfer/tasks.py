@@ -44,7 +44,7 @@ LORA_TARGETS = {
     "distilbert": ["q_lin", "v_lin"],
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
-    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm"), ["q_proj", "v_proj"]),
+    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm", "whisper"), ["q_proj", "v_proj"]),
     # CNNs: the 1x1 convolutions around each block's depthwise one. A depthwise convolution (groups > 1) takes no
     # mergeable adapter in peft, so it is never a default target.
     "efficientnet": ["expand_conv", "project_conv"],
@@ -71,13 +71,19 @@ def lora_target_modules(model: nn.Module) -> list[str]:
                      f"--lora_target_modules (its Linear and convolution layers are: {', '.join(sorted(linears))})")
 
 
+def _backbone_name(model: nn.Module) -> str:
+    """`base_model_prefix`; heads on one half of an encoder-decoder (WhisperForAudioClassification) keep the
+    prefix `model` but hold only `encoder`."""
+    return model.base_model_prefix if hasattr(model, model.base_model_prefix) else "encoder"
+
+
 def base_model(model: nn.Module) -> nn.Module:
-    return getattr(model, model.base_model_prefix)
+    return getattr(model, _backbone_name(model))
 
 
 def head_module_names(model: nn.Module) -> list[str]:
     """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`)."""
-    backbone = model.base_model_prefix
+    backbone = _backbone_name(model)
     return [name for name, module in model.named_children()
             if name != backbone and any(True for _ in module.parameters())]
 
@@ -94,8 +100,8 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 # Backbone modules above the block stack, trained with the top blocks by `partial`: BERT's pooler, the 1x1
-# convolution and BatchNorm that EfficientNet runs after its last block.
-TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn")
+# convolution and BatchNorm that EfficientNet runs after its last block, the final LayerNorm of Whisper's encoder.
+TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "layer_norm")
 
 
 def top_modules(model: nn.Module) -> list[nn.Module]:
