@@ -7,7 +7,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from hf_transfer.config import StrategyArgs, TrainArgs
-from hf_transfer.tasks import base_model, encoder_layers, head_module_names, lora_target_modules
+from hf_transfer.tasks import base_model, encoder_layers, head_module_names, is_encoder_decoder, lora_target_modules
 
 
 def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) -> nn.Module:
@@ -32,6 +32,8 @@ def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | N
     model.requires_grad_(False)
     for name in heads:
         getattr(model, name).requires_grad_(True)
+    if is_encoder_decoder(model.config):  # the encoder's features stay as they are; the decoder learns to write
+        model.get_decoder().requires_grad_(True)
     if args.strategy == "partial" and args.unfreeze_layers:
         layers = encoder_layers(model)
         for layer in layers[len(layers) - args.unfreeze_layers:]:

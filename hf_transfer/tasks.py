@@ -8,6 +8,7 @@ from transformers import (
     AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    AutoModelForSpeechSeq2Seq,
 )
 
 from hf_transfer.config import UsageError
@@ -35,6 +36,20 @@ TASKS = {
                                  "audio clips"),
     "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech"),
 }
+# The same task done by an encoder-decoder (Whisper): its decoder writes the transcript with its own vocabulary.
+SPEECH_SEQ2SEQ = Task("automatic-speech-recognition", AutoModelForSpeechSeq2Seq, "AutoProcessor", "speech")
+
+
+def task_for(name: str, config) -> Task:
+    """The task's entry, or its sequence-to-sequence form when `config` is an encoder-decoder speech model."""
+    if name == "automatic-speech-recognition" and is_encoder_decoder(config):
+        return SPEECH_SEQ2SEQ
+    return TASKS[name]
+
+
+def is_encoder_decoder(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
 
 # Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.
 # In transformers 5, ViT and the Wav2Vec2 family name them q_proj/v_proj; BERT and its relatives keep query/value.
@@ -44,7 +59,7 @@ LORA_TARGETS = {
     "distilbert": ["q_lin", "v_lin"],
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
-    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm"), ["q_proj", "v_proj"]),
+    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm", "whisper"), ["q_proj", "v_proj"]),
 }
 # When the table has no entry: the first pair whose names occur among the model's Linear layers.
 LORA_TARGET_FALLBACKS = (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["query_proj", "value_proj"])
@@ -71,14 +86,21 @@ def base_model(model: nn.Module) -> nn.Module:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`)."""
+    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`).
+    An encoder-decoder has none: its output layer is the pretrained vocabulary projection (tied to the decoder's
+    embeddings), kept as it is."""
+    if is_encoder_decoder(model.config):
+        return []
     backbone = model.base_model_prefix
     return [name for name, module in model.named_children()
             if name != backbone and any(True for _ in module.parameters())]
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The backbone's stack of transformer blocks (`encoder.layer`, `transformer.layer`, `encoder.layers`...)."""
+    """The backbone's stack of transformer blocks (`encoder.layer`, `transformer.layer`, `encoder.layers`...);
+    the encoder's, for an encoder-decoder."""
+    if is_encoder_decoder(model.config):
+        return model.get_encoder().layers
     stacks = [module for name, module in base_model(model).named_modules()
               if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers")]
     if not stacks:
