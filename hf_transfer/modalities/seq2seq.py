@@ -19,10 +19,17 @@ from hf_transfer.modalities.transcripts import SpeechArgs
 def load_seq2seq_processor(model_args: ModelArgs, path: str) -> ProcessorMixin:
     """The checkpoint's feature extractor and tokenizer (a Whisper model reads its own vocabulary)."""
     try:
-        return AutoProcessor.from_pretrained(model_args.tokenizer_name or path, revision=model_args.revision,
-                                             trust_remote_code=model_args.trust_remote_code)
+        processor = AutoProcessor.from_pretrained(model_args.tokenizer_name or path, revision=model_args.revision,
+                                                  trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load a processor (feature extractor + tokenizer) from {path!r}: {error}") from None
+    # A tokenizer read from a bare tokenizer.json (the packaged tiny.en) lists only <|endoftext|> as special, so
+    # `pipeline()`'s Whisper decoding would print <|notimestamps|> and the like: name every control token special.
+    tokenizer = processor.tokenizer
+    controls = [token for token in tokenizer.get_added_vocab() if token.startswith("<|") and token.endswith("|>")]
+    if set(controls) - set(tokenizer.all_special_tokens):
+        tokenizer.add_special_tokens({"additional_special_tokens": controls})
+    return processor
 
 
 def crop_to_duration(model, processor: ProcessorMixin, seconds: float) -> None:
