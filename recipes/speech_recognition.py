@@ -32,7 +32,6 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.modalities.seq2seq import (
-    crop_to_duration,
     limit_generation,
     load_seq2seq_processor,
     seq2seq_collator,
@@ -48,10 +47,11 @@ from hf_transfer.modalities.transcripts import (
     prepare_speech_splits,
     transcribe,
 )
+from hf_transfer.modalities.whisper_inputs import fit_whisper_window
 from hf_transfer.models import build_model, load_config, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
-from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, task_for
+from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, base_model, task_for
 
 TASK = TASKS["automatic-speech-recognition"]
 MODALITY = SpeechArgs
@@ -108,8 +108,9 @@ class SpeechRecognitionRecipe:
                 raise UsageError("--spec_augment applies to CTC models (Wav2Vec2 and relatives), not to "
                                  f"{config.model_type!r}")
             model = build_model(run.model, self.task, config)
-            if speech.short_inputs:
-                crop_to_duration(model, self.processor, speech.max_duration_seconds)
+            # Short inputs (on by default): the encoder reads --max_duration_seconds, not 30 s.
+            fit_whisper_window(base_model(model), self.processor.feature_extractor, speech.max_duration_seconds,
+                               speech.short_inputs)
             limit_generation(model, self.processor, self.data.splits["train"]["transcript"])
             make_collator, loss = seq2seq_collator, seq2seq_loss
         else:

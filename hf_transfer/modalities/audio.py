@@ -21,6 +21,7 @@ from transformers import AutoFeatureExtractor, SequenceFeatureExtractor
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError
 from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
+from hf_transfer.modalities.whisper_inputs import is_whisper
 from hf_transfer.tasks import base_model
 
 AUDIO_COLUMN_GUESSES = ("audio", "path", "file", "filename")
@@ -60,6 +61,12 @@ class AudioArgs:
         default=True,
         metadata={"help": "Keep the convolutional feature encoder fixed, as the Wav2Vec2 papers do. Turn it off to "
                           "train from scratch (--config_name)."},
+    )
+    short_inputs: bool = field(
+        default=True,
+        metadata={"help": "Whisper: crop the encoder's 30 s input window (mel frames and positional embeddings) to "
+                          "--max_duration_seconds, rounded up to whole seconds; 30x less compute on 1 s clips. "
+                          "false keeps the pretrained 30 s window."},
     )
     bad_audio: str = field(
         default="error",
@@ -242,17 +249,24 @@ def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, arg
     rate = feature_extractor.sampling_rate
     max_samples = round(args.max_duration_seconds * rate)
     # SpecAugment masks spans of `mask_time_length` frames: a batch of short clips could be shorter than one span.
-    padding = "max_length" if train and args.spec_augment else "longest"
+    padding = _padding(feature_extractor, max_samples, fixed=train and bool(args.spec_augment))
     rng = np.random.default_rng(seed)
 
     def collate(examples: list[dict]) -> dict:
         waves = [read_audio(example[column], rate) for example in examples]
         waves = [augment(w, rate, max_samples, args, rng) if train else crop(w, max_samples) for w in waves]
-        batch = feature_extractor(waves, sampling_rate=rate, padding=padding, max_length=max_samples,
-                                  return_tensors="pt")
+        batch = feature_extractor(waves, sampling_rate=rate, return_tensors="pt", **padding)
         return {**batch, "labels": torch.tensor([example["labels"] for example in examples])}
 
     return collate
+
+
+def _padding(feature_extractor: SequenceFeatureExtractor, max_samples: int, fixed: bool = False) -> dict:
+    """Pad to the batch's longest clip, or to a fixed length: `max_samples`, or the input window of an extractor
+    that has one (Whisper's `n_samples`, which its encoder insists on)."""
+    if hasattr(feature_extractor, "n_samples"):
+        return {"padding": "max_length", "max_length": feature_extractor.n_samples}
+    return {"padding": "max_length" if fixed else "longest", "max_length": max_samples}
 
 
 def load_clip(path: str, sampling_rate: int) -> np.ndarray:
@@ -271,7 +285,8 @@ def audio_logits(model, feature_extractor: SequenceFeatureExtractor, paths: list
     """The model's logits for a batch of audio files, cropped (centred) and padded as in evaluation."""
     rate = feature_extractor.sampling_rate
     waves = [crop(load_clip(path, rate), round(max_duration_seconds * rate)) for path in paths]
-    return model(**feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")).logits
+    padding = _padding(feature_extractor, round(max_duration_seconds * rate))
+    return model(**feature_extractor(waves, sampling_rate=rate, return_tensors="pt", **padding)).logits
 
 
 # --- the model --------------------------------------------------------------------------------------------------
@@ -298,6 +313,10 @@ def set_spec_augment(model: nn.Module, args: AudioArgs, sampling_rate: int) -> N
 
 
 def freeze_feature_encoder(model: nn.Module) -> None:
+    if is_whisper(model.config):  # Whisper's two convolutions play the part of the feature encoder
+        model.encoder.conv1.requires_grad_(False)
+        model.encoder.conv2.requires_grad_(False)
+        return
     if not hasattr(model, "freeze_feature_encoder"):
         raise UsageError(f"{type(model).__name__} has no convolutional feature encoder to freeze; "
                          "pass --freeze_feature_encoder false")

@@ -5,8 +5,6 @@ learns to write what is scored; its zero-shot output (capitals, commas) goes thr
 WER and CER are counted. Decoding is greedy (the generation config's defaults, as `pipeline()` uses them).
 """
 
-import math
-
 import numpy as np
 import torch
 from transformers import AutoProcessor, ProcessorMixin
@@ -30,22 +28,6 @@ def load_seq2seq_processor(model_args: ModelArgs, path: str) -> ProcessorMixin:
     if set(controls) - set(tokenizer.all_special_tokens):
         tokenizer.add_special_tokens({"additional_special_tokens": controls})
     return processor
-
-
-def crop_to_duration(model, processor: ProcessorMixin, seconds: float) -> None:
-    """Short inputs: the encoder reads `seconds` (rounded up to whole seconds) instead of 30 s, its positional
-    embeddings cut to match, the feature extractor padding to the same length. Saved with the
-    model, so `pipeline()` reads audio as training did. Whisper's encoder insists on 30 s only because its
-    positional table is that long: attention itself works on any length."""
-    extractor, config = processor.feature_extractor, model.config
-    whole = math.ceil(seconds)  # the feature extractor's padding length is chunk_length * sampling_rate samples
-    positions = whole * extractor.sampling_rate // extractor.hop_length // 2  # the encoder's convolutions halve it
-    if positions >= config.max_source_positions:
-        return
-    encoder = model.get_encoder()
-    encoder.embed_positions.weight.data = encoder.embed_positions.weight.data[:positions].clone()
-    encoder.embed_positions.num_embeddings = config.max_source_positions = encoder.max_source_positions = positions
-    processor.feature_extractor = type(extractor)(**{**extractor.to_dict(), "chunk_length": whole})
 
 
 def limit_generation(model, processor: ProcessorMixin, transcripts: list[str]) -> None:

@@ -34,11 +34,6 @@ class SpeechArgs(AudioArgs):
         default=10.0,
         metadata={"help": "Clips longer than this are left out of training (a transcript can't be cropped)."},
     )
-    short_inputs: bool = field(
-        default=True,
-        metadata={"help": "Whisper: the encoder reads --max_duration_seconds (rounded up to whole seconds) instead of "
-                          "30 s, so short clips cost less; the saved model keeps that length."},
-    )
     lowercase: bool = field(default=True, metadata={"help": "Lower-case transcripts before building the vocabulary."})
     strip_punctuation: bool = field(
         default=True, metadata={"help": "Drop punctuation from transcripts (keeps letters, digits, ' and spaces)."}
