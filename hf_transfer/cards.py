@@ -82,10 +82,12 @@ def _versions() -> dict[str, str]:
 
 
 def _results_table(results: dict) -> dict:
-    splits = [s for s in ("eval", "test") if any(f"{s}_{metric}" in results for metric in METRIC_NAMES)]
+    splits = [s for s in ("zero_shot_eval", "zero_shot_test", "eval", "test")
+              if any(f"{s}_{metric}" in results for metric in METRIC_NAMES)]
     rows = [{"metric": metric, "cells": [with_interval(results, f"{s}_{metric}") for s in splits]}
             for metric in METRIC_NAMES if any(f"{s}_{metric}" in results for s in splits)]
-    return {"splits": ["validation" if s == "eval" else s for s in splits], "rows": rows}
+    names = {"eval": "validation", "zero_shot_eval": "validation, zero-shot", "zero_shot_test": "test, zero-shot"}
+    return {"splits": [names.get(s, s) for s in splits], "rows": rows}
 
 
 def _trust_lines(ctx: CardContext, prefix: str) -> list[str]:
@@ -177,9 +179,12 @@ def render_card(ctx: CardContext) -> ModelCard:
             f"The weakest class on the {ctx.report_split} split is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
             "The model knows only the labels above: every input gets one of them, even when none applies.",
         ]
-    else:
+    elif ctx.auto_class == "AutoModelForCTC":
         limitations.append("It spells only the characters of its training transcripts, with greedy CTC decoding "
                            "and no language model.")
+    else:
+        limitations.append("It writes transcripts as it was trained to: normalised (see the data settings), "
+                           "decoded greedily.")
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("hf_transfer.model_cards"))),
                                      keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     if ctx.pipeline_tag == "automatic-speech-recognition":

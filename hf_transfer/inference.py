@@ -39,11 +39,13 @@ from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import (
     TRANSCRIPT_COLUMN_GUESSES,
     SpeechArgs,
+    normalize,
     normalized_transcripts,
     transcribe_files,
 )
+from hf_transfer.modalities.seq2seq import transcribe_seq2seq_files
 from hf_transfer.run_folder import require_complete
-from hf_transfer.tasks import TASKS
+from hf_transfer.tasks import SPEECH_SEQ2SEQ, task_for
 
 
 def read_run_config(output_dir: str | Path) -> dict:
@@ -80,13 +82,15 @@ def load_trained(output_dir: str | Path, allow_pickle: bool = False):
     """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
     wrote.
 
-    The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml says which
-    Auto classes rebuild it. Its weights are read from safetensors; pickle `.bin` files only with `allow_pickle`.
+    The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml, and for
+    speech recognition the model (encoder-decoder or not), say which Auto classes rebuild it. Its weights are read
+    from safetensors; pickle `.bin` files only with `allow_pickle`.
     """
     folder = Path(output_dir)
     settings = read_run_config(folder)
-    task = TASKS[settings["task"]]
     safetensors = check_weights_format(folder, allow_pickle)
+    config = AutoConfig.from_pretrained(folder)
+    task = task_for(settings["task"], config)
     if (folder / "adapter_config.json").is_file():
         if not settings.get("model_name_or_path"):
             raise UsageError(f"{folder} holds a LoRA adapter for a randomly initialised model (--config_name) whose "
@@ -98,8 +102,7 @@ def load_trained(output_dir: str | Path, allow_pickle: bool = False):
             base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
         # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
         # replaces it right after.
-        base = task.auto_model.from_pretrained(base_path, config=AutoConfig.from_pretrained(folder),
-                                               ignore_mismatched_sizes=True)
+        base = task.auto_model.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, folder)
     else:
         model = task.auto_model.from_pretrained(folder, use_safetensors=safetensors)
@@ -132,8 +135,9 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
     """(a batch of inputs, their text pairs or None) -> predictions, preprocessed as the run evaluated."""
     task, kind = settings["task"], INPUTS[settings["task"]].kind
     if task == "automatic-speech-recognition":
+        transcribe = transcribe_seq2seq_files if task_for(task, model.config) is SPEECH_SEQ2SEQ else transcribe_files
         return lambda paths, _: [{kind: path, "transcript": text}
-                               for path, text in zip(paths, transcribe_files(model, processor, paths))]
+                                 for path, text in zip(paths, transcribe(model, processor, paths))]
     if task == "text-classification":
         def logits_of(texts, pairs):
             return text_logits(model, processor, texts, settings["max_seq_length"], pairs)
@@ -279,10 +283,10 @@ def _score_transcripts(model, processor, settings, dataset, paths, evaluation: E
     source = evaluation.source
     column = guess_column(dataset.column_names, settings.get("transcript_column"), TRANSCRIPT_COLUMN_GUESSES,
                           "transcript", source)
-    # References normalised as the training transcripts were (case, punctuation).
+    # References and predictions normalised as in training (case, punctuation).
     speech = SpeechArgs(lowercase=settings["lowercase"], strip_punctuation=settings["strip_punctuation"])
     references = normalized_transcripts(dataset[column], speech, column, source)
-    predicted = [p["transcript"] for p in predict(model, processor, settings, paths)]
+    predicted = [normalize(p["transcript"], speech) for p in predict(model, processor, settings, paths)]
     scored = score_transcription(predicted, references, paths, evaluation.groups, evaluation.bootstrap)
     results = {f"test_{k}": v for k, v in scored.results.items()}
     results["test_samples"] = len(references)

@@ -121,9 +121,10 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
 def write_transcription_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task,
                                 data: LabelledSplits, transcripts: dict, state: TrainState,
                                 parameter_counts: tuple[int, int], extra_details: dict[str, str] | None = None,
-                                num_examples: int = 10) -> dict:
-    """Speech recognition: score each split's {index: predicted transcript} with WER/CER and write everything."""
-    results = _run_results(accelerator, data, state)
+                                extra_results: dict[str, float] | None = None, num_examples: int = 10) -> dict:
+    """Speech recognition: score each split's {index: predicted transcript} with WER/CER and write everything;
+    `extra_results` (the zero-shot error rates) are reported beside them."""
+    results = {**_run_results(accelerator, data, state), **(extra_results or {})}
     settings = run.to_dict()
     bootstrap = Bootstrap(run.evaluation.confidence_level, run.evaluation.bootstrap_resamples)
     scored = {}

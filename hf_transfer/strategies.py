@@ -12,6 +12,7 @@ from hf_transfer.tasks import (
     encoder_layers,
     fixed_parameter_names,
     head_module_names,
+    is_encoder_decoder,
     lora_target_modules,
     top_modules,
 )
@@ -47,6 +48,8 @@ def _freeze(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) ->
     model.requires_grad_(args.strategy == "full")
     for name in heads:
         getattr(model, name).requires_grad_(True)
+    if is_encoder_decoder(model.config):  # the encoder's features stay as they are; the decoder learns to write
+        model.get_decoder().requires_grad_(True)
     if args.strategy == "partial" and args.unfreeze_layers:
         layers = encoder_layers(model)
         for module in [*layers[len(layers) - args.unfreeze_layers:], *top_modules(model)]:

