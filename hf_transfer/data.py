@@ -194,8 +194,8 @@ def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names:
 
 
 def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | None = None,
-                         layout: FolderLayout | None = None) -> LabelledSplits:
-    """Load, validate and encode the splits; carve a stratified validation split when missing.
+                         layout: FolderLayout | None = None, carve_validation: bool = True) -> LabelledSplits:
+    """Load, validate and encode the splits; carve a stratified validation split when missing (`carve_validation`).
 
     `layout` lets image and audio recipes read `--train_dir` class folders.
     """
@@ -217,7 +217,7 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
                          "a classifier needs at least two")
 
-    if "validation" not in splits:
+    if "validation" not in splits and carve_validation:
         try:
             carved = splits["train"].train_test_split(
                 test_size=data.validation_split_percentage / 100, seed=seed, stratify_by_column="labels"

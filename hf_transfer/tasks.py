@@ -8,6 +8,12 @@ from transformers import (
     AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    PretrainedConfig,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
 from hf_transfer.config import UsageError
@@ -35,6 +41,19 @@ TASKS = {
                                  "audio clips"),
     "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech"),
 }
+
+# The classification task an architecture serves, in the order asked: an image or audio model type is never text.
+CLASSIFICATION_MODEL_TYPES = (
+    ("image-classification", MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES),
+    ("audio-classification", MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES),
+    ("text-classification", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
+)
+
+
+def classification_task(config: PretrainedConfig) -> str | None:
+    """`text-classification`, `image-classification` or `audio-classification` for the config's model type."""
+    return next((task for task, model_types in CLASSIFICATION_MODEL_TYPES if config.model_type in model_types), None)
+
 
 # Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.
 # In transformers 5, ViT and the Wav2Vec2 family name them q_proj/v_proj; BERT and its relatives keep query/value.
