@@ -57,12 +57,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
-def _position_mask(model: PreTrainedModel, padding_mask: torch.Tensor | None, positions: int) -> torch.Tensor | None:
+def position_mask(model: PreTrainedModel, padding_mask: torch.Tensor | None, positions: int) -> torch.Tensor | None:
     """Which of the hidden states' `positions` hold real input: tokens map one to one, audio samples to frames."""
     if padding_mask is None or padding_mask.shape[1] == positions:
         return padding_mask
-    if hasattr(model, "_get_feature_vector_attention_mask"):  # Wav2Vec2, HuBERT, WavLM: conv strides over samples
-        return model._get_feature_vector_attention_mask(positions, padding_mask)
+    if hasattr(model, "_get_feat_extract_output_lengths"):  # audio encoders whose convolutions stride over the input
+        lengths = model._get_feat_extract_output_lengths(padding_mask.sum(dim=-1))
+        return torch.arange(positions, device=padding_mask.device)[None, :] < lengths[:, None]
     raise UsageError(f"can't tell which of {type(model).__name__}'s {positions} output frames are padding; "
                      "use --pooling cls")
 
@@ -91,7 +92,7 @@ def pooled_features(accelerator: Accelerator, model: PreTrainedModel, loader: Da
         outputs = model(**batch, output_hidden_states=True)
 
         def pooled(hidden: torch.Tensor) -> torch.Tensor:
-            mask = _position_mask(model, padding_mask, hidden.shape[1]) if hidden.dim() == 3 else None
+            mask = position_mask(model, padding_mask, hidden.shape[1]) if hidden.dim() == 3 else None
             return pool(hidden, mask, pooling).float()
 
         last = outputs.last_hidden_state

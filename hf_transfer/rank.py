@@ -31,10 +31,21 @@ from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _
 from hf_transfer.data import LabelledSplits, load_labelled_splits
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.report import plt, save_figure
-from hf_transfer.modalities.audio import AUDIO_LAYOUT, AudioArgs, crop, load_feature_extractor, prepare_audio_splits, \
-    read_audio
-from hf_transfer.modalities.image import IMAGE_LAYOUT, image_collator, image_splits, load_image_processor, \
-    processor_transform
+from hf_transfer.modalities.audio import (
+    AUDIO_LAYOUT,
+    AudioArgs,
+    crop,
+    load_feature_extractor,
+    prepare_audio_splits,
+    read_audio,
+)
+from hf_transfer.modalities.image import (
+    IMAGE_LAYOUT,
+    image_collator,
+    image_splits,
+    load_image_processor,
+    processor_transform,
+)
 from hf_transfer.modalities.text import load_tokenizer, text_collator, text_columns, tokenize_splits
 from hf_transfer.tasks import classification_task
 
@@ -196,10 +207,12 @@ def audio_collator(feature_extractor, column: str, max_duration_seconds: float):
     """Centre-cropped clips, padded to the batch's longest; the padding mask goes to the model only if it takes one."""
     rate = feature_extractor.sampling_rate
     max_samples = round(max_duration_seconds * rate)
+    # Whisper's encoder takes exactly 30 s of log-mel frames (`n_samples`); its feature extractor pads to that.
+    padding = "max_length" if hasattr(feature_extractor, "n_samples") else "longest"
 
     def collate(examples: list[dict]) -> dict:
         waves = [crop(read_audio(example[column], rate), max_samples) for example in examples]
-        batch = feature_extractor(waves, sampling_rate=rate, padding="longest", return_attention_mask=True,
+        batch = feature_extractor(waves, sampling_rate=rate, padding=padding, return_attention_mask=True,
                                   return_tensors="pt")
         mask = batch.pop("attention_mask")
         return {**batch, "attention_mask" if feature_extractor.return_attention_mask else "padding_mask": mask}
