@@ -7,8 +7,9 @@ A candidate is `[random:]MODEL[@LAYER]`: MODEL is a Hub id, a local folder or `b
 same architecture with seeded random weights, a control that the pretrained weights should beat; `@LAYER` scores
 that hidden state (0 = the embeddings) instead of the model's final output. `--layers all` (or a list) scores those
 layers of every candidate named without one. Each candidate is scored on the training data (LogME, H-score,
-regularised H-score; k-NN and linear-probe accuracy on a stratified held-out part). With a test split, a linear probe
-fitted on all the training data is also scored on it, and Kendall's tau says how well each score ordered them.
+regularised H-score) and by k-NN and linear-probe accuracy on a validation split, or when there is none on a
+stratified held-out part of the training data (--validation_split_percentage, 25 here). With a test split, a linear
+probe fitted on all the training data is also scored on it, and Kendall's tau says how well each score ordered them.
 
 Writes OUTPUT_DIR/rank.json, rank.png and features/ (the cache: a rerun, or one with more candidates or layers,
 runs the models only on what is new).
@@ -85,9 +86,6 @@ class RankArgs:
     image_column: str | None = field(default=None, metadata={"help": "Images: the column of paths (guessed)."})
     audio_column: str | None = field(default=None, metadata={"help": "Audio: the column of paths (guessed)."})
     max_duration_seconds: float = field(default=1.0, metadata={"help": "Audio: longer clips keep their centre."})
-    holdout_percentage: float = field(
-        default=25.0, metadata={"help": "Percent of the training data held out (stratified) for k-NN and the probe."}
-    )
     knn_neighbours: int = field(default=10, metadata={"help": "k of the k-NN classifier (cosine distance)."})
     rank_by: str = field(
         default="logme", metadata={"help": f"Score that orders the table: {', '.join(s[0] for s in SCORES)}."}
@@ -106,8 +104,6 @@ class RankArgs:
         _check_choice("rank_by", self.rank_by, tuple(s[0] for s in SCORES))
         for name in ("knn_neighbours", "batch_size", "max_duration_seconds"):
             _check_positive(name, getattr(self, name))
-        if not 0 < self.holdout_percentage < 100:
-            raise UsageError(f"--holdout_percentage must be between 0 and 100; got {self.holdout_percentage}")
         if self.layers and self.layers != ["all"] and not all(layer.isdigit() for layer in self.layers):
             raise UsageError(f"--layers takes `all` or layer numbers; got {' '.join(self.layers)}")
 
@@ -188,8 +184,9 @@ class RankData:
 def load_rank_data(args: RankArgs, data: DataArgs, task: str, first_path: str) -> RankData:
     """The training data (and a test split when given), with every column and file checked before any forward pass."""
     layout = {"image-classification": IMAGE_LAYOUT, "audio-classification": AUDIO_LAYOUT}.get(task)
+    # Scores use all the training data; k-NN and the probe are checked on a given validation split, else on a part
+    # of the training data held out later (after --max_train_samples, so a subset is all that runs the models).
     labelled = load_labelled_splits(data, args.seed, layout=layout, carve_validation=False)
-    labelled.splits.pop("validation", None)  # scores use the training data; k-NN and probe hold out their own part
     if task == "text-classification":
         return RankData(labelled, [c for c in text_columns(labelled, data) if c])
     if task == "image-classification":
@@ -257,7 +254,8 @@ def candidate_features(accelerator: Accelerator, candidate: Candidate, pooling: 
                                    seed=args.seed if candidate.random_init else None, pooling=pooling,
                                    preprocessing=preprocessing,
                                    data=[embeddings.data_fingerprint(dataset[column]) for column in data.inputs])
-        paths[split] = Path(args.output_dir) / "features" / f"{_slug(candidate.name)}-{pooling}-{split}-{key}.npz"
+        # Named by content, not split: a validation or test file that repeats another split shares its features.
+        paths[split] = Path(args.output_dir) / "features" / f"{_slug(candidate.name)}-{pooling}-{key}.npz"
         cached = embeddings.load_cached(paths[split])
         if cached is not None:
             found[split] = cached
@@ -274,16 +272,33 @@ def candidate_features(accelerator: Accelerator, candidate: Candidate, pooling: 
     return found
 
 
-def score_features(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], held_out: tuple,
-                   neighbours: int) -> dict[str, float]:
+def held_out_part(labels: dict[str, np.ndarray], data_args: DataArgs, source: str,
+                  seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Indices (fit, held out) of the training data for k-NN and the probe; None when a validation split is given."""
+    if "validation" in labels:
+        return None
+    try:
+        return transferability.held_out_split(labels["train"], data_args.validation_split_percentage / 100, seed)
+    except ValueError as error:
+        raise UsageError(f"{source}: can't hold out a stratified {data_args.validation_split_percentage:g}% for k-NN "
+                         f"and the probe ({error}); give more examples of each class, --validation_file, or another "
+                         "--validation_split_percentage") from None
+
+
+def score_features(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                   held_out: tuple[np.ndarray, np.ndarray] | None, neighbours: int) -> dict[str, float]:
     train, y = features["train"], labels["train"]
-    fit, out = held_out
+    if held_out is None:
+        fit_x, fit_y, out_x, out_y = train, y, features["validation"], labels["validation"]
+    else:
+        fit, out = held_out
+        fit_x, fit_y, out_x, out_y = train[fit], y[fit], train[out], y[out]
     scores = {
         "logme": transferability.logme(train, y),
         "h_score": transferability.h_score(train, y),
         "regularized_h_score": transferability.regularized_h_score(train, y),
-        "knn_accuracy": transferability.knn_accuracy(train[fit], y[fit], train[out], y[out], neighbours),
-        "probe_accuracy": transferability.linear_probe_accuracy(train[fit], y[fit], train[out], y[out]),
+        "knn_accuracy": transferability.knn_accuracy(fit_x, fit_y, out_x, out_y, neighbours),
+        "probe_accuracy": transferability.linear_probe_accuracy(fit_x, fit_y, out_x, out_y),
     }
     if "test" in features:
         scores[TEST_SCORE] = transferability.linear_probe_accuracy(train, y, features["test"], labels["test"])
@@ -334,12 +349,7 @@ def rank(args: RankArgs, data_args: DataArgs) -> dict:
     wanted, task = resolve_candidates(args)
     data = load_rank_data(args, data_args, task, next(iter(wanted)).path)
     labels = {split: np.asarray(dataset["labels"]) for split, dataset in data.labelled.splits.items()}
-    try:
-        held_out = transferability.held_out_split(labels["train"], args.holdout_percentage / 100, args.seed)
-    except ValueError as error:
-        raise UsageError(f"{data.labelled.sources['train']}: can't hold out a stratified "
-                         f"{args.holdout_percentage:g}% for k-NN and the probe ({error}); "
-                         "give more examples of each class or change --holdout_percentage") from None
+    held_out = held_out_part(labels, data_args, data.labelled.sources["train"], args.seed)
 
     accelerator = Accelerator()
     rows = []
@@ -361,7 +371,8 @@ def rank(args: RankArgs, data_args: DataArgs) -> dict:
         "task": task,
         "rank_by": args.rank_by,
         "scores": {key: what for key, _, what in SCORES},
-        "examples": {"train": len(labels["train"]), "held_out": len(held_out[1]),
+        "examples": {"train": len(labels["train"]),
+                     "held_out": len(labels["validation"]) if held_out is None else len(held_out[1]),
                      **({"test": len(labels["test"])} if "test" in labels else {})},
         "label_names": data.labelled.label_names,
         "candidates": rows,
@@ -384,6 +395,7 @@ def rank(args: RankArgs, data_args: DataArgs) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((RankArgs, DataArgs))
+    parser.set_defaults(validation_split_percentage=25.0)  # k-NN and the probe: a quarter, not training's tenth
     args, data_args, unknown = parser.parse_args_into_dataclasses(
         args=sys.argv[1:] if argv is None else argv, return_remaining_strings=True)
     if unknown:

@@ -60,11 +60,17 @@ def test_text_rank_writes_table_json_and_chart_and_reuses_cached_features(tiny_b
     assert f"random:{tiny_bert}" in table and "test probe acc" in table
     assert len(forward_passes) == 8  # 2 models x 2 poolings x (train, test)
 
-    # Again with layers and one new pooling: only the new pooling runs the models; the rest comes from the cache.
+    # Again with layers, and the test file as the validation split: the first run cached every layer and the
+    # test file's features, and k-NN and the probe are checked on it instead of a held-out part, so the probe's
+    # two accuracies agree.
     forward_passes.clear()
-    rank(["--models", str(tiny_bert), f"{tiny_bert}@1", "--layers", "all", "--pooling", "mean", *flags])
-    again = json.loads((tmp_path / "rank.json").read_text())["candidates"]
+    rank(["--models", str(tiny_bert), f"{tiny_bert}@1", "--layers", "all", "--pooling", "mean", *flags,
+          "--validation_file", str(sentiment_files["test"])])
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    again = saved["candidates"]
     assert forward_passes == []
+    assert saved["examples"] == {"train": 160, "held_out": 40, "test": 40}
+    assert all(row["probe_accuracy"] == row["test_probe_accuracy"] for row in again)
     assert sorted(row["layer"] for row in again) == [0, 1, 2, 3]  # @1 once, and the 3 layers + embeddings
     # The last layer's hidden state is BERT's final output: same features, same scores as the first run.
     final = next(r for r in rows if not r["random_init"] and r["pooling"] == "mean")
@@ -74,7 +80,7 @@ def test_text_rank_writes_table_json_and_chart_and_reuses_cached_features(tiny_b
 def test_image_rank_scores_every_layer(tiny_vit, images, tmp_path, forward_passes):
     results = rank(["--models", str(tiny_vit), f"random:{tiny_vit}", "--layers", "all", "--pooling", "cls",
                     "--train_dir", str(images / "train"), "--test_dir", str(images / "val"),
-                    "--holdout_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
+                    "--validation_split_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
     assert results["task"] == "image-classification"
     assert sorted((row["random_init"], row["layer"]) for row in results["candidates"]) == [
         (False, 0), (False, 1), (False, 2), (True, 0), (True, 1), (True, 2)]
@@ -98,7 +104,7 @@ def tiny_whisper(tmp_path_factory):
 def test_audio_rank_scores_every_layer(model, tones, tmp_path, request):
     folder = request.getfixturevalue(model)
     results = rank(["--models", str(folder), "--layers", "all", "--train_dir", str(tones / "train"),
-                    "--holdout_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
+                    "--validation_split_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
     assert results["task"] == "audio-classification"
     assert [row["layer"] for row in sorted(results["candidates"], key=lambda r: r["layer"])] == [0, 1, 2]
     assert all(np.isfinite(row["logme"]) for row in results["candidates"])
