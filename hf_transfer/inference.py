@@ -24,7 +24,7 @@ from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics import classification_metrics, transcription_metrics
 from hf_transfer.metrics.report import write_report, write_transcription_report
 from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
-from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits
+from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits, window_of
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import (
     TRANSCRIPT_COLUMN_GUESSES,
@@ -99,8 +99,10 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
         def logits_of(texts, pairs):
             return text_logits(model, processor, texts, settings["max_seq_length"], pairs)
     elif task == "image-classification":
+        window = window_of(settings.get("window_center"), settings.get("window_width"))
+
         def logits_of(paths, _):
-            return image_logits(model, processor, paths)
+            return image_logits(model, processor, paths, window)
     else:
         def logits_of(paths, _):
             return audio_logits(model, processor, paths, settings["max_duration_seconds"])

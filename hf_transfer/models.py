@@ -2,16 +2,17 @@
 
 from pathlib import Path
 
+from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import ModelArgs, UsageError
 from hf_transfer.tasks import Task
 
-# Config attributes that hold dropout rates, across BERT, DistilBERT, ViT and Wav2Vec2 families.
+# Config attributes that hold dropout rates, across BERT, DistilBERT, ViT, Wav2Vec2 and EfficientNet families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
                 "attention_dropout", "seq_classif_dropout", "hidden_dropout", "activation_dropout",
-                "final_dropout", "feat_proj_dropout")
+                "final_dropout", "feat_proj_dropout", "dropout_rate")
 
 
 def model_path(model_args: ModelArgs) -> str | None:
@@ -66,4 +67,22 @@ def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropou
     """A classifier for `label_names`."""
     config = load_config(model_args, dropout, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                          label2id={name: i for i, name in enumerate(label_names)})
-    return build_model(model_args, task, config)
+    model = build_model(model_args, task, config)
+    set_batchnorm_momentum(model)
+    return model
+
+
+def set_batchnorm_momentum(model: PreTrainedModel) -> None:
+    """Give every EfficientNet BatchNorm layer PyTorch's meaning of the config's momentum.
+
+    transformers passes `batch_norm_momentum` to `nn.BatchNorm2d` as it is, but Hub EfficientNet configs hold
+    TensorFlow's meaning (0.99: keep 99 % of the running statistics), which PyTorch reads as "keep 1 %"; and it
+    builds the expansion layers' BatchNorm without it (PyTorch's 0.1). Our converted Lite0 stores 0.01.
+    """
+    if getattr(model.config, "model_type", "") != "efficientnet":
+        return
+    momentum = model.config.batch_norm_momentum
+    momentum = 1 - momentum if momentum > 0.5 else momentum
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum

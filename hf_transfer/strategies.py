@@ -6,16 +6,34 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from hf_transfer.config import StrategyArgs, TrainArgs
-from hf_transfer.tasks import base_model, encoder_layers, head_module_names, lora_target_modules
+from hf_transfer.config import StrategyArgs, TrainArgs, UsageError
+from hf_transfer.tasks import (
+    base_model,
+    encoder_layers,
+    fixed_parameter_names,
+    head_module_names,
+    lora_target_modules,
+    top_modules,
+)
 
 
 def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) -> nn.Module:
-    """Freeze what the strategy keeps fixed (or wrap in LoRA); returns the model to train."""
+    """Freeze what the strategy keeps fixed (or wrap in LoRA); returns the model to train.
+
+    Frozen parts then run as in inference even while the rest trains (see `keep_frozen_in_eval`)."""
+    model = _freeze(model, args, peft_task_type)
+    keep_frozen_in_eval(model, batchnorm_only=args.strategy == "lora")
+    return model
+
+
+def _freeze(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) -> nn.Module:
     heads = head_module_names(model)
+    fixed = fixed_parameter_names(model)
     if args.strategy == "lora":
+        targets = args.lora_target_modules or lora_target_modules(model)
+        _check_lora_targets(model, targets, args.lora_r)
         # Resolved here so the saved config and the card name the modules that got adapters.
-        args.lora_target_modules = args.lora_target_modules or lora_target_modules(model)
+        args.lora_target_modules = targets
         config = LoraConfig(
             r=args.lora_r,
             lora_alpha=args.lora_alpha,
@@ -26,20 +44,54 @@ def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | N
             task_type=peft_task_type,
         )
         return get_peft_model(model, config)
-    if args.strategy == "full":
-        model.requires_grad_(True)
-        return model
-    model.requires_grad_(False)
+    model.requires_grad_(args.strategy == "full")
     for name in heads:
         getattr(model, name).requires_grad_(True)
     if args.strategy == "partial" and args.unfreeze_layers:
         layers = encoder_layers(model)
-        for layer in layers[len(layers) - args.unfreeze_layers:]:
-            layer.requires_grad_(True)
-        pooler = getattr(base_model(model), "pooler", None)
-        if pooler is not None:
-            pooler.requires_grad_(True)
+        for module in [*layers[len(layers) - args.unfreeze_layers:], *top_modules(model)]:
+            module.requires_grad_(True)
+    parameters = dict(model.named_parameters())
+    for name in fixed:
+        parameters[name].requires_grad_(False)
     return model
+
+
+def _check_lora_targets(model: nn.Module, targets: list[str], rank: int) -> None:
+    """peft adapts a grouped (depthwise) convolution only when the rank divides by its groups, and never merges
+    it; say so before peft fails deep inside, and name the layers that work."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and name.rsplit(".", 1)[-1] in targets:
+            raise UsageError(f"--lora_target_modules: {name} is a depthwise convolution (groups={module.groups}); "
+                             "LoRA on it can't be merged and needs a rank divisible by its groups. Target the 1x1 "
+                             f"convolutions instead (for {model.config.model_type}: "
+                             f"{', '.join(lora_target_modules(model))}) or use --strategy partial")
+
+
+def _run_in_eval(module: nn.Module, _inputs) -> None:
+    if module.training:
+        module.eval()
+
+
+def keep_frozen_in_eval(model: nn.Module, batchnorm_only: bool = False) -> None:
+    """Make frozen modules run as in inference whenever they run, though the loop calls `model.train()` each epoch.
+
+    A frozen BatchNorm in train mode would normalise with each batch's statistics and overwrite the pretrained
+    running ones. A frozen backbone drops no activations either, so it gives the same features every epoch (what
+    lets `hf_transfer.features` cache them). `batchnorm_only` (LoRA): only the frozen BatchNorm layers, since the
+    adapted blocks keep their dropout.
+    """
+    for module in _frozen_modules(model, batchnorm_only):
+        module.register_forward_pre_hook(_run_in_eval)
+
+
+def _frozen_modules(module: nn.Module, batchnorm_only: bool) -> list[nn.Module]:
+    """The largest submodules whose parameters are all frozen (only BatchNorm layers when `batchnorm_only`)."""
+    parameters = list(module.parameters())
+    if parameters and not any(p.requires_grad for p in parameters):
+        if not batchnorm_only or isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return [module]
+    return [found for child in module.children() for found in _frozen_modules(child, batchnorm_only)]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -64,13 +64,18 @@ LORA_TARGETS = {
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
     **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm"), ["q_proj", "v_proj"]),
+    # CNNs: the 1x1 convolutions around each block's depthwise one. A depthwise convolution (groups > 1) takes no
+    # mergeable adapter in peft, so it is never a default target.
+    "efficientnet": ["expand_conv", "project_conv"],
 }
 # When the table has no entry: the first pair whose names occur among the model's Linear layers.
 LORA_TARGET_FALLBACKS = (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["query_proj", "value_proj"])
 
 
 def _linear_names(model: nn.Module) -> set[str]:
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    """Names of the layers LoRA adapts: Linear layers and ungrouped convolutions."""
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)}
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
@@ -82,7 +87,7 @@ def lora_target_modules(model: nn.Module) -> list[str]:
         if set(pair) <= linears:
             return pair
     raise UsageError(f"can't guess LoRA target modules for model type {model_type!r}; name them with "
-                     f"--lora_target_modules (its Linear layers are: {', '.join(sorted(linears))})")
+                     f"--lora_target_modules (its Linear and convolution layers are: {', '.join(sorted(linears))})")
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -97,10 +102,29 @@ def head_module_names(model: nn.Module) -> list[str]:
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The backbone's stack of transformer blocks (`encoder.layer`, `transformer.layer`, `encoder.layers`...)."""
+    """The backbone's stack of blocks: transformer layers (`encoder.layer`, `transformer.layer`, `encoder.layers`...)
+    or CNN blocks (`encoder.blocks`)."""
     stacks = [module for name, module in base_model(model).named_modules()
-              if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers")]
+              if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks")]
     if not stacks:
         raise UsageError(f"can't find the encoder layers of {type(model).__name__}; "
                          "use --strategy full, feature_extraction or lora")
     return max(stacks, key=len)
+
+
+# Backbone modules above the block stack, trained with the top blocks by `partial`: BERT's pooler, the 1x1
+# convolution and BatchNorm that EfficientNet runs after its last block.
+TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn")
+
+
+def top_modules(model: nn.Module) -> list[nn.Module]:
+    modules = dict(base_model(model).named_modules())
+    return [modules[name] for name in TOP_MODULES if name in modules and any(True for _ in modules[name].parameters())]
+
+
+def fixed_parameter_names(model: nn.Module) -> list[str]:
+    """Parameters no strategy trains: EfficientNet-Lite's squeeze-excite, made an exact identity by the converter
+    (`squeeze_expansion_ratio` 0; see hf_transfer/checkpoints/efficientnet.py). Training would make it a real one."""
+    if getattr(model.config, "model_type", "") == "efficientnet" and model.config.squeeze_expansion_ratio == 0:
+        return [name for name, _ in model.named_parameters() if ".squeeze_excite." in name]
+    return []

@@ -18,6 +18,7 @@ from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.data import load_labelled_splits
+from hf_transfer.features import PATH_TEXT, HeadOnFeatures, compute_features, uses_cached_features
 from hf_transfer.loop import Loop, auto_class_weights, classification_loss, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.image import (
@@ -33,6 +34,7 @@ from hf_transfer.modalities.image import (
     load_image_processor,
     mixed_loss,
     processor_transform,
+    window_of,
 )
 from hf_transfer.models import load_model, model_path
 from hf_transfer.sampling import GroupedShuffleSampler
@@ -80,21 +82,39 @@ class ImageClassificationRecipe:
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
                           f"({100 * self.trainable / self.total:.2f}%)")
 
-        train = self.splits["train"]
-        sampler = GroupedShuffleSampler(None, run.train.per_device_train_batch_size, run.train.seed, len(train))
-        train_collate = image_collator(TrainTransform(self.processor, image.augment, run.train.seed),
-                                       self.data.sources["train"])
+        batch_size = run.train.per_device_train_batch_size
+        window = window_of(image.window_center, image.window_width)
+        # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
+        plain_loaders = {split: DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
+                                           collate_fn=image_collator(processor_transform(self.processor),
+                                                                     self.data.sources[split], window))
+                         for split in ("train", "validation", "test") if split in self.splits}
+        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
+                             if split != "train"}
+        random_inputs = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha)
+        self.cached_features = uses_cached_features(self.model, run.strategy, random_inputs)
+        if self.cached_features:
+            # The frozen backbone runs once over train and validation; the loop trains the head on the cache.
+            self.model.to(accelerator.device)
+            train = compute_features(self.model, plain_loaders["train"], accelerator.device)
+            validation = accelerator.prepare(DataLoader(
+                compute_features(self.model, plain_loaders["validation"], accelerator.device),
+                batch_size=run.train.per_device_eval_batch_size))
+            model_to_train, train_collate = HeadOnFeatures(self.model), None
+            evaluation_loader = validation
+        else:
+            train = self.splits["train"]
+            model_to_train = self.model
+            train_collate = image_collator(TrainTransform(self.processor, image.augment, run.train.seed),
+                                           self.data.sources["train"], window)
+            evaluation_loader = self.eval_loaders["validation"]
+        accelerator.print(f"backbone: {PATH_TEXT[self.cached_features]}")
+        sampler = GroupedShuffleSampler(None, batch_size, run.train.seed, len(train))
         # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=train_collate, pin_memory=accelerator.device.type == "cuda",
+        train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, collate_fn=train_collate,
+                                  pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        self.eval_loaders = {
-            split: accelerator.prepare(DataLoader(
-                self.splits[split], batch_size=run.train.per_device_eval_batch_size,
-                collate_fn=image_collator(processor_transform(self.processor), self.data.sources[split])))
-            for split in ("validation", "test") if split in self.splits
-        }
-        class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
+        class_weights = (auto_class_weights(self.splits["train"]["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed)
@@ -102,9 +122,9 @@ class ImageClassificationRecipe:
         else:
             compute_loss = classification_loss(class_weights, run.train.label_smoothing)
         self.loop = Loop(
-            accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
+            accelerator, model_to_train, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
             train_loader, compute_loss,
-            lambda model: classification_metrics(*predict(accelerator, model, self.eval_loaders["validation"])),
+            lambda model: classification_metrics(*predict(accelerator, model, evaluation_loader)),
             run.train, run.train.output_dir,
         )
         if run.train.report_to != "none":
@@ -114,13 +134,17 @@ class ImageClassificationRecipe:
         self.state = self.loop.fit()
 
     def finish(self) -> dict:
-        """Score the best model on validation and test, then write model, processor, report and card."""
-        predictions = {split: predict(self.accelerator, self.loop.model, loader)
-                       for split, loader in self.eval_loaders.items()}
+        """Score the best model on validation and test, then write model, processor, report and card.
+
+        Scored through the whole model and the processor, as users run it, whichever path trained it."""
+        model = self.loop.model if not self.cached_features else self.model
+        predictions = {split: predict(self.accelerator, model, loader) for split, loader in self.eval_loaders.items()}
+        details = image_details(self.run.modality, self.image_size)
+        if self.run.strategy.strategy == "feature_extraction":
+            details["feature extraction"] = PATH_TEXT[self.cached_features]
         return outputs.write_outputs(
-            self.accelerator, self.loop.model, self.processor, self.run, TASK, self.data, predictions,
-            self.state, parameter_counts=(self.trainable, self.total),
-            extra_details=image_details(self.run.modality, self.image_size),
+            self.accelerator, model, self.processor, self.run, TASK, self.data, predictions,
+            self.state, parameter_counts=(self.trainable, self.total), extra_details=details,
         )
 
     def cleanup(self) -> None:

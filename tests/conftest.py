@@ -8,6 +8,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 from fixtures import (  # noqa: E402
+    make_tiny_efficientnet,
     make_tiny_model,
     make_tiny_vit,
     make_tiny_wav2vec2,
@@ -72,6 +73,11 @@ def tiny_vit(tmp_path_factory):
 def images(tmp_path_factory):
     """train/ and val/ class folders of red and blue squares (16 and 8 per colour), and train.csv / val.csv."""
     return write_image_folders(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_efficientnet(tmp_path_factory):
+    return make_tiny_efficientnet(tmp_path_factory.mktemp("tiny-efficientnet"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from transformers import (
     AutoTokenizer,
+    EfficientNetForImageClassification,
     BertConfig,
     BertForSequenceClassification,
     DebertaV2Config,
@@ -27,6 +28,8 @@ from transformers import (
     Wav2Vec2ForCTC,
     Wav2Vec2ForSequenceClassification,
 )
+
+from hf_transfer.checkpoints.efficientnet import lite_config, lite_image_processor, set_identity_squeeze_excite
 
 POSITIVE = ["great", "lovely", "excellent", "wonderful", "superb", "delightful", "fantastic", "brilliant"]
 NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "poor", "broken", "disappointing"]
@@ -93,6 +96,30 @@ def make_tiny_vit(folder: Path) -> Path:
                        image_size=32, patch_size=8)
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+# A Lite-style EfficientNet (no squeeze-excite, ReLU6) of 5 blocks in 3 stages: 8 -> 4 -> 8 -> 16 channels, 32 px.
+TINY_EFFICIENTNET = dict(width_coefficient=0.25, depth_divisor=4, hidden_dim=320, image_size=32,
+                         in_channels=[32, 16, 32], out_channels=[16, 32, 64], kernel_sizes=[3, 3, 5],
+                         strides=[1, 2, 2], num_block_repeats=[1, 2, 2], expand_ratios=[1, 6, 6])
+
+
+def make_tiny_efficientnet(folder: Path, num_labels: int = 2) -> Path:
+    """Converted like builtin:efficientnet-lite0 (identity squeeze-excite, BatchNorm momentum 0.01), random weights
+    and BatchNorm statistics far from a fresh layer's, so eval and train mode differ."""
+    torch.manual_seed(0)
+    model = EfficientNetForImageClassification(lite_config(**{**TINY_EFFICIENTNET, "num_labels": num_labels}))
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):  # transformers' std 0.02 gives constant logits
+            torch.nn.init.normal_(module.weight, std=(module.weight[0].numel()) ** -0.5)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    set_identity_squeeze_excite(model)
+    model.save_pretrained(folder)
+    lite_image_processor(32).save_pretrained(folder)
     return folder
 
 

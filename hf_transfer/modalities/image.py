@@ -24,8 +24,9 @@ from transformers.image_utils import SizeDict
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
 from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve_paths
+from hf_transfer.modalities.medical import Window, dicom_to_rgb, to_rgb
 
-IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".dcm"))
 IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
 AUGMENTATIONS = ("none", "basic", "randaugment")
 # Model types whose position embeddings fix the input size (a different --image_size fails at the first batch).
@@ -54,8 +55,21 @@ class ImageArgs:
         default=0.0, metadata={"help": "CutMix: paste a box of one training image into another (0 = off). With "
                                        "mixup also on, each batch gets one of the two."}
     )
+    window_center: float | None = field(
+        default=None,
+        metadata={"help": "16-bit/float grayscale and DICOM images: centre of the value window mapped to 0-255 "
+                          "(after DICOM rescale slope/intercept, e.g. 40 for CT soft tissue). Default: the DICOM "
+                          "file's WindowCenter, else each image's min to max."},
+    )
+    window_width: float | None = field(
+        default=None, metadata={"help": "Width of that window (e.g. 400 for CT soft tissue); give both or neither."}
+    )
 
     def __post_init__(self):
+        if (self.window_center is None) != (self.window_width is None):
+            raise UsageError("give --window_center and --window_width together (or neither: each image's own "
+                             "window)")
+        _check_positive("window_width", self.window_width)
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_positive("image_size", self.image_size)
         _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
@@ -90,16 +104,24 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
     return prepared
 
 
-def load_image(value: str | dict, source: str) -> Image.Image:
-    """Decode one image to RGB; an unreadable or corrupt file is named in the error."""
+def window_of(center: float | None, width: float | None) -> Window | None:
+    """The --window_center/--window_width pair, when given."""
+    return None if center is None else Window(center, width)
+
+
+def load_image(value: str | dict, source: str, window: Window | None = None) -> Image.Image:
+    """Decode one image to RGB (high-bit-depth and DICOM images through `window`: see modalities/medical.py);
+    an unreadable or corrupt file is named in the error."""
     if isinstance(value, str):
         name, handle = value, value
     else:
         name = value.get("path") or f"an image in {source}"
         handle = BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    if name.lower().endswith(".dcm"):
+        return dicom_to_rgb(handle, name, window)
     try:
         with Image.open(handle) as image:
-            return image.convert("RGB")
+            return to_rgb(image, window)
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad and truncated files with all three
         raise UsageError(f"can't read image {name} ({source}): {error}") from None
 
@@ -235,11 +257,11 @@ def processor_transform(processor) -> Callable[[list[Image.Image]], torch.Tensor
     return lambda images: processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def image_collator(transform: Callable[[list[Image.Image]], torch.Tensor], source: str):
+def image_collator(transform: Callable[[list[Image.Image]], torch.Tensor], source: str, window: Window | None = None):
     """Decode and transform one batch: images are read when a batch needs them, never all at once."""
 
     def collate(examples: list[dict]) -> dict:
-        images = [load_image(example["image"], source) for example in examples]
+        images = [load_image(example["image"], source, window) for example in examples]
         return {"pixel_values": transform(images), "labels": torch.tensor([example["labels"] for example in examples])}
 
     return collate
@@ -297,7 +319,7 @@ def image_details(args: ImageArgs, size: tuple[int, int]) -> dict[str, str]:
 
 
 # --- prediction ------------------------------------------------------------------------------------------------
-def image_logits(model, processor, paths: list[str]) -> torch.Tensor:
-    """The model's logits for a batch of image files, preprocessed as in evaluation."""
-    images = [load_image(path, "the images to classify") for path in paths]
+def image_logits(model, processor, paths: list[str], window: Window | None = None) -> torch.Tensor:
+    """The model's logits for a batch of image files, preprocessed (and windowed) as in evaluation."""
+    images = [load_image(path, "the images to classify", window) for path in paths]
     return model(pixel_values=processor_transform(processor)(images)).logits
