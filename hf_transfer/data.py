@@ -319,8 +319,8 @@ def grouped_holdout(dataset: datasets.Dataset, column: str, percentage: float, s
 
 
 def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | None = None,
-                         layout: FolderLayout | None = None) -> LabelledSplits:
-    """Load, validate and encode the splits; carve a stratified validation split when missing.
+                         layout: FolderLayout | None = None, carve_validation: bool = True) -> LabelledSplits:
+    """Load, validate and encode the splits; carve a stratified validation split when missing (`carve_validation`).
 
     `layout` lets image and audio recipes read `--train_dir` class folders.
     """
@@ -350,12 +350,12 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
                           for split, dataset in splits.items()})
     if data.group_column:
         check_group_column(splits, sources, data.group_column)
-    if "validation" not in splits and data.group_column:
+    if "validation" not in splits and carve_validation and data.group_column:
         splits["train"], splits["validation"] = grouped_holdout(
             splits["train"], data.group_column, data.validation_split_percentage, seed, True, sources["train"])
         sources["validation"] = (f"{sources['train']} ({len(set(splits['validation'][data.group_column]))} "
                                  f"{data.group_column} group(s) held out)")
-    elif "validation" not in splits:
+    elif "validation" not in splits and carve_validation:
         try:
             carved = splits["train"].train_test_split(
                 test_size=data.validation_split_percentage / 100, seed=seed, stratify_by_column="labels"

@@ -9,6 +9,12 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoModelForSpeechSeq2Seq,
+    PretrainedConfig,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
 from hf_transfer.config import UsageError
@@ -49,6 +55,19 @@ def task_for(name: str, config) -> Task:
 
 def is_encoder_decoder(config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
+
+
+# The classification task an architecture serves, in the order asked: an image or audio model type is never text.
+CLASSIFICATION_MODEL_TYPES = (
+    ("image-classification", MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES),
+    ("audio-classification", MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES),
+    ("text-classification", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
+)
+
+
+def classification_task(config: PretrainedConfig) -> str | None:
+    """`text-classification`, `image-classification` or `audio-classification` for the config's model type."""
+    return next((task for task, model_types in CLASSIFICATION_MODEL_TYPES if config.model_type in model_types), None)
 
 
 # Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.

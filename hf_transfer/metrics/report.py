@@ -25,7 +25,7 @@ def per_class_rows(probabilities: np.ndarray, references: np.ndarray, names: lis
             for name, p, r, f, s in zip(names, precision, recall, f1, support)]
 
 
-def _save_figure(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     buffer = BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
@@ -51,7 +51,7 @@ def plot_confusion_matrix(probabilities, references, names: list[str], title: st
         for j in ticks:
             axes.text(j, i, f"{matrix[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=9,
                       color="white" if rates[i, j] > 0.5 else "black")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return matrix
 
 
@@ -72,7 +72,7 @@ def plot_roc_curve(probabilities, references, names: list[str], title: str, path
     axes.set_ylabel("true positive rate")
     axes.set_title(title)
     axes.legend(loc="lower right", fontsize=8)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 @dataclass
@@ -100,7 +100,7 @@ def plot_learning_curve(curves: TrainingCurves, path: Path) -> None:
                          color="tab:orange", marker="o", label=f"validation {key.removeprefix('eval_')}")
         metric_axes.set_ylabel(f"validation {key.removeprefix('eval_')}", color="tab:orange")
     loss_axes.set_title("Learning curve")
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def _learning_curve_section(output_dir: Path, curves: TrainingCurves | None) -> list[str]:

@@ -1,0 +1,168 @@
+"""`hf-transfer rank` on tiny text, image and audio models: outputs, the feature cache, pooling, early errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from hf_transfer import embeddings
+from hf_transfer.cli import main as cli
+from hf_transfer.config import UsageError
+from hf_transfer.rank import main as rank
+from hf_transfer.rank import parse_candidate
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def forward_passes(monkeypatch):
+    """The (candidate, split size) of every feature extraction that ran a model."""
+    calls = []
+    real = embeddings.pooled_features
+
+    def counted(accelerator, model, loader, pooling):
+        calls.append((model.config.model_type, pooling, len(loader.dataset)))
+        return real(accelerator, model, loader, pooling)
+
+    monkeypatch.setattr(embeddings, "pooled_features", counted)
+    return calls
+
+
+def text_flags(sentiment_files, output_dir) -> list[str]:
+    return ["--train_file", str(sentiment_files["train"]), "--test_file", str(sentiment_files["test"]),
+            "--output_dir", str(output_dir)]
+
+
+def test_text_rank_writes_table_json_and_chart_and_reuses_cached_features(tiny_bert, sentiment_files, tmp_path,
+                                                                          forward_passes, capsys):
+    flags = text_flags(sentiment_files, tmp_path)
+    cli(["rank", "--models", str(tiny_bert), f"random:{tiny_bert}", "--pooling", "mean", "cls", *flags])
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    rows = saved["candidates"]
+    assert len(rows) == 4 and {(r["random_init"], r["pooling"]) for r in rows} == {
+        (False, "mean"), (False, "cls"), (True, "mean"), (True, "cls")}
+    logme = [row["logme"] for row in rows]
+    assert logme == sorted(logme, reverse=True)  # best first
+    assert saved["examples"] == {"train": 160, "held_out": 40, "test": 40}
+    assert set(saved["kendall_tau"]) == {"logme", "h_score", "regularized_h_score", "knn_accuracy", "probe_accuracy"}
+    for row in rows:
+        assert 0 <= row["knn_accuracy"] <= 1 and 0 <= row["test_probe_accuracy"] <= 1
+    assert (tmp_path / "rank.png").read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out
+    assert f"random:{tiny_bert}" in table and "test probe acc" in table
+    assert len(forward_passes) == 8  # 2 models x 2 poolings x (train, test)
+
+    # Again with layers, and the test file as the validation split: the first run cached every layer and the
+    # test file's features, and k-NN and the probe are checked on it instead of a held-out part, so the probe's
+    # two accuracies agree.
+    forward_passes.clear()
+    rank(["--models", str(tiny_bert), f"{tiny_bert}@1", "--layers", "all", "--pooling", "mean", *flags,
+          "--validation_file", str(sentiment_files["test"])])
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    again = saved["candidates"]
+    assert forward_passes == []
+    assert saved["examples"] == {"train": 160, "held_out": 40, "test": 40}
+    assert all(row["probe_accuracy"] == row["test_probe_accuracy"] for row in again)
+    assert sorted(row["layer"] for row in again) == [0, 1, 2, 3]  # @1 once, and the 3 layers + embeddings
+    # The last layer's hidden state is BERT's final output: same features, same scores as the first run.
+    final = next(r for r in rows if not r["random_init"] and r["pooling"] == "mean")
+    assert next(r for r in again if r["layer"] == 3)["logme"] == pytest.approx(final["logme"], abs=1e-6)
+
+
+def test_image_rank_scores_every_layer(tiny_vit, images, tmp_path, forward_passes):
+    results = rank(["--models", str(tiny_vit), f"random:{tiny_vit}", "--layers", "all", "--pooling", "cls",
+                    "--train_dir", str(images / "train"), "--test_dir", str(images / "val"),
+                    "--validation_split_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
+    assert results["task"] == "image-classification"
+    assert sorted((row["random_init"], row["layer"]) for row in results["candidates"]) == [
+        (False, 0), (False, 1), (False, 2), (True, 0), (True, 1), (True, 2)]
+    assert (tmp_path / "rank.png").is_file() and len(forward_passes) == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """A Whisper encoder-decoder of a few thousand weights: rank keeps its encoder, which reads 30 s of log-mels."""
+    folder = tmp_path_factory.mktemp("tiny-whisper")
+    config = WhisperConfig(d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, vocab_size=64,
+                           max_target_positions=8, decoder_start_token_id=1, pad_token_id=0)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    WhisperFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model", ["tiny_wav2vec2", "tiny_whisper"])
+def test_audio_rank_scores_every_layer(model, tones, tmp_path, request):
+    folder = request.getfixturevalue(model)
+    results = rank(["--models", str(folder), "--layers", "all", "--train_dir", str(tones / "train"),
+                    "--validation_split_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
+    assert results["task"] == "audio-classification"
+    assert [row["layer"] for row in sorted(results["candidates"], key=lambda r: r["layer"])] == [0, 1, 2]
+    assert all(np.isfinite(row["logme"]) for row in results["candidates"])
+
+
+def test_audio_mean_pooling_keeps_to_the_real_frames(tiny_whisper):
+    """Whisper pads every clip to 30 s: the mean must cover the clip's frames (2 mel frames each), not the silence."""
+    model = embeddings.load_backbone(str(tiny_whisper), random_init=False, seed=0)
+    hidden = torch.arange(1500, dtype=torch.float32).reshape(1, 1500, 1)
+    mask = embeddings.position_mask(model, torch.tensor([[1] * 100 + [0] * 2900]), 1500)
+    assert mask.sum() == 50
+    assert embeddings.pool(hidden, mask, "mean").item() == pytest.approx(24.5)  # mean of 0..49
+
+
+def test_mean_pooling_ignores_padding(tiny_bert):
+    """A sentence's features are the same alone and batched beside a longer one."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    short, long = "the film was great", "the film was great and lovely and superb and wonderful to the end"
+
+    def features(texts):
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        return embeddings.pool(hidden, batch["attention_mask"], "mean")
+
+    alone, batched = features([short]), features([short, long])
+    assert batched.shape == (2, 32)
+    torch.testing.assert_close(batched[0], alone[0], atol=1e-5, rtol=1e-5)
+    # Hand check of the masked mean: positions 2 and 3 are padding.
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0], [100.0, 100.0]]])
+    assert embeddings.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "mean").tolist() == [[2.0, 3.0]]
+    assert embeddings.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "cls").tolist() == [[1.0, 2.0]]
+
+
+@pytest.mark.parametrize("spelled, expected", [
+    ("builtin:all-MiniLM-L6-v2", ("builtin:all-MiniLM-L6-v2", False, None)),
+    ("random:org/model@4", ("org/model", True, 4)),
+    ("./folder@0", ("./folder", False, 0)),
+])
+def test_candidate_spelling(spelled, expected):
+    assert parse_candidate(spelled) == expected
+
+
+@pytest.mark.parametrize("models, extra, message", [
+    (["builtin:no-such-model"], [], r"unknown built-in model 'builtin:no-such-model'"),
+    (["{bert}@top"], [], r"the part after @ must be a layer number, got 'top'"),
+    (["{bert}@9"], [], r"has layers 0 \(embeddings\) to 3; got 9"),
+    (["{bert}"], ["--text_column", "review"], r"no text column 'review'; columns are text, label"),
+    (["{bert}"], ["--label_column", "stars"], r"no label column 'stars'; columns are text, label"),
+    (["{bert}"], ["--pooling", "max"], r"--pooling must be one of mean, cls; got 'max'"),
+    (["{bert}", "{vit}"], [], r"the candidates read different inputs"),
+])
+def test_bad_input_fails_before_any_forward_pass(tiny_bert, tiny_vit, sentiment_files, tmp_path, forward_passes,
+                                                 models, extra, message):
+    models = [m.format(bert=tiny_bert, vit=tiny_vit) for m in models]
+    with pytest.raises(UsageError, match=message):
+        rank(["--models", *models, *text_flags(sentiment_files, tmp_path), *extra])
+    assert forward_passes == []
