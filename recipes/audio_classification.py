@@ -32,6 +32,7 @@ from hf_transfer.modalities.audio import (
     set_spec_augment,
 )
 from hf_transfer.models import load_model, model_path
+from hf_transfer.precision import choose_mixed_precision
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
@@ -53,6 +54,7 @@ DEFAULTS = {
 class AudioClassificationRecipe:
     def __init__(self, run: RunConfig):
         self.run = run
+        run.train.mixed_precision = choose_mixed_precision(run.train.mixed_precision)  # saved as chosen
         self.accelerator = Accelerator(
             mixed_precision=run.train.mixed_precision,
             gradient_accumulation_steps=run.train.gradient_accumulation_steps,
