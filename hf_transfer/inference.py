@@ -1,5 +1,6 @@
 """Load a trained output folder back: predict on new inputs, or score it on a labelled file or class folder."""
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def load_trained(output_dir: str | Path):
     else:
         model = task.auto_model.from_pretrained(folder)
     processor = getattr(transformers, task.processor_class).from_pretrained(folder)
-    return model.eval(), processor, settings
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), processor, settings
 
 
 @dataclass(frozen=True)
@@ -117,21 +118,42 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
     return classify
 
 
-@torch.no_grad()
+def _input_size(kind: str, item: str, pair: str | None) -> int:
+    """What padding follows: characters of a text (and its pair), bytes of an audio file; images are all resized
+    to one size."""
+    if kind == "text":
+        return len(item) + len(pair or "")
+    return Path(item).stat().st_size if kind == "audio" else 0
+
+
+@torch.inference_mode()
 def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str] | None = None) -> list[dict]:
-    """One prediction per input (a text, or an image or audio file path): label and class probabilities, or for
-    speech recognition the transcript. Batches are the run's evaluation batches, so scores match its report."""
+    """One prediction per input (a text, or an image or audio file path), in the inputs' order: label and class
+    probabilities, or for speech recognition the transcript. Batches of the run's evaluation batch size hold inputs
+    of similar size, longest first (little padding, and a batch too large for memory fails at once)."""
     kind = INPUTS[settings["task"]].kind
     if INPUTS[settings["task"]].is_file:
         for path in inputs:
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
+    order = sorted(range(len(inputs)), key=lambda i: -_input_size(kind, inputs[i], pairs and pairs[i]))
     predict_batch, batch_size = _batch_predictor(model, processor, settings), settings["per_device_eval_batch_size"]
-    predictions = []
-    for start in range(0, len(inputs), batch_size):
-        predictions += predict_batch(inputs[start:start + batch_size], pairs and pairs[start:start + batch_size])
+    predictions = [None] * len(inputs)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        batch = predict_batch([inputs[i] for i in chosen], pairs and [pairs[i] for i in chosen])
+        for i, prediction in zip(chosen, batch):
+            predictions[i] = prediction
     return predictions
+
+
+def timed_predict(model, processor, settings: dict, inputs: list[str],
+                  pairs: list[str] | None = None) -> tuple[list[dict], float]:
+    """`predict`, and its throughput in inputs per second."""
+    start = time.perf_counter()
+    predictions = predict(model, processor, settings, inputs, pairs)
+    return predictions, len(inputs) / max(time.perf_counter() - start, 1e-9)
 
 
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
@@ -180,12 +202,13 @@ def _score_labels(model, processor, settings, dataset, values, source, report_di
                          f"(the model knows {', '.join(label2id)})")
     pair_column = settings.get("text_pair_column")
     pairs = dataset[guess_column(dataset.column_names, pair_column, (), "text pair", source)] if pair_column else None
-    predictions = predict(model, processor, settings, values, pairs)
+    predictions, per_second = timed_predict(model, processor, settings, values, pairs)
     names = [model.config.id2label[i] for i in range(len(label2id))]
     probabilities = torch.tensor([[p["scores"][n] for n in names] for p in predictions]).numpy()
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
     results = {f"test_{k}": v for k, v in classification_metrics(probabilities, references).items()}
     results["test_samples"] = len(references)
+    results["test_samples_per_second"] = per_second
     write_report(report_dir, results, "test", source, probabilities, references, names, summary, [])
     return results
 
@@ -197,9 +220,11 @@ def _score_transcripts(model, processor, settings, dataset, paths, source, repor
     # References normalised as the training transcripts were (case, punctuation).
     speech = SpeechArgs(lowercase=settings["lowercase"], strip_punctuation=settings["strip_punctuation"])
     references = normalized_transcripts(dataset[column], speech, column, source)
-    predicted = [p["transcript"] for p in predict(model, processor, settings, paths)]
+    predictions, per_second = timed_predict(model, processor, settings, paths)
+    predicted = [p["transcript"] for p in predictions]
     results = {f"test_{k}": v for k, v in transcription_metrics(predicted, references).items()}
     results["test_samples"] = len(references)
+    results["test_samples_per_second"] = per_second
     examples = [{"split": "test", "reference": r, "prediction": p}
                 for r, p in list(zip(references, predicted))[:num_examples]]
     write_transcription_report(report_dir, results, examples, summary, [])

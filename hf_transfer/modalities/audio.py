@@ -271,7 +271,8 @@ def audio_logits(model, feature_extractor: SequenceFeatureExtractor, paths: list
     """The model's logits for a batch of audio files, cropped (centred) and padded as in evaluation."""
     rate = feature_extractor.sampling_rate
     waves = [crop(load_clip(path, rate), round(max_duration_seconds * rate)) for path in paths]
-    return model(**feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")).logits
+    inputs = feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
+    return model(**inputs.to(model.device)).logits
 
 
 # --- the model --------------------------------------------------------------------------------------------------

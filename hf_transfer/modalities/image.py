@@ -300,4 +300,4 @@ def image_details(args: ImageArgs, size: tuple[int, int]) -> dict[str, str]:
 def image_logits(model, processor, paths: list[str]) -> torch.Tensor:
     """The model's logits for a batch of image files, preprocessed as in evaluation."""
     images = [load_image(path, "the images to classify") for path in paths]
-    return model(pixel_values=processor_transform(processor)(images)).logits
+    return model(pixel_values=processor_transform(processor)(images).to(model.device)).logits

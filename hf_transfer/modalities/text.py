@@ -70,4 +70,4 @@ def text_logits(model, tokenizer: PreTrainedTokenizerBase, texts: list[str], max
                 pairs: list[str] | None = None) -> torch.Tensor:
     """The model's logits for a batch of texts (or text pairs), tokenised as in training."""
     batch = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    return model(**batch).logits
+    return model(**batch.to(model.device)).logits

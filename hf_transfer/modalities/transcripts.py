@@ -172,4 +172,4 @@ def transcribe_files(model, processor: Wav2Vec2Processor, paths: list[str]) -> l
     rate = processor.feature_extractor.sampling_rate
     waves = [load_clip(path, rate) for path in paths]
     inputs = processor.feature_extractor(waves, sampling_rate=rate, padding="longest", return_tensors="pt")
-    return processor.batch_decode(greedy_ids(model, dict(inputs), processor.tokenizer.pad_token_id))
+    return processor.batch_decode(greedy_ids(model, dict(inputs.to(model.device)), processor.tokenizer.pad_token_id))
