@@ -108,8 +108,9 @@ def test_memory_table_runs_every_strategy(smoke_runs):
         assert line["model_config"] == "bert-tiny" and line["total_params"] > 0 and line["loss"] > 0
         if torch.cuda.is_available():
             assert line["peak_gpu_memory_gb"] > 0
-        else:
-            assert line["peak_gpu_memory_gb"] is None and "note" in line
+        else:  # each strategy in its own process: its peak RSS holds at least its weights, in fp32
+            assert line["peak_gpu_memory_gb"] is None
+            assert line["peak_rss_gb"] > line["training_rss_gb"] >= line["total_params"] * 4 / 2**30
     full, lora, frozen = (line["trainable_params"] for line in lines)
     assert full > lora > frozen > 0
 
