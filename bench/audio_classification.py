@@ -3,20 +3,28 @@
     # CPU smoke: a tiny Wav2Vec2, short synthetic clips, a few steps
     python bench/audio_classification.py --model_config tiny --synthetic 64 --clip_seconds 0.1 --batch_size 8 \
         --max_steps 3 --warmup_steps 1
+    # CPU: a small Wav2Vec2 (recipes/configs/audio_classification_wav2vec2_8khz's shape) on 1 s clips, bf16
+    OMP_NUM_THREADS=1 python bench/audio_classification.py --model_config small --mixed_precision bf16 \
+        --max_steps 40 --warmup_steps 10
     # GPU: Wav2Vec2-base on 1 s clips, bf16, batch 32
     python bench/audio_classification.py --model_config wav2vec2-base --mixed_precision bf16
 
 Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). hf_transfer's audio module
 imports `datasets`, `soundfile` and `soxr`, so those must be importable.
 
-One run trains the same randomly initialised Wav2Vec2 twice on the same synthetic clips (16 kHz WAV bytes, all
+One run trains the same randomly initialised Wav2Vec2 three times on the same synthetic clips (16 kHz WAV bytes, all
 --clip_seconds long, as Speech Commands' 1 s clips are), decoded every step:
 
   ours     hf_transfer's `Loop`, fed as recipes/audio_classification.py feeds it: the recipe's `audio_collator`
            decoding and augmenting each batch with its defaults (leading silence, random crop, gain, white noise),
            `GroupedShuffleSampler` length grouping, the feature encoder frozen;
   trainer  `transformers.Trainer` as run_audio_classification.py drives it: each clip decoded and passed through
-           the feature extractor per example, `default_data_collator`, the feature encoder frozen.
+           the feature extractor per example, `default_data_collator`, the feature encoder frozen;
+  trainer_tuned  the same Trainer with --num_workers DataLoader workers decoding and extracting in parallel (pinned
+           memory on CUDA) and, with --trainer_compile, `torch_compile`. The clips are all one length, so neither
+           per-batch padding nor length grouping changes anything.
+
+Ours gets the same --num_workers (the recipe's collator then decodes and augments in the workers).
 
 Both models get SpecAugment off (mask_time_prob 0: the recipe's default; the Trainer is given the same config).
 Same initial weights, batch size, learning rate and schedule, precision and number of steps; timing, output and
@@ -25,7 +33,6 @@ the summary line are text_classification.py's (its `StepClock` and `compare`).
 
 import argparse
 import json
-import math
 import random
 import tempfile
 from io import BytesIO
@@ -36,11 +43,10 @@ import soundfile as sf
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare
+from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare, trainer_arguments
 from torch.utils.data import DataLoader, Dataset
 from transformers import (
     Trainer,
-    TrainingArguments,
     Wav2Vec2Config,
     Wav2Vec2ForSequenceClassification,
     default_data_collator,
@@ -62,6 +68,10 @@ from hf_transfer.strategies import apply_strategy, build_optimizer
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {
     "wav2vec2-base": {},  # Wav2Vec2Config's defaults are facebook/wav2vec2-base's shape
+    # recipes/configs/audio_classification_wav2vec2_8khz's shape (1.2 M parameters), for CPU measurements
+    "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
+              "conv_dim": (128,) * 4, "conv_stride": (5, 4, 4, 2), "conv_kernel": (10, 8, 8, 4),
+              "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 16},
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
              "conv_dim": (32, 32, 32), "conv_stride": (5, 4, 4), "conv_kernel": (10, 3, 3),
              "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},  # CPU smoke
@@ -77,6 +87,7 @@ CLIP_SECONDS = 1.0
 MAX_STEPS = 300
 WARMUP_STEPS = 50
 SEED = 42
+NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (the example's Trainer keeps its 0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
+                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -126,7 +140,7 @@ def write_feature_extractor(folder: Path) -> Path:
 
 
 def build_model(config: Wav2Vec2Config, seed: int) -> Wav2Vec2ForSequenceClassification:
-    set_seed(seed)  # both sides start from the same weights
+    set_seed(seed)  # every side starts from the same weights
     return Wav2Vec2ForSequenceClassification(config)
 
 
@@ -152,7 +166,7 @@ def run_ours(args, config, feature_extractor, clips, labels, device, workdir: st
     sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
     loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
                         collate_fn=audio_collator(feature_extractor, "audio", audio, True),
-                        pin_memory=accelerator.device.type == "cuda",
+                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
 
     clock = StepClock(args.warmup_steps, device)
@@ -189,16 +203,10 @@ class ExtractedClips(Dataset):
         return {"input_values": features["input_values"][0], "labels": self.labels[i]}
 
 
-def run_trainer(args, config, feature_extractor, clips, labels, device, workdir: str) -> StepClock:
+def run_trainer(args, config, feature_extractor, clips, labels, device, workdir: str, tuned: bool) -> StepClock:
     model = build_model(config, args.seed)
     model.freeze_feature_encoder()  # run_audio_classification's --freeze_feature_encoder default
-    training_args = TrainingArguments(
-        output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
-        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
-        eval_strategy="no", save_strategy="no", report_to="none", remove_unused_columns=False,
-        use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
-    )
+    training_args = trainer_arguments(args, workdir, device, tuned, remove_unused_columns=False)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=training_args,
@@ -220,7 +228,10 @@ def main(argv=None) -> list[dict]:
     clips, labels = synthetic_clips(args.synthetic, args.clip_seconds, args.seed)
     data = f"synthetic:{args.synthetic} WAV clips of {args.clip_seconds:g} s at {SAMPLING_RATE} Hz"
     sides = {"ours": lambda workdir: run_ours(args, config, feature_extractor, clips, labels, device, workdir),
-             "trainer": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device, workdir)}
+             "trainer": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device, workdir,
+                                                    False),
+             "trainer_tuned": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device,
+                                                          workdir, True)}
     return compare(sides, args, device, data,
                    lambda side, line: {"audio_seconds_per_s": line["samples_per_s"] * args.clip_seconds})
 

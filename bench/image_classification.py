@@ -3,30 +3,37 @@
     # CPU smoke: a tiny ViT, small synthetic JPEGs, a few steps
     python bench/image_classification.py --model_config tiny --synthetic 64 --source_px 48 --batch_size 8 \
         --max_steps 3 --warmup_steps 1
+    # CPU: ViT-S/16 at 224 px, bf16 (BENCHMARKS.md has the exact lines measured)
+    OMP_NUM_THREADS=1 python bench/image_classification.py --model_config vit-small --mixed_precision bf16 \
+        --batch_size 16 --max_steps 14 --warmup_steps 4
     # GPU: ViT-B/16 at 224 px, bf16, batch 32 (MFU against the H100's dense bf16 peak)
     python bench/image_classification.py --model_config vit-base --mixed_precision bf16 --peak_tflops 989
 
 Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). hf_transfer's image module
 imports `datasets`, so that package (and its `dill` and `multiprocess`) must be importable.
 
-One run trains the same randomly initialised ViT twice on the same synthetic photos (random smooth images,
+One run trains the same randomly initialised ViT three times on the same synthetic photos (random smooth images,
 JPEG-encoded like the hymenoptera set: shorter side --source_px, quality 90), decoded and augmented every step:
 
   ours     hf_transfer's `Loop`, fed as recipes/image_classification.py feeds it: the recipe's `image_collator`
            decoding each batch and `TrainTransform` with its default `basic` augmentation (random resized crop,
-           flip, colour jitter) on the CPU, in the main process;
+           flip, colour jitter) on the CPU;
   trainer  `transformers.Trainer` as run_image_classification.py drives it: torchvision's RandomResizedCrop,
            RandomHorizontalFlip, ToTensor and Normalize per example (where torchvision is missing, hf_transfer's
-           TrainTransform per example stands in), stacked by `default_data_collator`.
+           TrainTransform per example stands in), stacked by `default_data_collator`;
+  trainer_tuned  the same Trainer with --num_workers DataLoader workers augmenting in parallel (pinned memory on
+           CUDA) and, with --trainer_compile, `torch_compile`.
+
+Ours gets the same --num_workers (the recipe's collator then decodes and augments in the workers).
 
 Same model config, initial weights, batch size, learning rate and schedule, precision and number of steps; timing,
 output and the summary line are text_classification.py's (its `StepClock` and `compare`). Each side's line also
-holds model TFLOP/s (6 x parameters x patches + attention, per sample) and, given --peak_tflops, MFU.
+holds model TFLOP/s (6 x parameters x patches + attention, per sample), its fraction of the matmul peak measured in
+the same run and, given --peak_tflops (a data sheet's), MFU.
 """
 
 import argparse
 import json
-import math
 import random
 import tempfile
 from io import BytesIO
@@ -37,9 +44,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
-from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare
+from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare, trainer_arguments
 from torch.utils.data import DataLoader, Dataset
-from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification, default_data_collator
+from transformers import Trainer, ViTConfig, ViTForImageClassification, default_data_collator
 
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
 from hf_transfer.loop import Loop, classification_loss
@@ -50,6 +57,7 @@ from hf_transfer.strategies import apply_strategy, build_optimizer
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {
     "vit-base": {},  # ViTConfig's defaults are ViT-B/16 at 224 px
+    "vit-small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536},
     "tiny": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 64},  # CPU smoke
 }
@@ -63,6 +71,7 @@ SOURCE_PX = 256  # shorter side of the synthetic photos (hymenoptera's copies ar
 MAX_STEPS = 300
 WARMUP_STEPS = 50
 SEED = 42
+NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (the example's Trainer keeps its 0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
     parser.add_argument("--peak_tflops", type=float, help="the device's dense peak at this precision, for MFU")
+    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
+                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -120,7 +132,7 @@ def training_flops_per_sample(config: ViTConfig) -> float:
 
 
 def build_model(config: ViTConfig, seed: int) -> ViTForImageClassification:
-    set_seed(seed)  # both sides start from the same weights
+    set_seed(seed)  # every side starts from the same weights
     return ViTForImageClassification(config)
 
 
@@ -141,7 +153,7 @@ def run_ours(args, config, processor, photos, labels, device, workdir: str) -> S
     collate = image_collator(TrainTransform(processor, "basic"), "synthetic photos")
     loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
                         collate_fn=collate,
-                        pin_memory=accelerator.device.type == "cuda",
+                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
 
     clock = StepClock(args.warmup_steps, device)
@@ -181,16 +193,10 @@ class AugmentedPhotos(Dataset):
             return {"pixel_values": self.transform(image.convert("RGB")), "labels": self.labels[i]}
 
 
-def run_trainer(args, config, processor, photos, labels, device, workdir: str) -> StepClock:
+def run_trainer(args, config, processor, photos, labels, device, workdir: str, tuned: bool) -> StepClock:
     model = build_model(config, args.seed)
     transform, _ = trainer_transform(processor, args.seed)
-    training_args = TrainingArguments(
-        output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
-        bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
-        eval_strategy="no", save_strategy="no", report_to="none", remove_unused_columns=False,
-        use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
-    )
+    training_args = trainer_arguments(args, workdir, device, tuned, remove_unused_columns=False)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=training_args, train_dataset=AugmentedPhotos(photos, labels, transform),
@@ -209,8 +215,9 @@ def main(argv=None) -> list[dict]:
         processor = load_image_processor(ModelArgs(config_name=str(write_processor(Path(folder), config))), None, None)
     photos, labels = synthetic_photos(args.synthetic, args.source_px, args.seed)
     data = f"synthetic:{args.synthetic} JPEG {round(args.source_px * 4 / 3)}x{args.source_px}"
+    per_example = trainer_transform(processor, args.seed)[1]
     augmentation = {"ours": "hf_transfer TrainTransform basic per batch (crop, flip, colour jitter)",
-                    "trainer": trainer_transform(processor, args.seed)[1]}
+                    "trainer": per_example, "trainer_tuned": per_example}
     flops = training_flops_per_sample(config)
 
     def extra(side: str, line: dict) -> dict:
@@ -219,7 +226,9 @@ def main(argv=None) -> list[dict]:
                 "mfu": tflops / args.peak_tflops if args.peak_tflops else None}
 
     sides = {"ours": lambda workdir: run_ours(args, config, processor, photos, labels, device, workdir),
-             "trainer": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir)}
+             "trainer": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir, False),
+             "trainer_tuned": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir,
+                                                          True)}
     return compare(sides, args, device, data, extra)
 
 

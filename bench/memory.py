@@ -4,13 +4,18 @@
     python bench/memory.py --model_config bert-base --mixed_precision bf16
     python bench/memory.py --model_config vit-base --mixed_precision bf16
     python bench/memory.py --model_config wav2vec2-base --mixed_precision bf16
-    # CPU smoke (tests/test_bench.py): runs every strategy, but peak memory is null without CUDA
+    # CPU: peak RSS per strategy (BENCHMARKS.md has the exact lines measured)
+    python bench/memory.py --model_config minilm --mixed_precision bf16 --steps 2
+    # CPU smoke (tests/test_bench.py)
     python bench/memory.py --model_config bert-tiny --steps 2 --batch_size 4
 
 For each strategy the model is built from its config (random init: memory does not depend on the weights), given
 the strategy by `hf_transfer.strategies.apply_strategy`, optimised by `build_optimizer` (fused AdamW, as every recipe
 does), prepared by accelerate and trained `--steps` steps on random inputs of the model's usual training shape. The
 peak is `torch.cuda.max_memory_allocated` over those steps: weights, gradients, optimizer state and activations.
+Without CUDA each strategy runs in a forked child process, and the line gives its peak resident set size (VmHWM,
+`peak_rss_gb`) and that peak less the RSS the child started with (`training_rss_gb`: the model, its training
+state and activations, without the Python and library pages every strategy shares).
 Text batches are padded to --seq_len (run_glue's 128), the worst case; length-grouped batches of short sentences
 use less. Wav2Vec2's convolutional feature encoder stays frozen, as recipes/audio_classification.py leaves it by
 default. One JSON line per strategy on stdout; the libraries' own output goes to stderr.
@@ -20,7 +25,9 @@ import argparse
 import contextlib
 import gc
 import json
+import multiprocessing
 import sys
+from pathlib import Path
 
 import torch
 import transformers
@@ -48,7 +55,11 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 MODELS = {
     "bert-base": ("text-classification", BertForSequenceClassification, lambda: BertConfig()),
     "bert-tiny": ("text-classification", BertForSequenceClassification, lambda: BertConfig(**TINY)),
+    "minilm": ("text-classification", BertForSequenceClassification,
+               lambda: BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)),
     "vit-base": ("image-classification", ViTForImageClassification, lambda: ViTConfig()),
+    "vit-small": ("image-classification", ViTForImageClassification,
+                  lambda: ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)),
     "vit-tiny": ("image-classification", ViTForImageClassification,
                  lambda: ViTConfig(image_size=32, patch_size=8, **TINY)),
     "wav2vec2-base": ("audio-classification", Wav2Vec2ForSequenceClassification, lambda: Wav2Vec2Config()),
@@ -106,7 +117,16 @@ def reset_device(device: torch.device) -> None:
     GradientState._reset_state()
 
 
+def rss_gb(field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak so far) of this process, from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 2**20  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def measure(strategy_name: str, args) -> dict:
+    start_rss = rss_gb("VmRSS") if not torch.cuda.is_available() else None
     task_name, model_class, make_config = MODELS[args.model_config]
     task = TASKS[task_name]
     set_seed(args.seed)
@@ -147,8 +167,15 @@ def measure(strategy_name: str, args) -> dict:
         "transformers": transformers.__version__,
     }
     if device.type != "cuda":
-        line["note"] = "no CUDA device: peak memory is measured on the GPU only"
+        peak = rss_gb("VmHWM")
+        line |= {"peak_rss_gb": peak, "training_rss_gb": peak - start_rss}
     return line
+
+
+def measure_in_child(strategy: str, args) -> dict:
+    """`measure` in a forked process, so that its peak RSS is its own strategy's (the CPU's peak never resets)."""
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(measure, (strategy, args))
 
 
 def main(argv=None) -> list[dict]:
@@ -160,7 +187,7 @@ def main(argv=None) -> list[dict]:
         for strategy in args.strategies:
             reset_device(device)
             with contextlib.redirect_stdout(sys.stderr):
-                lines.append(measure(strategy, args))
+                lines.append((measure if device.type == "cuda" else measure_in_child)(strategy, args))
             text = json.dumps(lines[-1])
             print(text, flush=True)
             if output is not None:

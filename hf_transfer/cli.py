@@ -53,8 +53,7 @@ def train(recipe: str | None, flags: list[str]) -> None:
 
 
 def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: bool = False) -> None:
-    from hf_transfer.inference import load_trained
-    from hf_transfer.inference import predict as predict_inputs
+    from hf_transfer.inference import load_trained, timed_predict
 
     if file:
         path = Path(file)
@@ -67,8 +66,10 @@ def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: 
     if settings.get("text_pair_column"):
         raise UsageError(f"{output_dir} classifies text pairs ({settings['text_column']}, "
                          f"{settings['text_pair_column']}): score a file of them with `hf-transfer evaluate`")
-    for prediction in predict_inputs(model, processor, settings, inputs):
+    predictions, per_second = timed_predict(model, processor, settings, inputs)
+    for prediction in predictions:
         print(json.dumps(prediction))
+    print(f"{len(inputs)} predictions, {per_second:.1f} per second on {model.device.type}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

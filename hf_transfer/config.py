@@ -166,8 +166,8 @@ class TrainArgs:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps spent warming up."})
     mixed_precision: str | None = field(
-        default=None,
-        metadata={"help": "no | fp16 | bf16 (default: what `accelerate launch` or `accelerate config` chose, else no)."},
+        default=None, metadata={"help": "no | fp16 | bf16. Unset: the launcher's choice (accelerate launch), else bf16 "
+                                "where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
     dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout rates."})
@@ -200,7 +200,8 @@ class TrainArgs:
 
     def __post_init__(self):
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("linear", "cosine", "constant"))
-        _check_choice("mixed_precision", self.mixed_precision, (None, "no", "fp16", "bf16"))
+        if self.mixed_precision is not None:  # None: decided by hf_transfer.precision when training starts
+            _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
         _check_choice("report_to", self.report_to, ("none", *TRACKERS))
         if self.report_to in TRACKERS and importlib.util.find_spec(TRACKERS[self.report_to][0]) is None:

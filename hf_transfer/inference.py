@@ -1,6 +1,7 @@
 """Load a trained output folder back: predict on new inputs, or score it on a labelled file or class folder."""
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,10 +164,11 @@ def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], l
     return classify
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str] | None = None) -> list[dict]:
-    """One prediction per input (a text, or an image or audio file path): label and class probabilities, or for
-    speech recognition the transcript. Batches are the run's evaluation batches, so scores match its report."""
+    """One prediction per input (a text, or an image or audio file path), in the inputs' order: label and class
+    probabilities, or for speech recognition the transcript. Batches of the run's evaluation batch size hold inputs
+    of similar size, longest first (little padding, and a batch too large for memory fails at once)."""
     kind = INPUTS[settings["task"]].kind
     if INPUTS[settings["task"]].is_file:
         for path in inputs:
@@ -174,7 +176,9 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
     order = list(range(len(inputs)))
-    if settings["task"] == "audio-classification":  # longest first, as the run evaluated: little padding
+    if kind == "text":  # longest first, so that each batch pads little
+        order.sort(key=lambda i: -(len(inputs[i]) + len(pairs[i] if pairs else "")))
+    elif settings["task"] == "audio-classification":  # longest first, as the run evaluated
         lengths = clip_lengths(inputs, processor.sampling_rate, settings["max_duration_seconds"])
         order.sort(key=lambda i: -lengths[i])
     predict_batch, batch_size = _batch_predictor(model, processor, settings), settings["per_device_eval_batch_size"]
@@ -185,6 +189,14 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
         for i, prediction in zip(batch, found):
             predictions[i] = prediction
     return predictions
+
+
+def timed_predict(model, processor, settings: dict, inputs: list[str],
+                  pairs: list[str] | None = None) -> tuple[list[dict], float]:
+    """`predict`, and its throughput in inputs per second."""
+    start = time.perf_counter()
+    predictions = predict(model, processor, settings, inputs, pairs)
+    return predictions, len(inputs) / max(time.perf_counter() - start, 1e-9)
 
 
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
@@ -254,7 +266,7 @@ def _score_labels(model, processor, settings, dataset, values, evaluation: Evalu
                          f"(the model knows {', '.join(label2id)})")
     pair_column = settings.get("text_pair_column")
     pairs = dataset[guess_column(dataset.column_names, pair_column, (), "text pair", source)] if pair_column else None
-    predictions = predict(model, processor, settings, values, pairs)  # the saved temperature already applied
+    predictions, per_second = timed_predict(model, processor, settings, values, pairs)  # the saved temperature applied
     names = [model.config.id2label[i] for i in range(len(label2id))]
     probabilities = torch.tensor([[p["scores"][n] for n in names] for p in predictions]).numpy()
     references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
@@ -267,6 +279,7 @@ def _score_labels(model, processor, settings, dataset, values, evaluation: Evalu
     for key, value in (("calibration_temperature", decision.temperature), ("decision_threshold", decision.threshold)):
         if value not in (None, 1.0):
             results[key] = evaluation.summary[key.replace("_", " ")] = value
+    results["test_samples_per_second"] = per_second
     report_dir = evaluation.report_dir
     sections = (intervals_note(evaluation.bootstrap, len(references))
                 + operating_point_section(report_dir, probabilities, references, scored.predictions, decision, names)
@@ -286,10 +299,12 @@ def _score_transcripts(model, processor, settings, dataset, paths, evaluation: E
     # References and predictions normalised as in training (case, punctuation).
     speech = SpeechArgs(lowercase=settings["lowercase"], strip_punctuation=settings["strip_punctuation"])
     references = normalized_transcripts(dataset[column], speech, column, source)
-    predicted = [normalize(p["transcript"], speech) for p in predict(model, processor, settings, paths)]
+    predictions, per_second = timed_predict(model, processor, settings, paths)
+    predicted = [normalize(p["transcript"], speech) for p in predictions]
     scored = score_transcription(predicted, references, paths, evaluation.groups, evaluation.bootstrap)
     results = {f"test_{k}": v for k, v in scored.results.items()}
     results["test_samples"] = len(references)
+    results["test_samples_per_second"] = per_second
     examples = [{"split": "test", "reference": r, "prediction": p}
                 for r, p in list(zip(references, predicted))[:num_examples]]
     sections = (intervals_note(evaluation.bootstrap, len(references), "utterances")

@@ -24,6 +24,7 @@ from transformers import get_scheduler
 
 from hf_transfer.config import TrainArgs, UsageError
 from hf_transfer.io import atomic_write_json
+from hf_transfer.precision import choose_mixed_precision
 from hf_transfer.run_folder import checkpoint_dirs, copy_record, resolve_checkpoint
 from hf_transfer.strategies import trainable_state_dict
 
@@ -50,7 +51,8 @@ class TrainState:
 
 def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
     """The run's Accelerator. Its precision is `--mixed_precision` when given, else the launcher's choice
-    (`accelerate launch --mixed_precision`, `accelerate config`), else none.
+    (`accelerate launch --mixed_precision`, `accelerate config`), else bf16 where the hardware runs it fast
+    (`choose_mixed_precision`), else none.
 
     accelerate keeps its settings in process-wide singletons: they are reset first, so that a second run in one
     notebook kernel may use another precision. The process group (PartialState) of a launched run stays.
@@ -58,7 +60,7 @@ def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
     """
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+    accelerator = Accelerator(mixed_precision=choose_mixed_precision(args.mixed_precision, kwargs.get("cpu", False)),
                               gradient_accumulation_steps=args.gradient_accumulation_steps,
                               log_with=None if args.report_to == "none" else args.report_to, project_dir=output_dir,
                               **kwargs)

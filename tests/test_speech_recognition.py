@@ -60,6 +60,7 @@ def test_predict_and_evaluate_commands_transcribe(learned, speech_data, tmp_path
     assert prediction == {"audio": str(clip), "transcript": first_example.split(" | ")[1].split(" |")[0].rstrip(" ✗")}
     # The test CSV again (relative paths, un-normalised transcripts): the run's own error rates.
     again = evaluate_folder(output_dir, str(speech_data / "test.csv"), tmp_path / "evaluation")
+    assert again.pop("test_samples_per_second") > 0  # scoring's throughput, which training does not report
     assert again == {k: v for k, v in results.items() if k.startswith("test_")}
     assert "| reference | prediction |" in (tmp_path / "evaluation" / "eval_report.md").read_text()
     with pytest.raises(SystemExit, match="--test_dir reads class folders"):
