@@ -10,7 +10,7 @@ from sklearn import metrics as sk
 from hf_transfer.metrics.calibration import BINS, reliability_bins
 from hf_transfer.metrics.intervals import Bootstrap
 from hf_transfer.metrics.operating_point import Decision
-from hf_transfer.metrics.report import _save_figure
+from hf_transfer.metrics.report import save_figure
 
 
 def intervals_note(bootstrap: Bootstrap, num_items: int, unit: str = "items") -> list[str]:
@@ -53,7 +53,7 @@ def operating_point_section(output_dir: Path, probabilities: np.ndarray, referen
     pr_axes.plot([recall], [precision], "o", color="red", label=label)
     roc_axes.legend(loc="lower right", fontsize=8)
     pr_axes.legend(loc="lower left", fontsize=8)
-    _save_figure(figure, Path(output_dir) / "operating_point.png")
+    save_figure(figure, Path(output_dir) / "operating_point.png")
     if decision.threshold is None:
         rule = (f"The top class decides (the same as `{names[1]}` when its probability is at least 0.5); "
                 "`--decision_threshold auto` chooses a threshold on validation instead.")
@@ -79,7 +79,7 @@ def calibration_section(output_dir: Path, probabilities: np.ndarray, references:
     axes.set(xlabel="top-class probability", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.01),
              title=f"Reliability, ECE {results[f'{prefix}_ece']:.4f}")
     axes.legend(loc="upper left", fontsize=8)
-    _save_figure(figure, Path(output_dir) / "reliability_diagram.png")
+    save_figure(figure, Path(output_dir) / "reliability_diagram.png")
     lines = ["", "## Calibration", "",
              f"Expected calibration error (ECE): **{results[f'{prefix}_ece']:.4f}**: the items are put in {BINS} "
              "equal-width bins of their top-class probability, and ECE is the item-weighted mean gap between each "
