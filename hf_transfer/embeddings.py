@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from hf_transfer.config import UsageError
 from hf_transfer.io import atomic_write_bytes
+from hf_transfer.tasks import is_encoder_decoder
 
 POOLINGS = ("mean", "cls")
 # Part of every cache key: bump it when a change here changes the features, so old caches are not reused.
@@ -40,7 +41,7 @@ def load_backbone(path: str, random_init: bool, seed: int) -> PreTrainedModel:
             model = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load a model from {path!r}: {error}") from None
-    if getattr(model.config, "is_encoder_decoder", False):
+    if is_encoder_decoder(model.config):
         model = model.get_encoder()
     return model.eval()
 

@@ -11,8 +11,8 @@ from hf_transfer.tasks import (
     base_model,
     encoder_layers,
     fixed_parameter_names,
+    has_decoder,
     head_module_names,
-    is_encoder_decoder,
     lora_target_modules,
     top_modules,
 )
@@ -48,7 +48,7 @@ def _freeze(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) ->
     model.requires_grad_(args.strategy == "full")
     for name in heads:
         getattr(model, name).requires_grad_(True)
-    if is_encoder_decoder(model.config):  # the encoder's features stay as they are; the decoder learns to write
+    if has_decoder(model):  # the encoder's features stay as they are; the decoder learns to write
         model.get_decoder().requires_grad_(True)
     if args.strategy == "partial" and args.unfreeze_layers:
         layers = encoder_layers(model)

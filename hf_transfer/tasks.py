@@ -115,11 +115,17 @@ def base_model(model: nn.Module) -> nn.Module:
     return getattr(model, _backbone_name(model))
 
 
+def has_decoder(model: nn.Module) -> bool:
+    """Whether `model` writes text with a decoder. WhisperForAudioClassification keeps its config's
+    `is_encoder_decoder` but holds only the encoder."""
+    return is_encoder_decoder(model.config) and hasattr(base_model(model), "decoder")
+
+
 def head_module_names(model: nn.Module) -> list[str]:
     """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`).
     An encoder-decoder has none: its output layer is the pretrained vocabulary projection (tied to the decoder's
     embeddings), kept as it is."""
-    if is_encoder_decoder(model.config):
+    if has_decoder(model):
         return []
     backbone = _backbone_name(model)
     return [name for name, module in model.named_children()
@@ -129,7 +135,7 @@ def head_module_names(model: nn.Module) -> list[str]:
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The backbone's stack of blocks: transformer layers (`encoder.layer`, `transformer.layer`, `encoder.layers`...)
     or CNN blocks (`encoder.blocks`); the encoder's, for an encoder-decoder."""
-    if is_encoder_decoder(model.config):
+    if has_decoder(model):
         return model.get_encoder().layers
     stacks = [module for name, module in base_model(model).named_modules()
               if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks")]
