@@ -49,14 +49,16 @@ from hf_transfer.run_folder import require_complete
 from hf_transfer.tasks import SPEECH_SEQ2SEQ, task_for
 
 
-def read_run_config(output_dir: str | Path) -> dict:
-    """The settings of the finished run in `output_dir` (an unfinished one is refused, naming how to finish it)."""
+def read_run_config(output_dir: str | Path, require_finished: bool = True) -> dict:
+    """The settings of the finished run in `output_dir` (an unfinished one is refused, naming how to finish it).
+    `require_finished=False` is for a Hub snapshot: push checked the run, and the local record stays behind."""
     path = Path(output_dir) / "run_config.yaml"
     if not Path(output_dir).is_dir():
         raise UsageError(f"no such folder: {output_dir}")
     if not path.is_file():
         raise UsageError(f"{output_dir} is not an hf_transfer output folder (no run_config.yaml)")
-    require_complete(output_dir)
+    if require_finished:
+        require_complete(output_dir)
     return yaml.safe_load(path.read_text())
 
 
@@ -79,16 +81,16 @@ def check_weights_format(folder: Path, allow_pickle: bool) -> bool:
     return False
 
 
-def load_trained(output_dir: str | Path, allow_pickle: bool = False):
+def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_finished: bool = True):
     """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
     wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml, and for
     speech recognition the model (encoder-decoder or not), say which Auto classes rebuild it. Its weights are read
-    from safetensors; pickle `.bin` files only with `allow_pickle`.
+    from safetensors; pickle `.bin` files only with `allow_pickle`. `require_finished`: see `read_run_config`.
     """
     folder = Path(output_dir)
-    settings = read_run_config(folder)
+    settings = read_run_config(folder, require_finished)
     safetensors = check_weights_format(folder, allow_pickle)
     config = AutoConfig.from_pretrained(folder)
     task = task_for(settings["task"], config)

@@ -30,7 +30,8 @@ def merge_adapter(output_dir: str | Path, out_dir: str | Path) -> Path:
         raise UsageError(f"{output_dir} holds no LoRA adapter (no adapter_config.json): only LoRA outputs need a merge")
     if out.resolve() == folder.resolve():
         raise UsageError(f"--out must differ from {output_dir}: the merged model would overwrite the adapter's config")
-    model, tokenizer, _ = load_trained(folder)
+    downloaded = folder != Path(output_dir)
+    model, tokenizer, _ = load_trained(folder, require_finished=not downloaded)
     # The base was loaded with the output's config.json, so the merged config keeps id2label/label2id.
     merged = model.merge_and_unload()
 

@@ -68,7 +68,7 @@ def test_recipes_command_lists_configs_with_their_launch_commands(capsys):
     (["train", "nosuchrecipe"], "unknown recipe 'nosuchrecipe'"),
     (["train", "sentiment", "--train_file", "missing.csv"], "data file not found: missing.csv"),
     (["predict", "not-an-output"], "give texts (or image or audio file paths) to predict on"),
-    (["predict", "not-an-output", "hello"], "not an hf_transfer output folder"),
+    (["predict", "not-an-output", "hello"], "no such folder: not-an-output"),
 ])
 def test_bad_input_exits_with_a_message_not_a_traceback(argv, message):
     with pytest.raises(SystemExit) as exit_info:

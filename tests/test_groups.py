@@ -90,7 +90,7 @@ def test_speech_report_gives_intervals_and_the_worst_speaker(tmp_path):
     assert results["test_wer_ci_low"] < 0.25 < results["test_wer_ci_high"]
     sections = intervals_note(Bootstrap(), 20, "utterances") + groups_section(scored.group_rows, "speaker", results,
                                                                               "test", "wer")
-    write_transcription_report(tmp_path, results, [], {"model": "m"}, [], sections)
+    write_transcription_report(tmp_path, results, [], {"model": "m"}, None, sections)
     report = (tmp_path / "eval_report.md").read_text()
     assert "| wer | 0.2500 [" in report and "Worst speaker: **b** (wer 1.0000)" in report
     assert scored.items[1] == {"id": 1, "input": "1.wav", "group": "b", "reference": "two", "prediction": "too",

@@ -49,9 +49,10 @@ def folder_hash(folder: Path) -> str:
 
 
 def shareable_files(folder: Path) -> set[str]:
-    """Every file at the top of the folder that is not hidden, less the card's render inputs: what a push uploads."""
-    return {p.name for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.name != "card_context.json"}
+    """Every file at the top of the folder that is not hidden, less the card's render inputs and the per-item
+    predictions (they quote the user's data): what a push uploads."""
+    return {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+            and p.name != "card_context.json" and not p.name.endswith("_predictions.jsonl")}
 
 
 def test_push_uploads_the_output_byte_for_byte_in_one_commit(fake_hub, lora_output):
@@ -130,7 +131,7 @@ def test_a_wrong_token_says_to_check_it(fake_hub, lora_output):
 
 @pytest.mark.parametrize("repo_id, folder, message", [
     ("not a repo id", None, "not a valid repo id"),
-    (REPO, "missing", "not an hf_transfer output folder"),
+    (REPO, "missing", "no such folder: .*missing"),
 ])
 def test_bad_input_is_a_usage_error(fake_hub, lora_output, tmp_path, repo_id, folder, message):
     with pytest.raises(UsageError, match=message):

@@ -66,6 +66,7 @@ def test_reloads_and_evaluates_as_trained(trained, speech_data, strategy, tmp_pa
     model, processor, _ = load_trained(output_dir)
     assert type(processor).__name__ == "WhisperProcessor"
     again = evaluate_folder(output_dir, str(speech_data / "test.csv"), tmp_path / "evaluation")
+    assert again.pop("test_samples_per_second") > 0  # scoring's throughput, which training does not report
     assert again == {k: v for k, v in results.items() if k.startswith("test_")}
 
 

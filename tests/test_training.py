@@ -171,7 +171,8 @@ def test_metric_for_best_model_is_checked_before_training(tiny_bert, sentiment_f
     validation = write_csv(tmp_path / "val.csv", [row for row in sentences(20) if row["label"] == "negative"])
     monkeypatch.setattr(Loop, "fit", lambda self: pytest.fail("training started"))
     with pytest.raises(UsageError, match=message):
-        run(tiny_bert, sentiment_files, tmp_path, validation_file=str(validation), metric_for_best_model=metric)
+        run(tiny_bert, sentiment_files, tmp_path / "out", validation_file=str(validation),
+            metric_for_best_model=metric)
 
 
 def test_a_run_shows_its_own_lines_and_plots_its_learning_curve(sentiment_files, tmp_path):
