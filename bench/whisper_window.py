@@ -71,7 +71,7 @@ def measure(window: float, short: bool, train: list[dict], test: list[dict], arg
     model = WhisperForAudioClassification.from_pretrained(folder, num_labels=10)
     audio = AudioArgs(max_duration_seconds=window, short_inputs=short)
     seconds = fit_whisper_window(model, extractor, window, short)
-    collate = audio_collator(extractor, "audio", audio, False, 0)
+    collate = audio_collator(extractor, "audio", audio, False)
     classifier = LogisticRegression(max_iter=2000, C=args.C)
     classifier.fit(pooled_features(model, collate, train, args.batch_size), [e["labels"] for e in train])
     accuracy = classifier.score(pooled_features(model, collate, test, args.batch_size), [e["labels"] for e in test])
