@@ -6,6 +6,9 @@ Files are named `{digit}_{speaker}_{index}.{wav|flac}`; index 0-4 of each digit 
 5-49 the training split. The CSVs hold absolute paths (`audio`), the digit (`label`) for audio classification,
 the digit as a word (`transcript`, "zero" ... "nine") for speech recognition, and the `speaker` (for
 `--group_column speaker`: a validation split of unseen speakers, per-speaker scores).
+
+`--test_speakers george,yweweler` makes a speaker-shift split instead: every recording of those speakers is the
+test split, the other speakers' recordings train.
 """
 
 import argparse
@@ -21,16 +24,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recordings", type=Path, help="the folder of FSDD recordings")
     parser.add_argument("out", type=Path, help="folder for train.csv and test.csv (created if missing)")
+    parser.add_argument("--test_speakers", default="", help="comma-separated speakers whose recordings are the "
+                                                            "whole test split (default: the official split)")
     args = parser.parse_args()
+    test_speakers = {name for name in args.test_speakers.split(",") if name}
     rows = {"train": [], "test": []}
     for path in sorted(args.recordings.iterdir()):
         match = NAME.fullmatch(path.stem)
         if match and path.suffix in (".wav", ".flac"):
-            split = "test" if int(match["index"]) < 5 else "train"
+            if test_speakers:
+                split = "test" if match["speaker"] in test_speakers else "train"
+            else:
+                split = "test" if int(match["index"]) < 5 else "train"
             rows[split].append({"audio": str(path.resolve()), "label": match["digit"],
                                 "transcript": WORDS[int(match["digit"])], "speaker": match["speaker"]})
     if not rows["train"] or not rows["test"]:
-        parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings")
+        parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings"
+                     + (f" of speakers {args.test_speakers} and of others" if test_speakers else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         with open(args.out / f"{split}.csv", "w", newline="") as handle:
