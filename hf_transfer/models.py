@@ -8,7 +8,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import ModelArgs, UsageError
-from hf_transfer.tasks import Task
+from hf_transfer.tasks import Task, has_decoder
 
 # Config attributes that hold dropout rates, across BERT, DistilBERT, ViT, Wav2Vec2 and EfficientNet families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -97,8 +97,12 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     initialised = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
     modules = sorted({key.split(".")[0] for key in initialised})
     heads = [name for name in modules if name != model.base_model_prefix]
-    size = (f"{model.config.vocab_size} symbols" if type(model).__name__.endswith("ForCTC")
-            else f"{model.config.num_labels} labels")
+    if type(model).__name__.endswith("ForCTC"):
+        size = f"{model.config.vocab_size} symbols"
+    elif has_decoder(model):  # writes text: its config's num_labels (2 by default) means nothing
+        size = f"{model.config.vocab_size} tokens"
+    else:
+        size = f"{model.config.num_labels} labels"
     line = f"new head: {', '.join(heads)} ({size}), initialised" if heads else f"head: the checkpoint's ({size})"
     backbone = sorted(key for key in initialised if key.split(".")[0] == model.base_model_prefix)
     if backbone:

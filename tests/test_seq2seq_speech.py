@@ -88,3 +88,12 @@ def test_pipeline_transcribes_as_predict(speech_data, tiny_whisper, tmp_path, ca
 def test_spec_augment_is_refused_for_whisper(speech_data, tiny_whisper, tmp_path):
     with pytest.raises(UsageError, match="--spec_augment applies to CTC models"):
         train(speech_data, tiny_whisper, tmp_path, spec_augment=0.05)
+
+
+def test_the_load_line_counts_the_vocabulary_not_labels(tiny_whisper):
+    """Whisper's config keeps num_labels = 2 by default: a speech recognition run must not report a 2-label head."""
+    from hf_transfer.models import describe_new_weights
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_whisper)
+    line = describe_new_weights(model, {"missing_keys": [], "mismatched_keys": []})
+    assert line == f"head: the checkpoint's ({model.config.vocab_size} tokens)"
