@@ -111,8 +111,9 @@ def score(folder: Path, output_dir: Path, base: str) -> dict:
             features = processor.feature_extractor(waves, sampling_rate=rate, return_tensors="pt").input_features
             with torch.no_grad():
                 texts = generate_text(model, processor, features, prompt_ids)
-            if prompt_ids is not None:  # the decoded text starts with the prompt itself
-                texts = [text.split(processor.decode(prompt_ids, skip_special_tokens=True).strip(), 1)[-1]
+            if prompt_ids is not None:  # some transformers versions return the prompt before the transcript
+                prompt_text = processor.tokenizer.decode(prompt_ids[1:]).strip()  # after <|startofprev|>
+                texts = [text.strip()[len(prompt_text):] if text.strip().startswith(prompt_text) else text
                          for text in texts]
             found += [normalize(text, speech) for text in texts]
         return found
