@@ -55,14 +55,15 @@ def _wait_for(process, condition, timeout: float = 300) -> bool:
     return False
 
 
-def _moment(phase: str, folder: Path, rng: random.Random):
-    """When to kill: a random time into training, as a checkpoint folder appears, or during the final write."""
+def _moment(phase: str, folder: Path, rng: random.Random, run_seconds: float):
+    """When to kill: a random time into the run (which takes `run_seconds` from its record to its exit), as a
+    checkpoint folder appears, or during the final write."""
     if phase == "training":
         started = []
 
         def condition():
             if not started and (folder / RUN_RECORD).is_file():
-                started.append(time.monotonic() + rng.uniform(0, 4))
+                started.append(time.monotonic() + rng.uniform(0, 0.9 * run_seconds))
             return bool(started) and time.monotonic() >= started[0]
         return condition
     if phase == "checkpoint":
@@ -87,7 +88,12 @@ def kill_and_check(recipe: str, settings: dict, tmp_path: Path, kills: int) -> l
     config.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     reference = tmp_path / "reference"
-    subprocess.run(_command(recipe, config, reference), check=True, env=env, capture_output=True)
+    process = subprocess.Popen(_command(recipe, config, reference), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    assert _wait_for(process, (reference / RUN_RECORD).is_file)
+    recorded = time.monotonic()
+    assert process.wait() == 0
+    run_seconds = time.monotonic() - recorded  # how long a kill "during training" may wait, on this machine
     expected, expected_weights = json.loads((reference / "all_results.json").read_text()), _weights(reference)
     outcomes = []
     for kill in range(kills):
@@ -95,11 +101,15 @@ def kill_and_check(recipe: str, settings: dict, tmp_path: Path, kills: int) -> l
         phase, folder = PHASES[kill % len(PHASES)], tmp_path / f"kill-{kill}"
         process = subprocess.Popen(_command(recipe, config, folder), env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        if _wait_for(process, _moment(phase, folder, rng)):
+        killed = _wait_for(process, _moment(phase, folder, rng, run_seconds))
+        if killed:
             process.send_signal(signal.SIGKILL)
         process.wait()
         record = read_record(folder) if folder.is_dir() else None
-        if record and record["complete"]:
+        if not killed:
+            outcome = "not killed: the run finished first"
+            assert record["complete"]
+        elif record and record["complete"]:
             outcome = "complete"
         elif record:  # unfinished: the command the refusal prints
             command = finish_command(folder)
