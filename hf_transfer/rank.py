@@ -287,6 +287,9 @@ def held_out_part(labels: dict[str, np.ndarray], data_args: DataArgs, source: st
 
 def score_features(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                    held_out: tuple[np.ndarray, np.ndarray] | None, neighbours: int) -> dict[str, float]:
+    # float64: a randomly initialised deep CNN's features shrink layer by layer below float32's smallest normal
+    # number, where standardising them divides by zero.
+    features = {split: np.asarray(split_features, dtype=np.float64) for split, split_features in features.items()}
     train, y = features["train"], labels["train"]
     if held_out is None:
         fit_x, fit_y, out_x, out_y = train, y, features["validation"], labels["validation"]

@@ -109,3 +109,18 @@ def test_knn_and_probe_accuracies():
     shuffled = np.random.default_rng(5).permutation(labels)
     fit, held_out = held_out_split(shuffled, 0.5, seed=0)
     assert linear_probe_accuracy(features[fit], shuffled[fit], features[held_out], shuffled[held_out]) < 0.75
+
+
+def test_features_too_small_for_float32_are_scored_as_their_scaled_up_twins():
+    """A random-init EfficientNet's deep features shrink to a few float32 subnormals, spread less than the smallest
+    one: standardising them in float32 divided by zero."""
+    from hf_transfer.rank import score_features
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    steps = (rng.random((60, 8)) < 0.05 + 0.15 * labels[:, None]).astype(np.float32)
+    tiny = steps * np.finfo(np.float32).smallest_subnormal
+    held_out = held_out_split(labels, 0.25, 0)
+    scaled_up = score_features({"train": steps}, {"train": labels}, held_out, 5)
+    assert score_features({"train": tiny}, {"train": labels}, held_out, 5)["probe_accuracy"] == \
+        scaled_up["probe_accuracy"] > 0.5
