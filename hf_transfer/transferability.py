@@ -33,6 +33,9 @@ def _class_evidence(u: np.ndarray, sigma: np.ndarray, target: np.ndarray, dims: 
     singular directions; the n - k directions outside U's span only add to the residual.
     """
     n = len(target)
+    if not len(sigma):  # features that are all zero: y is noise alone, and alpha drops out of the evidence
+        beta = n / float(target @ target)
+        return (np.log(beta) - 1 - np.log(2 * np.pi)) / 2
     x2 = (u.T @ target) ** 2
     outside = float(target @ target - x2.sum())  # |y|^2 not reachable by any weight vector
     alpha, beta = 1.0, 1.0

@@ -124,3 +124,13 @@ def test_features_too_small_for_float32_are_scored_as_their_scaled_up_twins():
     scaled_up = score_features({"train": steps}, {"train": labels}, held_out, 5)
     assert score_features({"train": tiny}, {"train": labels}, held_out, 5)["probe_accuracy"] == \
         scaled_up["probe_accuracy"] > 0.5
+
+
+def test_all_zero_features_have_the_evidence_of_noise_alone():
+    """A random-init EfficientNet's top layers give exact zeros: LogME divided by zero there."""
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    # Per class c with n_c positives: beta = n / n_c, evidence per example = (log beta - 1 - log 2 pi) / 2.
+    expected = np.mean([(np.log(60 / count) - 1 - np.log(2 * np.pi)) / 2 for count in (10, 20, 30)])
+    assert logme(np.zeros((60, 5)), labels) == pytest.approx(expected)
+    informative = np.eye(3)[labels] + np.random.default_rng(0).normal(scale=0.1, size=(60, 3))
+    assert logme(informative, labels) > expected
