@@ -24,7 +24,7 @@ import numpy as np
 from accelerate import Accelerator
 from scipy.stats import kendalltau
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, HfArgumentParser
+from transformers import AutoConfig, HfArgumentParser, PreTrainedModel
 
 from hf_transfer import embeddings, transferability
 from hf_transfer.builtin import resolve_model
@@ -48,6 +48,7 @@ from hf_transfer.modalities.image import (
     processor_transform,
 )
 from hf_transfer.modalities.text import load_tokenizer, text_collator, text_columns, tokenize_splits
+from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.tasks import classification_task
 
 RANDOM_PREFIX = "random:"
@@ -204,7 +205,7 @@ def audio_collator(feature_extractor, column: str, max_duration_seconds: float):
     """Centre-cropped clips, padded to the batch's longest; the padding mask goes to the model only if it takes one."""
     rate = feature_extractor.sampling_rate
     max_samples = round(max_duration_seconds * rate)
-    # Whisper's encoder takes exactly 30 s of log-mel frames (`n_samples`); its feature extractor pads to that.
+    # Whisper's encoder takes exactly its window of log-mel frames (`n_samples`); its feature extractor pads to that.
     padding = "max_length" if hasattr(feature_extractor, "n_samples") else "longest"
 
     def collate(examples: list[dict]) -> dict:
@@ -217,9 +218,10 @@ def audio_collator(feature_extractor, column: str, max_duration_seconds: float):
     return collate
 
 
-def feature_loaders(candidate: Candidate, task: str, data: RankData, args: RankArgs,
+def feature_loaders(candidate: Candidate, model: PreTrainedModel, task: str, data: RankData, args: RankArgs,
                     data_args: DataArgs) -> dict[str, DataLoader]:
-    """Each split's batches as this candidate's tokenizer, image processor or feature extractor prepares them."""
+    """Each split's batches as this candidate's tokenizer, image processor or feature extractor prepares them
+    (a Whisper `model`'s input window is cropped to match)."""
     model_args, splits = ModelArgs(model_name_or_path=candidate.path), data.labelled.splits
     if task == "text-classification":
         tokenizer = load_tokenizer(model_args, candidate.path)
@@ -231,8 +233,10 @@ def feature_loaders(candidate: Candidate, task: str, data: RankData, args: RankA
         return {split: DataLoader(dataset, batch_size=args.batch_size,
                                   collate_fn=image_collator(transform, data.labelled.sources[split]))
                 for split, dataset in splits.items()}
-    collate = audio_collator(load_feature_extractor(model_args, candidate.path), data.inputs[0],
-                             args.max_duration_seconds)
+    feature_extractor = load_feature_extractor(model_args, candidate.path)
+    if is_whisper(model.config):  # the audio recipe's short window: 30 s of padding costs ~15x, and the mean pools it
+        fit_whisper_window(model, feature_extractor, args.max_duration_seconds, short_inputs=True)
+    collate = audio_collator(feature_extractor, data.inputs[0], args.max_duration_seconds)
     return {split: DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
             for split, dataset in splits.items()}
 
@@ -246,7 +250,7 @@ def candidate_features(accelerator: Accelerator, candidate: Candidate, pooling: 
                        args: RankArgs, data_args: DataArgs) -> dict[str, embeddings.PooledFeatures]:
     """Each split's pooled features at every layer: read from the cache, or from one forward pass that fills it."""
     preprocessing = {"text-classification": data_args.max_seq_length,
-                     "audio-classification": args.max_duration_seconds}.get(task)
+                     "audio-classification": f"{args.max_duration_seconds} s, Whisper's window cropped"}.get(task)
     files = embeddings.folder_signature(candidate.path)
     found, paths = {}, {}
     for split, dataset in data.labelled.splits.items():
@@ -261,8 +265,9 @@ def candidate_features(accelerator: Accelerator, candidate: Candidate, pooling: 
             found[split] = cached
     missing = [split for split in paths if split not in found]
     if missing:
-        model = embeddings.load_backbone(candidate.path, candidate.random_init, args.seed).to(accelerator.device)
-        loaders = feature_loaders(candidate, task, data, args, data_args)
+        model = embeddings.load_backbone(candidate.path, candidate.random_init, args.seed)
+        loaders = feature_loaders(candidate, model, task, data, args, data_args)
+        model = model.to(accelerator.device)
         for split in missing:
             accelerator.print(f"{candidate.name} ({pooling}): features of {len(loaders[split].dataset)} {split} "
                               "examples")

@@ -89,7 +89,7 @@ def test_image_rank_scores_every_layer(tiny_vit, images, tmp_path, forward_passe
 
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
-    """A Whisper encoder-decoder of a few thousand weights: rank keeps its encoder, which reads 30 s of log-mels."""
+    """A Whisper encoder-decoder of a few thousand weights with the pretrained 30 s window: rank keeps its encoder."""
     folder = tmp_path_factory.mktemp("tiny-whisper")
     config = WhisperConfig(d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
                            decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, vocab_size=64,
@@ -108,6 +108,20 @@ def test_audio_rank_scores_every_layer(model, tones, tmp_path, request):
     assert results["task"] == "audio-classification"
     assert [row["layer"] for row in sorted(results["candidates"], key=lambda r: r["layer"])] == [0, 1, 2]
     assert all(np.isfinite(row["logme"]) for row in results["candidates"])
+
+
+def test_whisper_is_scored_in_the_short_window(tiny_whisper, tones, tmp_path, monkeypatch):
+    """Rank crops Whisper's 30 s window to --max_duration_seconds (whole seconds), as the audio recipe does."""
+    seen, pooled = [], embeddings.pooled_features
+
+    def spy(accelerator, model, loader, pooling):
+        seen.append((next(iter(loader))["input_features"].shape[-1], model.embed_positions.num_embeddings))
+        return pooled(accelerator, model, loader, pooling)
+
+    monkeypatch.setattr(embeddings, "pooled_features", spy)
+    rank(["--models", str(tiny_whisper), "--train_dir", str(tones / "train"), "--max_duration_seconds", "1.5",
+          "--validation_split_percentage", "50", "--knn_neighbours", "3", "--output_dir", str(tmp_path)])
+    assert seen and set(seen) == {(200, 100)}  # 2 s: 200 mel frames, 100 encoder positions
 
 
 def test_audio_mean_pooling_keeps_to_the_real_frames(tiny_whisper):

@@ -48,8 +48,9 @@ def crop_feature_extractor(feature_extractor: SequenceFeatureExtractor, seconds:
 
 
 def crop_encoder(model: nn.Module, frames: int) -> None:
-    """Keep the positional embeddings of the first `frames` mel frames (the convolutions halve the frame rate)."""
-    encoder = model.encoder
+    """Keep the positional embeddings of the first `frames` mel frames (the convolutions halve the frame rate).
+    `model` holds the encoder, or is it (`hf-transfer rank` scores the bare encoder)."""
+    encoder = getattr(model, "encoder", model)
     positions = frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
     if positions > encoder.embed_positions.num_embeddings:
         raise UsageError(f"a {frames}-frame window needs {positions} positions; the encoder has "
