@@ -13,22 +13,19 @@ Per architecture (`config.model_type`), `FEATURE_HEADS` says where the model spl
 A new architecture (a text model, say) plugs in by adding one entry; a head that is linear before
 its pooling (Wav2Vec2's projector) can take the pooled features, since a linear map commutes with a mean.
 
-A recipe uses it like this (see recipes/image_classification.py):
-
-    if uses_cached_features(model, run.strategy, random_inputs=augment != "none"):
-        train_features = compute_features(model, plain_train_loader)   # batches of model inputs + labels
-        model_to_train = HeadOnFeatures(model)                          # trains `model`'s head in place
-        train_loader = DataLoader(train_features, sampler=..., batch_size=...)   # yields features + labels
+Recipes call `training_inputs`, which takes this path when it applies and the per-step one otherwise.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from hf_transfer.config import StrategyArgs
+from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 
 PATH_TEXT = {
     True: "cached features (the frozen backbone ran once; the head trained on its pooled output)",
@@ -124,3 +121,41 @@ class HeadOnFeatures(nn.Module):
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
         return HeadOutput(logits=self.head(self.model, features))
+
+
+@dataclass
+class TrainingInputs:
+    """What the loop trains on: its batches, the validation batches it scores, and the module it trains."""
+
+    train_loader: DataLoader
+    evaluation_loader: DataLoader
+    model: nn.Module  # `HeadOnFeatures(model)` on cached features, else the model itself
+    cached: bool
+
+
+def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: StrategyArgs, train_args: TrainArgs,
+                    random_inputs: bool, plain_loaders: dict[str, DataLoader], evaluation_loader: DataLoader,
+                    examples: Dataset, lengths: list[int] | None, train_collate: Callable,
+                    workers: int) -> TrainingInputs:
+    """The head on cached features when `uses_cached_features` allows it: the frozen backbone runs once over the
+    `plain_loaders` (train and validation, preprocessed as in evaluation). Otherwise the whole model on `examples`,
+    each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given."""
+    cached = uses_cached_features(model, strategy, random_inputs)
+    batch_size = train_args.per_device_train_batch_size
+    if cached:
+        model.to(accelerator.device)
+        train = compute_features(model, plain_loaders["train"], accelerator.device)
+        sampler, train_collate = GroupedShuffleSampler(None, batch_size, train_args.seed, len(train)), None
+        evaluation_loader = accelerator.prepare(DataLoader(
+            compute_features(model, plain_loaders["validation"], accelerator.device),
+            batch_size=train_args.per_device_eval_batch_size))
+        model = HeadOnFeatures(model)
+    else:
+        train = SeededExamples(examples, train_args.seed)
+        sampler = EpochKeys(GroupedShuffleSampler(lengths, batch_size, train_args.seed, len(examples)))
+    accelerator.print(f"backbone: {PATH_TEXT[cached]}")
+    # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
+    train_loader = DataLoader(train, sampler=sampler, batch_size=batch_size, collate_fn=train_collate,
+                              num_workers=0 if cached else workers, pin_memory=accelerator.device.type == "cuda",
+                              generator=torch.Generator().manual_seed(train_args.seed))
+    return TrainingInputs(train_loader, evaluation_loader, model, cached)

@@ -10,7 +10,6 @@ In a notebook: `from hf_transfer.recipes import audio_classification; audio_clas
 Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
 """
 
-import torch
 from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -20,7 +19,7 @@ from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, HeadOnFeatures, compute_features, uses_cached_features
+from hf_transfer.features import PATH_TEXT, training_inputs
 from hf_transfer.loop import (
     Loop,
     auto_class_weights,
@@ -45,7 +44,7 @@ from hf_transfer.modalities.audio import (
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models import load_model, model_path
 from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, LengthSortedSampler, SeededExamples
+from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -110,38 +109,19 @@ class AudioClassificationRecipe:
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
         random_inputs = bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
-        self.cached_features = uses_cached_features(self.model, run.strategy, random_inputs)
-        batch_size = run.train.per_device_train_batch_size
-        if self.cached_features:
-            # The frozen backbone runs once over train and validation; the loop trains the head on the cache.
-            self.model.to(accelerator.device)
-            features = compute_features(self.model, plain_loaders["train"], accelerator.device)
-            sampler = GroupedShuffleSampler(None, batch_size, run.train.seed, len(features))
-            train, train_sampler, train_collate = features, sampler, None
-            evaluation_loader = accelerator.prepare(DataLoader(
-                compute_features(self.model, plain_loaders["validation"], accelerator.device),
-                batch_size=run.train.per_device_eval_batch_size))
-            model_to_train = HeadOnFeatures(self.model)
-        else:
-            clips = self.data.splits["train"]
-            sampler = GroupedShuffleSampler(clips["length"] if run.train.length_grouping else None, batch_size,
-                                            run.train.seed, len(clips))
-            train, train_sampler = SeededExamples(clips, run.train.seed), EpochKeys(sampler)
-            train_collate = audio_collator(self.feature_extractor, column, audio, True)
-            evaluation_loader = self.eval_loaders["validation"]
-            model_to_train = self.model
-        accelerator.print(f"backbone: {PATH_TEXT[self.cached_features]}")
-        train_loader = DataLoader(train, sampler=train_sampler, batch_size=batch_size, collate_fn=train_collate,
-                                  num_workers=0 if self.cached_features else workers,
-                                  pin_memory=accelerator.device.type == "cuda",
-                                  generator=torch.Generator().manual_seed(run.train.seed))
+        clips = self.data.splits["train"]
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
+                                 self.eval_loaders["validation"], clips,
+                                 clips["length"] if run.train.length_grouping else None,
+                                 audio_collator(self.feature_extractor, column, audio, True), workers)
+        self.cached_features = inputs.cached
         class_weights = (auto_class_weights(self.data.splits["train"]["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
         check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
-            accelerator, model_to_train, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            train_loader, classification_loss(class_weights, run.train.label_smoothing),
-            lambda model: classification_metrics(*predict(accelerator, model, evaluation_loader)),
+            accelerator, inputs.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
+            inputs.train_loader, classification_loss(class_weights, run.train.label_smoothing),
+            lambda model: classification_metrics(*predict(accelerator, model, inputs.evaluation_loader)),
             run.train, run.train.output_dir,
         )
         if run.train.report_to != "none":

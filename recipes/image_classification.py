@@ -9,7 +9,6 @@ image_classification.main({"train_dir": "photos/train", ...})`.
 Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
 """
 
-import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
@@ -18,7 +17,7 @@ from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, HeadOnFeatures, compute_features, uses_cached_features
+from hf_transfer.features import PATH_TEXT, training_inputs
 from hf_transfer.loop import (
     Loop,
     auto_class_weights,
@@ -47,7 +46,6 @@ from hf_transfer.modalities.image import (
 )
 from hf_transfer.models import load_model, model_path
 from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -89,7 +87,6 @@ class ImageClassificationRecipe:
         accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
                           f"({100 * self.trainable / self.total:.2f}%)")
 
-        batch_size = run.train.per_device_train_batch_size
         window = window_of(image.window_center, image.window_width)
         workers = dataloader_workers(run.train)
         # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
@@ -101,30 +98,11 @@ class ImageClassificationRecipe:
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
         random_inputs = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha)
-        self.cached_features = uses_cached_features(self.model, run.strategy, random_inputs)
-        if self.cached_features:
-            # The frozen backbone runs once over train and validation; the loop trains the head on the cache.
-            self.model.to(accelerator.device)
-            features = compute_features(self.model, plain_loaders["train"], accelerator.device)
-            sampler = GroupedShuffleSampler(None, batch_size, run.train.seed, len(features))
-            train, train_sampler, train_collate = features, sampler, None
-            evaluation_loader = accelerator.prepare(DataLoader(
-                compute_features(self.model, plain_loaders["validation"], accelerator.device),
-                batch_size=run.train.per_device_eval_batch_size))
-            model_to_train = HeadOnFeatures(self.model)
-        else:
-            sampler = GroupedShuffleSampler(None, batch_size, run.train.seed, len(self.splits["train"]))
-            train, train_sampler = SeededExamples(self.splits["train"], run.train.seed), EpochKeys(sampler)
-            train_collate = image_collator(TrainTransform(self.processor, image.augment),
-                                           self.data.sources["train"], window)
-            evaluation_loader = self.eval_loaders["validation"]
-            model_to_train = self.model
-        accelerator.print(f"backbone: {PATH_TEXT[self.cached_features]}")
-        # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-        train_loader = DataLoader(train, sampler=train_sampler, batch_size=batch_size, collate_fn=train_collate,
-                                  num_workers=0 if self.cached_features else workers,
-                                  pin_memory=accelerator.device.type == "cuda",
-                                  generator=torch.Generator().manual_seed(run.train.seed))
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
+                                 self.eval_loaders["validation"], self.splits["train"], None,
+                                 image_collator(TrainTransform(self.processor, image.augment),
+                                                self.data.sources["train"], window), workers)
+        self.cached_features = inputs.cached
         class_weights = (auto_class_weights(self.splits["train"]["labels"], len(self.data.label_names))
                          if run.train.class_weights == "auto" else None)
         if image.mixup_alpha or image.cutmix_alpha:
@@ -136,9 +114,9 @@ class ImageClassificationRecipe:
             compute_loss = classification_loss(class_weights, run.train.label_smoothing)
         check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
         self.loop = Loop(
-            accelerator, model_to_train, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            train_loader, compute_loss,
-            lambda model: classification_metrics(*predict(accelerator, model, evaluation_loader)),
+            accelerator, inputs.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
+            inputs.train_loader, compute_loss,
+            lambda model: classification_metrics(*predict(accelerator, model, inputs.evaluation_loader)),
             run.train, run.train.output_dir,
         )
         if run.train.report_to != "none":
