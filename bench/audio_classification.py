@@ -53,7 +53,7 @@ from transformers import (
 )
 
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
-from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
 from hf_transfer.modalities.audio import (
     AudioArgs,
     audio_collator,
@@ -87,7 +87,6 @@ CLIP_SECONDS = 1.0
 MAX_STEPS = 300
 WARMUP_STEPS = 50
 SEED = 42
-NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (the example's Trainer keeps its 0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,8 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
-    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
-                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
+                        help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); default: what the "
+                             "recipes use on this machine")
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")

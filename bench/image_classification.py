@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, ViTConfig, ViTForImageClassification, default_data_collator
 
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
-from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
 from hf_transfer.modalities.image import TrainTransform, image_collator, input_size, load_image_processor
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.strategies import apply_strategy, build_optimizer
@@ -71,7 +71,6 @@ SOURCE_PX = 256  # shorter side of the synthetic photos (hymenoptera's copies ar
 MAX_STEPS = 300
 WARMUP_STEPS = 50
 SEED = 42
-NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (the example's Trainer keeps its 0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,8 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
     parser.add_argument("--peak_tflops", type=float, help="the device's dense peak at this precision, for MFU")
-    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
-                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
+                        help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); default: what the "
+                             "recipes use on this machine")
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")

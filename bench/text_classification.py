@@ -76,7 +76,7 @@ from transformers import (
 )
 
 from hf_transfer.config import StrategyArgs, TrainArgs
-from hf_transfer.loop import Loop, classification_loss
+from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
 from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
@@ -94,7 +94,6 @@ WEIGHT_DECAY = 0.01  # hf_transfer's default; the Trainer's default is 0, so it 
 MAX_SEQ_LENGTH = 128  # run_glue's default, and our truncation length
 MAX_STEPS = 300  # optimizer steps per side
 WARMUP_STEPS = 50  # steps left out of the measurement (CUDA context, allocator, autotuning)
-NUM_WORKERS = 2  # DataLoader worker processes for ours and trainer_tuned (run_glue's Trainer keeps its 0)
 SEED = 42
 # SST-2 phrases: tokens per example, [CLS] and [SEP] excluded, are roughly log-normal (train.tsv: mean of the log
 # 2.07, std 0.89; 13.3 tokens on average with both specials, median 10, max 66).
@@ -113,8 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_seq_length", type=int, default=MAX_SEQ_LENGTH)
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
-    parser.add_argument("--num_workers", type=int, default=NUM_WORKERS,
-                        help="DataLoader workers of ours and trainer_tuned")
+    parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
+                        help="DataLoader workers of ours and trainer_tuned (run_glue's Trainer keeps its 0); default: what the "
+                             "recipes use on this machine")
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
