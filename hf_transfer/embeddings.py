@@ -27,8 +27,9 @@ from hf_transfer.io import atomic_write_bytes
 from hf_transfer.tasks import is_encoder_decoder
 
 POOLINGS = ("mean", "cls")
-# Part of every cache key: bump it when a change here changes the features, so old caches are not reused.
-FEATURES_VERSION = 1
+# Part of every cache key: bump it when a change to how features are computed changes them, so old caches are not
+# reused (2: rank reads Whisper through the short input window).
+FEATURES_VERSION = 2
 
 
 def load_backbone(path: str, random_init: bool, seed: int) -> PreTrainedModel:

@@ -250,7 +250,7 @@ def candidate_features(accelerator: Accelerator, candidate: Candidate, pooling: 
                        args: RankArgs, data_args: DataArgs) -> dict[str, embeddings.PooledFeatures]:
     """Each split's pooled features at every layer: read from the cache, or from one forward pass that fills it."""
     preprocessing = {"text-classification": data_args.max_seq_length,
-                     "audio-classification": f"{args.max_duration_seconds} s, Whisper's window cropped"}.get(task)
+                     "audio-classification": args.max_duration_seconds}.get(task)
     files = embeddings.folder_signature(candidate.path)
     found, paths = {}, {}
     for split, dataset in data.labelled.splits.items():
