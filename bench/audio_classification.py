@@ -100,8 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
-                        help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); default: what the "
-                             "recipes use on this machine")
+                        help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
+                             "default: what the recipes use on this machine")
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
