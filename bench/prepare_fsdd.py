@@ -38,9 +38,14 @@ def main() -> None:
                 split = "test" if int(match["index"]) < 5 else "train"
             rows[split].append({"audio": str(path.resolve()), "label": match["digit"],
                                 "transcript": WORDS[int(match["digit"])], "speaker": match["speaker"]})
+    speakers = {row["speaker"] for split_rows in rows.values() for row in split_rows}
+    if not speakers:
+        parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings")
+    if (not rows["train"] or not rows["test"]) and test_speakers:
+        parser.error(f"--test_speakers {args.test_speakers}: leaves an empty split; name some but not all of the "
+                     f"speakers in {args.recordings}: {', '.join(sorted(speakers))}")
     if not rows["train"] or not rows["test"]:
-        parser.error(f"{args.recordings}: no {{digit}}_{{speaker}}_{{index}}.wav|flac recordings"
-                     + (f" of speakers {args.test_speakers} and of others" if test_speakers else ""))
+        parser.error(f"{args.recordings}: the official split needs recordings with index 0-4 (test) and 5-49 (train)")
     args.out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         with open(args.out / f"{split}.csv", "w", newline="") as handle:
