@@ -146,7 +146,7 @@ def measure(strategy_name: str, args) -> dict:
     model.train()
     for _ in range(args.steps):
         batch = {k: v.to(accelerator.device) for k, v in random_batch(task_name, config, args, generator).items()}
-        loss = compute_loss(model, batch)
+        loss = compute_loss(model, batch, None)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -219,12 +219,12 @@ def clocked(compute_loss: Callable, clock: StepClock, accumulation: int) -> tupl
     eval_steps = max_steps the one evaluation comes right after the last step, so it marks that step's end."""
     micro_batches = 0
 
-    def timed_loss(model, batch):
+    def timed_loss(model, batch, progress):
         nonlocal micro_batches
         if micro_batches % accumulation == 0:
             clock.step_begin()
         micro_batches += 1
-        return compute_loss(model, batch)
+        return compute_loss(model, batch, progress)
 
     def evaluate(model):
         clock.stop()

@@ -1,9 +1,11 @@
 """The training loop every recipe shares: accelerate, accumulation, evaluation, early stopping, checkpoints.
 
-The loop knows nothing of tasks: it takes any iterable of batches, a `compute_loss(model, batch)` and an
-`evaluate(model)` returning metrics, so several data streams or heads fit in by changing those two functions.
+The loop knows nothing of tasks: it takes one or several named streams of batches, a
+`compute_loss(model, batch, progress)` and an `evaluate(model)` returning metrics, so domain adaptation or several
+heads fit in by changing those two functions.
 """
 
+import itertools
 import json
 import math
 import multiprocessing
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import send_to_device
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -29,6 +32,10 @@ from hf_transfer.run_folder import checkpoint_dirs, copy_record, resolve_checkpo
 from hf_transfer.strategies import trainable_state_dict
 
 LOWER_IS_BETTER = ("loss", "wer", "cer")
+# How a run with several streams draws them: `together`, one batch of every stream in each micro-batch
+# (domain adaptation: labelled source and unlabelled target); `round_robin`, one stream per micro-batch, in turn,
+# the first stream last (several tasks, one head each).
+STREAM_POLICIES = ("together", "round_robin")
 
 
 class TrainingDiverged(UsageError):
@@ -47,6 +54,21 @@ class TrainState:
     evals_since_best: int = 0
     history: list[dict] = field(default_factory=list)  # one entry per evaluation
     train_losses: list[dict] = field(default_factory=list)  # one entry per logging step
+    # Every stream but the first (which sets the epochs): [its own epoch, batches of it already drawn].
+    stream_positions: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is, as `compute_loss` sees it: schedules over training (DANN's lambda) read it."""
+
+    step: int  # optimizer steps done before this micro-batch
+    max_steps: int
+    epoch: int
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.max_steps
 
 
 def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
@@ -92,7 +114,7 @@ def default_dataloader_workers() -> int:
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
     """Cross-entropy on the model's logits, computed here so class weights and smoothing apply."""
 
-    def compute_loss(model, batch):
+    def compute_loss(model, batch, progress: Progress):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits
         weight = None if class_weights is None else class_weights.to(logits.device)
@@ -140,19 +162,64 @@ def _is_better(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric.endswith(LOWER_IS_BETTER) else value > best
 
 
-class Loop:
-    """Train `model` with `args`; call `fit()`, then the model holds the best weights seen."""
+class SecondaryStream:
+    """A stream after the first: drawn whenever a micro-batch needs it, and started again (in its next epoch's
+    order) when it runs out. Its position is part of the checkpoint, so a resumed run draws the same batches.
 
-    def __init__(self, accelerator: Accelerator, model, optimizer, train_loader, compute_loss: Callable,
-                 evaluate: Callable[[torch.nn.Module], dict], args: TrainArgs, output_dir: str | Path):
+    It iterates the prepared loader's sharded base loader itself: accelerate counts the loader being iterated as
+    the one whose end closes a gradient accumulation, and that must stay the first stream."""
+
+    def __init__(self, name: str, loader, device: torch.device):
+        if len(loader) == 0:
+            raise UsageError(f"the {name!r} stream holds no batch")
+        self.name, self.loader, self.device = name, loader, device
+        self.epoch, self.batches, self._iterator = 0, 0, None
+
+    def restore(self, epoch: int, batches: int) -> None:
+        self.epoch, self.batches, self._iterator = epoch, batches, None
+
+    def next(self):
+        if self._iterator is None:
+            self.loader.set_epoch(self.epoch)
+            self._iterator = itertools.islice(iter(self.loader.base_dataloader), self.batches, None)
+        batch = next(self._iterator, None)
+        if batch is None:
+            self.restore(self.epoch + 1, 0)
+            return self.next()
+        self.batches += 1
+        return send_to_device(batch, self.device)
+
+
+class Loop:
+    """Train `model` with `args`; call `fit()`, then the model holds the best weights seen.
+
+    `streams` is one DataLoader, whose batches `compute_loss` gets as they are, or named DataLoaders drawn by
+    `policy` (see STREAM_POLICIES), whose batches it gets as {name: batch}. The first named stream sets the epochs.
+    `compute_loss` returns the loss, or a dict of it ("loss") and other values to log as `train_<name>`.
+    """
+
+    def __init__(self, accelerator: Accelerator, model, optimizer, streams, compute_loss: Callable,
+                 evaluate: Callable[[torch.nn.Module], dict], args: TrainArgs, output_dir: str | Path,
+                 policy: str = "together"):
+        if policy not in STREAM_POLICIES:
+            raise UsageError(f"stream policy {policy!r}: choose one of {', '.join(STREAM_POLICIES)}")
         self.accelerator = accelerator
         self.args = args
         self.output_dir = Path(output_dir)
         self.compute_loss = compute_loss
         self.evaluate = evaluate
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
+        self.named = isinstance(streams, dict)
+        self.policy = policy
+        loaders = streams if self.named else {"train": streams}
+        self.model, self.optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
+        self.train_loader, *others = prepared
+        self.lead = next(iter(loaders))
+        self.secondary = [SecondaryStream(name, loader, accelerator.device)
+                          for name, loader in zip(list(loaders)[1:], others)]
+        # Micro-batches per epoch: the first stream's, and under round_robin every stream's turn after each of them.
+        self.turns = len(loaders) if policy == "round_robin" else 1
         # Counted on the prepared loader: under DDP each process sees only its share of the batches.
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / args.gradient_accumulation_steps)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) * self.turns / args.gradient_accumulation_steps)
         self.max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
         scheduler = get_scheduler(
@@ -168,6 +235,7 @@ class Loop:
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         path = self.output_dir / "checkpoints" / f"step-{self.state.step}"
+        self.state.stream_positions = {stream.name: [stream.epoch, stream.batches] for stream in self.secondary}
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
             if self.best_path.is_file():  # the best weights so far belong to this point of the run
@@ -183,6 +251,8 @@ class Loop:
         path = resolve_checkpoint(resume_from, self.output_dir)
         self.accelerator.load_state(str(path))
         self.state = TrainState(**json.loads((path / "train_state.json").read_text()))
+        for stream in self.secondary:
+            stream.restore(*self.state.stream_positions[stream.name])
         if self.accelerator.is_main_process and (path / self.best_path.name).is_file():
             self.best_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path / self.best_path.name, self.best_path)
@@ -230,13 +300,15 @@ class Loop:
         return patience is not None and self.state.evals_since_best >= patience
 
     # --- training ----------------------------------------------------------------------------------------------
-    def _log_loss(self, running_loss: torch.Tensor, running_batches: int) -> float:
-        """Log the mean loss of the micro-batches since the last log; returns it."""
-        mean_loss = self.accelerator.reduce(running_loss, "mean").item() / running_batches
-        logs = {"train_loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0]}
+    def _log_loss(self, running: dict[str, torch.Tensor], running_batches: int) -> float:
+        """Log the mean loss (and other logged values) of the micro-batches since the last log; returns the loss."""
+        means = {name: self.accelerator.reduce(total, "mean").item() / running_batches
+                 for name, total in running.items()}
+        logs = {f"train_{name}": value for name, value in means.items()}
+        logs["learning_rate"] = self.scheduler.get_last_lr()[0]
         self.accelerator.log(logs, step=self.state.step)
         self.state.train_losses.append({"step": self.state.step, **logs})
-        return mean_loss
+        return means["loss"]
 
     def _check_loss_is_finite(self) -> None:
         """Stop at the first optimizer step whose loss was NaN or inf.
@@ -256,6 +328,30 @@ class Loop:
                 "fp16, or gradient clipping (--max_grad_norm 1.0)")
         self.step_learning_rates.clear()
 
+    def _micro_batches(self) -> Iterable:
+        """The rest of this epoch's micro-batches, as `compute_loss` gets them (see the class docstring).
+
+        A round_robin round draws the other streams first and the first stream last, so that the epoch ends with
+        the first stream: accelerate closes a gradient accumulation where that stream ends."""
+        rounds_done, turns_done = divmod(self.state.batches_in_epoch, self.turns)
+        self.train_loader.set_epoch(self.state.epoch)
+        batches: Iterable = self.train_loader
+        if rounds_done:
+            batches = self.accelerator.skip_first_batches(self.train_loader, rounds_done)
+        if not self.named:
+            yield from batches
+        elif self.policy == "together":
+            for batch in batches:
+                yield {self.lead: batch, **{stream.name: stream.next() for stream in self.secondary}}
+        else:
+            lead = iter(batches)
+            for _ in range(len(self.train_loader) - rounds_done):
+                # Drawn before the first stream's batch: once its last batch is drawn, accelerate syncs every step.
+                yield from ({stream.name: stream.next()} for stream in self.secondary[turns_done:])
+                turns_done = 0
+                yield {self.lead: next(lead)}
+            next(lead, None)  # ends the first stream's epoch: accelerate no longer counts it as being iterated
+
     def fit(self) -> TrainState:
         if self.args.resume_from_checkpoint:
             self.resume(self.args.resume_from_checkpoint)
@@ -265,17 +361,15 @@ class Loop:
         self.model.train()
         # A checkpoint is saved after its step's evaluation: a resumed run must not evaluate that step again.
         stop, evaluated_at = state.step >= self.max_steps, state.history[-1]["step"] if state.history else None
-        running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
+        running, running_batches = {}, 0  # the sums of the loss (and other logged values) since the last log
         self.bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0 until a loss is NaN/inf
         self.step_learning_rates = {}  # step -> its learning rate, since the last finiteness check
         while not stop and state.epoch < self.num_epochs:
-            self.train_loader.set_epoch(state.epoch)
-            batches: Iterable = self.train_loader
-            if state.batches_in_epoch:
-                batches = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
-            for batch in batches:
+            for batch in self._micro_batches():
                 with accelerator.accumulate(self.model):
-                    loss = self.compute_loss(self.model, batch)
+                    output = self.compute_loss(self.model, batch, Progress(state.step, self.max_steps, state.epoch))
+                    values = output if isinstance(output, dict) else {"loss": output}
+                    loss = values["loss"]
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
@@ -285,7 +379,8 @@ class Loop:
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 state.batches_in_epoch += 1
-                running_loss += loss.detach()
+                for name, value in values.items():
+                    running[name] = running.get(name, 0) + value.detach().float()
                 running_batches += 1
                 self.bad_step = torch.where((self.bad_step == 0) & ~torch.isfinite(loss.detach()), state.step + 1,
                                             self.bad_step)
@@ -299,9 +394,8 @@ class Loop:
                 if logging or evaluating or saving:
                     self._check_loss_is_finite()
                 if logging:
-                    progress.set_postfix(loss=f"{self._log_loss(running_loss, running_batches):.4f}")
-                    running_loss.zero_()
-                    running_batches = 0
+                    progress.set_postfix(loss=f"{self._log_loss(running, running_batches):.4f}")
+                    running, running_batches = {}, 0
                 if evaluating:
                     stop, evaluated_at = self._evaluate_and_track(), state.step
                 if saving:
@@ -318,7 +412,7 @@ class Loop:
         self._check_loss_is_finite()
         if running_batches and accelerator.sync_gradients:
             # Stopped early between logging steps: the loss since the last log still belongs in the results.
-            self._log_loss(running_loss, running_batches)
+            self._log_loss(running, running_batches)
         if evaluated_at != state.step:
             self._evaluate_and_track()
         progress.close()

@@ -70,7 +70,7 @@ DEFAULTS = {
 }
 
 
-def ctc_loss(model, batch):
+def ctc_loss(model, batch, progress):
     """The model's own CTC loss (mean over target lengths, set in the config)."""
     return model(**{k: v for k, v in batch.items() if k != "index"}).loss
 

@@ -150,7 +150,7 @@ def test_step_clock_measures_steps_after_warmup():
 def test_clocked_loss_counts_optimizer_steps_not_micro_batches():
     bench = load_bench("text_classification")
     clock = bench.StepClock(warmup_steps=0, device=torch.device("cpu"))
-    compute_loss, evaluate = bench.clocked(lambda model, batch: batch, clock, accumulation=2)
-    assert [compute_loss(None, i) for i in range(6)] == list(range(6))
+    compute_loss, evaluate = bench.clocked(lambda model, batch, progress: batch, clock, accumulation=2)
+    assert [compute_loss(None, i, None) for i in range(6)] == list(range(6))
     assert clock.steps_begun == 3 and clock.end is None
     assert evaluate(None) == {"accuracy": 0.0} and clock.end is not None

@@ -164,7 +164,7 @@ def test_a_nan_loss_stops_training_at_its_step(tmp_path):
     loader = DataLoader(torch.randn(64, 2), batch_size=2)
     calls = []
 
-    def compute_loss(model, batch):
+    def compute_loss(model, batch, progress):
         calls.append(1)
         loss = model(batch).pow(2).mean()
         return loss * float("nan") if len(calls) == 3 else loss

@@ -350,7 +350,7 @@ class BatchMixer:
 def mixed_loss(mixer: BatchMixer, class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
     """Cross-entropy against the mixer's soft targets: the Loop's `compute_loss` when mixup or CutMix is on."""
 
-    def compute_loss(model, batch):
+    def compute_loss(model, batch, progress):
         pixel_values, targets = mixer(batch["pixel_values"], batch["labels"])
         logits = model(pixel_values=pixel_values).logits
         weight = None if class_weights is None else class_weights.to(logits.device)

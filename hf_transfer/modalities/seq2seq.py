@@ -72,7 +72,7 @@ def seq2seq_collator(processor: ProcessorMixin, column: str, args: SpeechArgs, t
     return collate
 
 
-def seq2seq_loss(model, batch):
+def seq2seq_loss(model, batch, progress):
     """The model's own token cross-entropy (mean over label tokens)."""
     return model(input_features=batch["input_features"], labels=batch["labels"]).loss
 
