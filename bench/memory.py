@@ -44,7 +44,7 @@ from transformers import (
 )
 
 from hf_transfer.config import StrategyArgs, TrainArgs
-from hf_transfer.loop import classification_loss
+from hf_transfer.loop import Progress, classification_loss
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
@@ -144,9 +144,9 @@ def measure(strategy_name: str, args) -> dict:
     compute_loss = classification_loss(None, 0.0)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
-    for _ in range(args.steps):
+    for step in range(args.steps):
         batch = {k: v.to(accelerator.device) for k, v in random_batch(task_name, config, args, generator).items()}
-        loss = compute_loss(model, batch, None)
+        loss = compute_loss(model, batch, Progress(step, args.steps, 0))
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -7,30 +7,16 @@ Data: a Hub id with an audio column, a class-folder layout (`--train_dir DIR` wi
 or a CSV of file paths + labels (relative paths are read from the CSV's folder). Every clip is decoded once before
 training; a file that fails stops the run with its name, or is left out with `--bad_audio skip`.
 In a notebook: `from hf_transfer.recipes import audio_classification; audio_classification.main({...})`.
-Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
+Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer) -> train -> finish (test,
+report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is audio's own.
 """
 
-from accelerate import DistributedDataParallelKwargs
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
-from hf_transfer.config import RunConfig, parse
-from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.features import PATH_TEXT, training_inputs
-from hf_transfer.loop import (
-    Loop,
-    auto_class_weights,
-    check_metric_for_best_model,
-    classification_loss,
-    dataloader_workers,
-    new_accelerator,
-    predict,
-)
-from hf_transfer.metrics import classification_metric_names, classification_metrics
-from hf_transfer.metrics.operating_point import check_decision_settings
+from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
     AudioArgs,
@@ -43,9 +29,9 @@ from hf_transfer.modalities.audio import (
 )
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models import load_model, model_path
+from hf_transfer.recipe import ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import LengthSortedSampler
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
 TASK = TASKS["audio-classification"]
@@ -62,25 +48,20 @@ DEFAULTS = {
 }
 
 
-class AudioClassificationRecipe:
-    def __init__(self, run: RunConfig):
-        self.run = run
-        self.accelerator = new_accelerator(
-            run.train, run.train.output_dir,
-            # Under DDP some trainable weights get no gradient in a step: LayerDrop skips whole layers at random,
-            # and the SpecAugment mask embedding is unused while masking is off. Letting DDP look for them keeps
-            # LayerDrop's regularisation (setting layerdrop=0 would drop it and still leave the mask embedding).
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+class AudioClassificationRecipe(ClassificationRecipe):
+    task = TASK
+    modality = MODALITY
+    # Under DDP some trainable weights get no gradient in a step: LayerDrop skips whole layers at random, and the
+    # SpecAugment mask embedding is unused while masking is off. Letting DDP look for them keeps LayerDrop's
+    # regularisation (setting layerdrop=0 would drop it and still leave the mask embedding).
+    find_unused_parameters = True
 
     def setup(self) -> None:
         run, accelerator, audio = self.run, self.accelerator, self.run.modality
-        set_seed(run.train.seed)
         with accelerator.main_process_first():
-            self.data = load_labelled_splits(run.data, run.train.seed, layout=AUDIO_LAYOUT)
-            check_decision_settings(run.evaluation, self.data.label_names)
-            self.feature_extractor = load_feature_extractor(run.model, model_path(run.model))
-            self.rate = self.feature_extractor.sampling_rate
+            self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=AUDIO_LAYOUT))
+            self.processor = load_feature_extractor(run.model, model_path(run.model))
+            self.rate = self.processor.sampling_rate
             self.data, column, self.skipped = prepare_audio_splits(self.data, run.data, audio, self.rate)
         claim_output_dir(accelerator, run, self.data)
         for split, files in self.skipped.items():
@@ -88,18 +69,16 @@ class AudioClassificationRecipe:
                               + "; ".join(files))
 
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
-        self.whisper_window = (fit_whisper_window(model, self.feature_extractor, audio.max_duration_seconds,
+        self.whisper_window = (fit_whisper_window(model, self.processor, audio.max_duration_seconds,
                                                   audio.short_inputs) if is_whisper(model.config) else None)
         set_spec_augment(model, audio, self.rate)
-        self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
+        self.apply_strategy(model)
         if audio.freeze_feature_encoder:
             freeze_feature_encoder(model)  # after the strategy: `full` makes every weight trainable
-        self.trainable, self.total = count_parameters(self.model)
-        accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
-                          f"({100 * self.trainable / self.total:.2f}%)")
+        self.count_trainable()
 
         workers = dataloader_workers(run.train)
-        eval_collate = audio_collator(self.feature_extractor, column, audio, False)
+        eval_collate = audio_collator(self.processor, column, audio, False)
         # In order (longest first: little padding) and preprocessed as in evaluation: for scoring, and for
         # computing cached features.
         plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
@@ -113,25 +92,12 @@ class AudioClassificationRecipe:
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
                                  self.eval_loaders["validation"], clips,
                                  clips["length"] if run.train.length_grouping else None,
-                                 audio_collator(self.feature_extractor, column, audio, True), workers)
+                                 audio_collator(self.processor, column, audio, True), workers)
         self.cached_features = inputs.cached
-        class_weights = (auto_class_weights(self.data.splits["train"]["labels"], len(self.data.label_names))
-                         if run.train.class_weights == "auto" else None)
-        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
-        self.loop = Loop(
-            accelerator, inputs.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            inputs.train_loader, classification_loss(class_weights, run.train.label_smoothing),
-            lambda model: classification_metrics(*predict(accelerator, model, inputs.evaluation_loader)),
-            run.train, run.train.output_dir,
-        )
-        if run.train.report_to != "none":
-            accelerator.init_trackers("hf_transfer", config=run.to_dict())
-
-    def train(self) -> None:
-        self.state = self.loop.fit()
+        self.start_classification_loop(inputs.model, inputs.train_loader, self.classification_loss(clips["labels"]),
+                                       inputs.evaluation_loader)
 
     def details(self) -> dict[str, str]:
-        """The modality's settings, for the report and the card."""
         audio = self.run.modality
         details = {
             "sampling rate": f"{self.rate:,} Hz (every clip is resampled to it, channels averaged to mono)",
@@ -150,32 +116,10 @@ class AudioClassificationRecipe:
                                                             for split, files in self.skipped.items())
         return details
 
-    def finish(self) -> dict:
-        """Score the best model on validation and test, then write model, report and card."""
-        model = self.loop.model if not self.cached_features else self.model
-        predictions = {split: predict(self.accelerator, model, loader)
-                       for split, loader in self.eval_loaders.items()}
-        return outputs.write_outputs(
-            self.accelerator, model, self.feature_extractor, self.run, TASK, self.data, predictions,
-            self.state, parameter_counts=(self.trainable, self.total), extra_details=self.details(),
-        )
-
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
-
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:
     """Run the recipe; returns what `all_results.json` holds. `config` is a dict or a YAML path."""
-    if argv is None and config is not None:
-        argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
-    run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    with library_output(run.train.verbose):
-        recipe = AudioClassificationRecipe(run)
-        recipe.setup()
-        recipe.train()
-        results = recipe.finish()
-        recipe.cleanup()
-    return results
+    return AudioClassificationRecipe.main(config, argv, DEFAULTS)
 
 
 if __name__ == "__main__":

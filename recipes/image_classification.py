@@ -6,29 +6,16 @@
 Data: a Hub id with an image column, class folders (`--train_dir DIR` holding DIR/<class>/*.jpg), or a CSV/JSON
 of image paths and labels. In a notebook: `from hf_transfer.recipes import image_classification;
 image_classification.main({"train_dir": "photos/train", ...})`.
-Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
+Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer) -> train -> finish (test,
+report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is images' own.
 """
 
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
-from hf_transfer.config import RunConfig, parse
-from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.features import PATH_TEXT, training_inputs
-from hf_transfer.loop import (
-    Loop,
-    auto_class_weights,
-    check_metric_for_best_model,
-    classification_loss,
-    dataloader_workers,
-    new_accelerator,
-    predict,
-)
-from hf_transfer.metrics import classification_metric_names, classification_metrics
-from hf_transfer.metrics.operating_point import check_decision_settings
+from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
     BatchMixer,
@@ -45,8 +32,8 @@ from hf_transfer.modalities.image import (
     window_of,
 )
 from hf_transfer.models import load_model, model_path
+from hf_transfer.recipe import ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
 TASK = TASKS["image-classification"]
@@ -62,18 +49,15 @@ DEFAULTS = {
 }
 
 
-class ImageClassificationRecipe:
-    def __init__(self, run: RunConfig):
-        self.run = run
-        self.accelerator = new_accelerator(run.train, run.train.output_dir)
+class ImageClassificationRecipe(ClassificationRecipe):
+    task = TASK
+    modality = MODALITY
 
     def setup(self) -> None:
         run, accelerator, image = self.run, self.accelerator, self.run.modality
-        set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
-            self.data = load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT)
-            check_decision_settings(run.evaluation, self.data.label_names)
-            self.splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
+            self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT))
+            splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
         claim_output_dir(accelerator, run, self.data)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
@@ -82,79 +66,44 @@ class ImageClassificationRecipe:
         if run.strategy.strategy == "lora" and run.model.config_name:
             accelerator.print("note: LoRA on a randomly initialised model saves only the adapter and head; "
                               "the random base weights are not kept, so the result can't be reloaded")
-        self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
-        self.trainable, self.total = count_parameters(self.model)
-        accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
-                          f"({100 * self.trainable / self.total:.2f}%)")
+        self.apply_strategy(model)
+        self.count_trainable()
 
         window = window_of(image.window_center, image.window_width)
         workers = dataloader_workers(run.train)
         # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
-        plain_loaders = {split: DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
+        plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
                                            num_workers=workers,
                                            collate_fn=image_collator(processor_transform(self.processor),
                                                                      self.data.sources[split], window))
-                         for split in ("train", "validation", "test") if split in self.splits}
+                         for split in ("train", "validation", "test") if split in splits}
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
         random_inputs = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha)
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
-                                 self.eval_loaders["validation"], self.splits["train"], None,
+                                 self.eval_loaders["validation"], splits["train"], None,
                                  image_collator(TrainTransform(self.processor, image.augment),
                                                 self.data.sources["train"], window), workers)
         self.cached_features = inputs.cached
-        class_weights = (auto_class_weights(self.splits["train"]["labels"], len(self.data.label_names))
-                         if run.train.class_weights == "auto" else None)
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
                                accelerator.process_index)
             accelerator.register_for_checkpointing(mixer)
-            compute_loss = mixed_loss(mixer, class_weights, run.train.label_smoothing)
+            compute_loss = mixed_loss(mixer, self.class_weights(splits["train"]["labels"]), run.train.label_smoothing)
         else:
-            compute_loss = classification_loss(class_weights, run.train.label_smoothing)
-        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
-        self.loop = Loop(
-            accelerator, inputs.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            inputs.train_loader, compute_loss,
-            lambda model: classification_metrics(*predict(accelerator, model, inputs.evaluation_loader)),
-            run.train, run.train.output_dir,
-        )
-        if run.train.report_to != "none":
-            accelerator.init_trackers("hf_transfer", config=run.to_dict())
+            compute_loss = self.classification_loss(splits["train"]["labels"])
+        self.start_classification_loop(inputs.model, inputs.train_loader, compute_loss, inputs.evaluation_loader)
 
-    def train(self) -> None:
-        self.state = self.loop.fit()
-
-    def finish(self) -> dict:
-        """Score the best model on validation and test, then write model, processor, report and card.
-
-        Scored through the whole model and the processor, as users run it, whichever path trained it."""
-        model = self.loop.model if not self.cached_features else self.model
-        predictions = {split: predict(self.accelerator, model, loader) for split, loader in self.eval_loaders.items()}
+    def details(self) -> dict[str, str]:
         details = image_details(self.run.modality, self.image_size)
         if self.run.strategy.strategy == "feature_extraction":
             details["feature extraction"] = PATH_TEXT[self.cached_features]
-        return outputs.write_outputs(
-            self.accelerator, model, self.processor, self.run, TASK, self.data, predictions,
-            self.state, parameter_counts=(self.trainable, self.total), extra_details=details,
-        )
-
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
+        return details
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:
     """Run the recipe; returns what `all_results.json` holds. `config` is a dict or a YAML path."""
-    if argv is None and config is not None:
-        argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
-    run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    with library_output(run.train.verbose):
-        recipe = ImageClassificationRecipe(run)
-        recipe.setup()
-        recipe.train()
-        results = recipe.finish()
-        recipe.cleanup()
-    return results
+    return ImageClassificationRecipe.main(config, argv, DEFAULTS)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,21 @@
     hf-transfer train sentiment --config recipes/configs/sentiment_demo.yaml
 
 In a notebook: `from hf_transfer.recipes import sentiment; sentiment.main({"learning_rate": 1e-4, ...})`.
-Phases, in order: setup (data, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
+Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer) -> train -> finish (test,
+report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is text's own.
 """
 
 import torch
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
-from hf_transfer.config import RunConfig, parse
-from hf_transfer.console import library_output
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.loop import (
-    Loop,
-    auto_class_weights,
-    check_metric_for_best_model,
-    classification_loss,
-    dataloader_workers,
-    new_accelerator,
-    predict,
-)
-from hf_transfer.metrics import classification_metric_names, classification_metrics
-from hf_transfer.metrics.operating_point import check_decision_settings
+from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
+from hf_transfer.recipe import ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import GroupedShuffleSampler
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
 
 TASK = TASKS["text-classification"]
@@ -46,30 +33,24 @@ DEFAULTS = {
 }
 
 
-class SentimentRecipe:
-    def __init__(self, run: RunConfig):
-        self.run = run
-        self.accelerator = new_accelerator(run.train, run.train.output_dir)
+class SentimentRecipe(ClassificationRecipe):
+    task = TASK
 
     def setup(self) -> None:
         run, accelerator = self.run, self.accelerator
-        set_seed(run.train.seed)
         with accelerator.main_process_first():  # one process tokenises, the others read its cache
-            self.data = load_labelled_splits(run.data, run.train.seed)
-            check_decision_settings(run.evaluation, self.data.label_names)
-            self.tokenizer = load_tokenizer(run.model, model_path(run.model))
-            self.splits = tokenize_splits(self.data, run.data, self.tokenizer)
+            self.claim_labels(load_labelled_splits(run.data, run.train.seed))
+            self.processor = load_tokenizer(run.model, model_path(run.model))
+            splits = tokenize_splits(self.data, run.data, self.processor)
         claim_output_dir(accelerator, run, self.data)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
         check_max_seq_length(model.config, run.data.max_seq_length)
-        self.model = apply_strategy(model, run.strategy, TASK.peft_task_type)
-        self.trainable, self.total = count_parameters(self.model)
-        accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
-                          f"({100 * self.trainable / self.total:.2f}%)")
+        self.apply_strategy(model)
+        self.count_trainable()
 
         # Tensor cores like padded lengths that are multiples of 8; the CPU does not care.
-        collate = text_collator(self.tokenizer, 8 if accelerator.device.type == "cuda" else None)
-        train = self.splits["train"]
+        collate = text_collator(self.processor, 8 if accelerator.device.type == "cuda" else None)
+        train = splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
                                         run.train.per_device_train_batch_size, run.train.seed, len(train))
         # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
@@ -77,51 +58,14 @@ class SentimentRecipe:
         train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
                                   collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        self.eval_loaders = {
-            split: accelerator.prepare(DataLoader(self.splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=collate, num_workers=workers))
-            for split in ("validation", "test") if split in self.splits
-        }
-        class_weights = (auto_class_weights(train["labels"], len(self.data.label_names))
-                         if run.train.class_weights == "auto" else None)
-        check_metric_for_best_model(run.train.metric_for_best_model, classification_metric_names(self.data))
-        self.loop = Loop(
-            accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            train_loader, classification_loss(class_weights, run.train.label_smoothing),
-            lambda model: classification_metrics(*predict(accelerator, model, self.eval_loaders["validation"])),
-            run.train, run.train.output_dir,
-        )
-        if run.train.report_to != "none":
-            accelerator.init_trackers("hf_transfer", config=run.to_dict())
-
-    def train(self) -> None:
-        self.state = self.loop.fit()
-
-    def finish(self) -> dict:
-        """Score the best model on validation and test, then write model, report and card."""
-        predictions = {split: predict(self.accelerator, self.loop.model, loader)
-                       for split, loader in self.eval_loaders.items()}
-        return outputs.write_outputs(
-            self.accelerator, self.loop.model, self.tokenizer, self.run, TASK, self.data, predictions,
-            self.state, parameter_counts=(self.trainable, self.total),
-        )
-
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
+        self.eval_loaders = self.evaluation_loaders(splits, collate, workers)
+        self.start_classification_loop(self.model, train_loader, self.classification_loss(train["labels"]),
+                                       self.eval_loaders["validation"])
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:
     """Run the recipe; returns what `all_results.json` holds. `config` is a dict or a YAML path."""
-    if argv is None and config is not None:
-        argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
-    run = parse(argv, config, DEFAULTS)
-    with library_output(run.train.verbose):
-        recipe = SentimentRecipe(run)
-        recipe.setup()
-        recipe.train()
-        results = recipe.finish()
-        recipe.cleanup()
-    return results
+    return SentimentRecipe.main(config, argv, DEFAULTS)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,18 @@ The model decides the mode:
   transcripts, saved with the model as a processor.
 Transcripts, references and predictions alike, go through one normaliser (`--lowercase`, `--strip_punctuation`).
 In a notebook: `from hf_transfer.recipes import speech_recognition; speech_recognition.main({...})`.
-Phases, in order: setup (data, vocabulary, model, strategy, optimizer) -> train -> finish (test, report, card) -> cleanup.
+Phases, in order (`Recipe.run_phases`): setup (data, vocabulary, model, strategy, optimizer) -> train -> finish
+(test, report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is
+speech recognition's own.
 """
 
 import torch
-from accelerate import DistributedDataParallelKwargs
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
 from hf_transfer.cli import run_from_command_line
-from hf_transfer.config import RunConfig, UsageError, parse
-from hf_transfer.console import library_output
-from hf_transfer.loop import Loop, check_metric_for_best_model, dataloader_workers, new_accelerator
+from hf_transfer.config import UsageError
+from hf_transfer.loop import dataloader_workers
 from hf_transfer.metrics import transcription_metric_names, transcription_metrics
 from hf_transfer.modalities.audio import (
     describe_augmentation,
@@ -50,9 +49,9 @@ from hf_transfer.modalities.transcripts import (
 )
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window
 from hf_transfer.models import build_model, load_config, model_path
+from hf_transfer.recipe import Recipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, base_model, task_for
 
 TASK = TASKS["automatic-speech-recognition"]
@@ -75,18 +74,13 @@ def ctc_loss(model, batch, progress):
     return model(**{k: v for k, v in batch.items() if k != "index"}).loss
 
 
-class SpeechRecognitionRecipe:
-    def __init__(self, run: RunConfig):
-        self.run = run
-        self.accelerator = new_accelerator(
-            run.train, run.train.output_dir,
-            # LayerDrop skips whole layers at random, so DDP must expect weights without a gradient in a step.
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+class SpeechRecognitionRecipe(Recipe):
+    task = TASK
+    modality = MODALITY
+    find_unused_parameters = True  # LayerDrop skips whole layers at random
 
     def setup(self) -> None:
         run, accelerator, speech = self.run, self.accelerator, self.run.modality
-        set_seed(run.train.seed)
         config = load_config(run.model, run.train.dropout)
         self.task = task_for(TASK.name, config)
         self.seq2seq = self.task is SPEECH_SEQ2SEQ
@@ -124,12 +118,10 @@ class SpeechRecognitionRecipe:
             model = build_model(run.model, self.task, config)
             set_spec_augment(model, speech, self.rate)
             make_collator, loss = ctc_collator, ctc_loss
-        self.model = apply_strategy(model, run.strategy, self.task.peft_task_type)
+        self.apply_strategy(model)
         if speech.freeze_feature_encoder and not self.seq2seq:
             freeze_feature_encoder(model)  # after the strategy: `full` makes every weight trainable
-        self.trainable, self.total = count_parameters(self.model)
-        accelerator.print(f"{run.strategy.strategy}: training {self.trainable:,} of {self.total:,} parameters "
-                          f"({100 * self.trainable / self.total:.2f}%)")
+        self.count_trainable()
 
         train = self.data.splits["train"]
         sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
@@ -140,21 +132,11 @@ class SpeechRecognitionRecipe:
                                   collate_fn=make_collator(self.processor, column, speech, True),
                                   pin_memory=accelerator.device.type == "cuda",
                                   generator=torch.Generator().manual_seed(run.train.seed))
-        eval_collate = make_collator(self.processor, column, speech, False)
-        self.eval_loaders = {
-            split: accelerator.prepare(DataLoader(self.data.splits[split],
-                                                  batch_size=run.train.per_device_eval_batch_size,
-                                                  collate_fn=eval_collate, num_workers=workers))
-            for split in ("validation", "test") if split in self.data.splits
-        }
-        check_metric_for_best_model(run.train.metric_for_best_model, transcription_metric_names())
-        self.loop = Loop(
-            accelerator, self.model, build_optimizer(self.model, run.strategy, run.train, accelerator.device),
-            train_loader, loss, lambda model: self.score("validation", self.transcribe("validation", model)),
-            run.train, run.train.output_dir,
-        )
-        if run.train.report_to != "none":
-            accelerator.init_trackers("hf_transfer", config=run.to_dict())
+        self.eval_loaders = self.evaluation_loaders(self.data.splits, make_collator(self.processor, column, speech,
+                                                                                   False), workers)
+        self.start_loop(self.model, train_loader, loss,
+                        lambda model: self.score("validation", self.transcribe("validation", model)),
+                        transcription_metric_names())
 
     def transcribe(self, split: str, model) -> dict[int, str]:
         """{index: transcript}, normalised as the references are."""
@@ -211,22 +193,9 @@ class SpeechRecognitionRecipe:
             extra_results=self.zero_shot,
         )
 
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
-
-
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:
     """Run the recipe; returns what `all_results.json` holds. `config` is a dict or a YAML path."""
-    if argv is None and config is not None:
-        argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
-    run = parse(argv, config, DEFAULTS, task=TASK.name, modality=MODALITY)
-    with library_output(run.train.verbose):
-        recipe = SpeechRecognitionRecipe(run)
-        recipe.setup()
-        recipe.train()
-        results = recipe.finish()
-        recipe.cleanup()
-    return results
+    return SpeechRecognitionRecipe.main(config, argv, DEFAULTS)
 
 
 if __name__ == "__main__":
