@@ -70,6 +70,15 @@ def position_mask(model: PreTrainedModel, padding_mask: torch.Tensor | None, pos
                      "use --pooling cls")
 
 
+def pool_output(model: PreTrainedModel, outputs, padding_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """(batch, dims): the model's final output pooled; a CNN's own pooled output."""
+    last = outputs.last_hidden_state
+    if last.dim() == 4 and getattr(outputs, "pooler_output", None) is not None:
+        return outputs.pooler_output.flatten(1)
+    mask = position_mask(model, padding_mask, last.shape[1]) if last.dim() == 3 else None
+    return pool(last, mask, pooling)
+
+
 @dataclass
 class PooledFeatures:
     layers: list[np.ndarray]  # per hidden state (0 = the embeddings): (examples, dims); CNN stages differ in dims
@@ -97,11 +106,7 @@ def pooled_features(accelerator: Accelerator, model: PreTrainedModel, loader: Da
             mask = position_mask(model, padding_mask, hidden.shape[1]) if hidden.dim() == 3 else None
             return pool(hidden, mask, pooling).float()
 
-        last = outputs.last_hidden_state
-        if last.dim() == 4 and getattr(outputs, "pooler_output", None) is not None:
-            final = outputs.pooler_output.flatten(1).float()
-        else:
-            final = pooled(last)
+        final = pool_output(model, outputs, padding_mask, pooling).float()
         per_layer, final = accelerator.gather_for_metrics(([pooled(h) for h in outputs.hidden_states], final))
         layers.append([h.cpu() for h in per_layer])
         finals.append(final.cpu())

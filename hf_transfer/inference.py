@@ -10,7 +10,7 @@ import torch
 import transformers
 import yaml
 from peft import PeftModel
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModel
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import UsageError
@@ -22,6 +22,7 @@ from hf_transfer.data import (
     load_file,
     resolve_paths,
 )
+from hf_transfer.heads import MultiHeadModel, is_multi_head
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
 from hf_transfer.metrics.item_predictions import write_items
@@ -81,13 +82,15 @@ def check_weights_format(folder: Path, allow_pickle: bool) -> bool:
     return False
 
 
-def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_finished: bool = True):
+def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_finished: bool = True,
+                 head: str | None = None):
     """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
     wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml, and for
     speech recognition the model (encoder-decoder or not), say which Auto classes rebuild it. Its weights are read
     from safetensors; pickle `.bin` files only with `allow_pickle`. `require_finished`: see `read_run_config`.
+    A model with several heads (`hf_transfer.heads`) predicts with the one named `head`.
     """
     folder = Path(output_dir)
     settings = read_run_config(folder, require_finished)
@@ -103,14 +106,31 @@ def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_fin
         base_path = resolve_model(settings["model_name_or_path"])[0]
         if not Path(base_path).exists():
             base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
-        # replaces it right after.
-        base = task.auto_model.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
+        if is_multi_head(folder):
+            base = MultiHeadModel.from_spec(AutoModel.from_pretrained(base_path, config=config), folder)
+        else:
+            # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
+            # replaces it right after.
+            base = task.auto_model.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, folder)
+    elif is_multi_head(folder):
+        model = MultiHeadModel.from_pretrained(folder)
     else:
         model = task.auto_model.from_pretrained(folder, use_safetensors=safetensors)
     processor = getattr(transformers, task.processor_class).from_pretrained(folder)
-    return model.to(inference_device()).eval(), processor, settings
+    return _one_head(model.to(inference_device()).eval(), head, folder), processor, settings
+
+
+def _one_head(model, head: str | None, folder: Path):
+    """`model` itself, or for a model with several heads the one named `head`."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    if not isinstance(base, MultiHeadModel):
+        if head:
+            raise UsageError(f"--head {head}: {folder} has one head, its task's")
+        return model
+    if not head:
+        raise UsageError(f"{folder} has several heads ({', '.join(base.labels)}): name one with --head")
+    return base.head(head)
 
 
 @dataclass(frozen=True)
@@ -204,16 +224,17 @@ def timed_predict(model, processor, settings: dict, inputs: list[str],
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
                     test_dir: str | None = None, columns: dict[str, str | None] | None = None,
                     group_column: str | None = None, bootstrap: Bootstrap = Bootstrap(),
-                    allow_pickle: bool = False) -> dict:
+                    allow_pickle: bool = False, head: str | None = None) -> dict:
     """Score a trained folder on a labelled file (or, for image and audio classifiers, a folder of class
     subfolders); writes all_results.json, test_predictions.jsonl, the report and plots to `report_dir` and
     returns the results.
 
     `columns` names the data's columns as training's settings do (`text_column`, `audio_column`, `label_column`,
     `transcript_column`...); unnamed ones are those training used, then the usual names. `group_column` names
-    who or where each row comes from (speaker, patient, site): the report scores each group.
+    who or where each row comes from (speaker, patient, site): the report scores each group. `head`: which head
+    of a model with several.
     """
-    model, processor, settings = load_trained(output_dir, allow_pickle)
+    model, processor, settings = load_trained(output_dir, allow_pickle, head=head)
     task, inputs = settings["task"], INPUTS[settings["task"]]
     if bool(test_file) == bool(test_dir):
         raise UsageError("give --test_file or --test_dir (one of them)")

@@ -300,10 +300,10 @@ class Loop:
         return patience is not None and self.state.evals_since_best >= patience
 
     # --- training ----------------------------------------------------------------------------------------------
-    def _log_loss(self, running: dict[str, torch.Tensor], running_batches: int) -> float:
-        """Log the mean loss (and other logged values) of the micro-batches since the last log; returns the loss."""
-        means = {name: self.accelerator.reduce(total, "mean").item() / running_batches
-                 for name, total in running.items()}
+    def _log_loss(self, running: dict[str, list]) -> float:
+        """Log the mean loss (and other logged values) of the micro-batches since the last log; returns the loss.
+        A value is averaged over the micro-batches that returned it (a head's loss, over its stream's turns)."""
+        means = {name: self.accelerator.reduce(total, "mean").item() / count for name, (total, count) in running.items()}
         logs = {f"train_{name}": value for name, value in means.items()}
         logs["learning_rate"] = self.scheduler.get_last_lr()[0]
         self.accelerator.log(logs, step=self.state.step)
@@ -361,7 +361,7 @@ class Loop:
         self.model.train()
         # A checkpoint is saved after its step's evaluation: a resumed run must not evaluate that step again.
         stop, evaluated_at = state.step >= self.max_steps, state.history[-1]["step"] if state.history else None
-        running, running_batches = {}, 0  # the sums of the loss (and other logged values) since the last log
+        running = {}  # name -> [sum, micro-batches] of the loss (and other logged values) since the last log
         self.bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0 until a loss is NaN/inf
         self.step_learning_rates = {}  # step -> its learning rate, since the last finiteness check
         while not stop and state.epoch < self.num_epochs:
@@ -380,8 +380,8 @@ class Loop:
                     self.optimizer.zero_grad(set_to_none=True)
                 state.batches_in_epoch += 1
                 for name, value in values.items():
-                    running[name] = running.get(name, 0) + value.detach().float()
-                running_batches += 1
+                    total, count = running.get(name, (0, 0))
+                    running[name] = [total + value.detach().float(), count + 1]
                 self.bad_step = torch.where((self.bad_step == 0) & ~torch.isfinite(loss.detach()), state.step + 1,
                                             self.bad_step)
                 if not accelerator.sync_gradients:
@@ -394,8 +394,8 @@ class Loop:
                 if logging or evaluating or saving:
                     self._check_loss_is_finite()
                 if logging:
-                    progress.set_postfix(loss=f"{self._log_loss(running, running_batches):.4f}")
-                    running, running_batches = {}, 0
+                    progress.set_postfix(loss=f"{self._log_loss(running):.4f}")
+                    running = {}
                 if evaluating:
                     stop, evaluated_at = self._evaluate_and_track(), state.step
                 if saving:
@@ -410,9 +410,9 @@ class Loop:
                 self._check_loss_is_finite()
                 stop, evaluated_at = self._evaluate_and_track() or stop, state.step
         self._check_loss_is_finite()
-        if running_batches and accelerator.sync_gradients:
+        if running and accelerator.sync_gradients:
             # Stopped early between logging steps: the loss since the last log still belongs in the results.
-            self._log_loss(running, running_batches)
+            self._log_loss(running)
         if evaluated_at != state.step:
             self._evaluate_and_track()
         progress.close()

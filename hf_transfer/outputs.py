@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from hf_transfer.cards import CardContext, save_card
 from hf_transfer.config import RunConfig, save_config
 from hf_transfer.data import LabelledSplits, guess_column
+from hf_transfer.heads import MultiHeadModel, save_heads_spec
 from hf_transfer.hub import push_folder
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.loop import TrainState
@@ -42,6 +43,8 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
             # (a CTC head) and fail on models without input embeddings (Wav2Vec2).
             model.save_pretrained(folder, save_embedding_layers=False)
             model.get_base_model().config.save_pretrained(folder)
+            if isinstance(model.get_base_model(), MultiHeadModel):  # the adapter holds the heads, not their labels
+                save_heads_spec(model.get_base_model(), folder)
             if hub_base_model:
                 # Point the adapter at the Hub checkpoint, not the local folder it was read from.
                 adapter_config = copy.copy(model.peft_config["default"])

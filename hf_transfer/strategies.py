@@ -47,7 +47,7 @@ def _freeze(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) ->
         return get_peft_model(model, config)
     model.requires_grad_(args.strategy == "full")
     for name in heads:
-        getattr(model, name).requires_grad_(True)
+        model.get_submodule(name).requires_grad_(True)
     if has_decoder(model):  # the encoder's features stay as they are; the decoder learns to write
         model.get_decoder().requires_grad_(True)
     if args.strategy == "partial" and args.unfreeze_layers:

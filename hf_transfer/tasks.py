@@ -122,14 +122,17 @@ def has_decoder(model: nn.Module) -> bool:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`).
-    An encoder-decoder has none: its output layer is the pretrained vocabulary projection (tied to the decoder's
-    embeddings), kept as it is."""
+    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`), or
+    each named head of a `heads.MultiHeadModel` (`heads.<name>`). An encoder-decoder has none: its output layer is
+    the pretrained vocabulary projection (tied to the decoder's embeddings), kept as it is."""
     if has_decoder(model):
         return []
-    backbone = _backbone_name(model)
-    return [name for name, module in model.named_children()
-            if name != backbone and any(True for _ in module.parameters())]
+    backbone, names = _backbone_name(model), []
+    for name, module in model.named_children():
+        if name == backbone or not any(True for _ in module.parameters()):
+            continue
+        names += [f"{name}.{head}" for head in module] if isinstance(module, nn.ModuleDict) else [name]
+    return names
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
