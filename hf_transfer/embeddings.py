@@ -22,9 +22,9 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
+from hf_transfer.architectures import is_encoder_decoder
 from hf_transfer.config import UsageError
 from hf_transfer.io import atomic_write_bytes
-from hf_transfer.tasks import is_encoder_decoder
 
 POOLINGS = ("mean", "cls")
 # Part of every cache key: bump it when a change to how features are computed changes them, so old caches are not

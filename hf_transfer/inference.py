@@ -14,14 +14,7 @@ from transformers import AutoConfig, AutoModel
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import UsageError
-from hf_transfer.data import (
-    LABEL_COLUMN_GUESSES,
-    FolderLayout,
-    guess_column,
-    load_class_folder,
-    load_file,
-    resolve_paths,
-)
+from hf_transfer.data import LABEL_COLUMN_GUESSES, guess_column, load_class_folder, load_file, resolve_paths
 from hf_transfer.heads import MultiHeadModel, is_multi_head
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
@@ -35,19 +28,10 @@ from hf_transfer.metrics.report_sections import (
     operating_point_section,
 )
 from hf_transfer.metrics.scoring import score_classification, score_transcription
-from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits, clip_lengths
-from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits, window_of
-from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
-from hf_transfer.modalities.transcripts import (
-    TRANSCRIPT_COLUMN_GUESSES,
-    SpeechArgs,
-    normalize,
-    normalized_transcripts,
-    transcribe_files,
-)
-from hf_transfer.modalities.seq2seq import transcribe_seq2seq_files
+from hf_transfer.modalities.audio import clip_lengths
+from hf_transfer.modalities.transcripts import TRANSCRIPT_COLUMN_GUESSES, SpeechArgs, normalize, normalized_transcripts
 from hf_transfer.run_folder import require_complete
-from hf_transfer.tasks import SPEECH_SEQ2SEQ, task_for
+from hf_transfer.tasks import TASKS, Task, task_for
 
 
 def read_run_config(output_dir: str | Path, require_finished: bool = True) -> dict:
@@ -133,45 +117,14 @@ def _one_head(model, head: str | None, folder: Path):
     return base.head(head)
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What one task's model reads, and how `predict` and `evaluate` find it."""
-
-    kind: str  # "text", "image" or "audio": the key of each prediction, and the --KIND_column setting
-    column_guesses: tuple[str, ...]
-    layout: FolderLayout | None = None  # class folders (`evaluate --test_dir`), for classifiers of files
-
-    @property
-    def is_file(self) -> bool:
-        return self.kind != "text"
-
-
-INPUTS = {
-    "text-classification": Inputs("text", TEXT_COLUMN_GUESSES),
-    "image-classification": Inputs("image", IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT),
-    "audio-classification": Inputs("audio", AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT),
-    "automatic-speech-recognition": Inputs("audio", AUDIO_COLUMN_GUESSES),
-}
-
-
-def _batch_predictor(model, processor, settings: dict) -> Callable[[list[str], list[str] | None], list[dict]]:
+def _batch_predictor(task: Task, model, processor, settings: dict) -> Callable[[list[str], list[str] | None],
+                                                                              list[dict]]:
     """(a batch of inputs, their text pairs or None) -> predictions, preprocessed as the run evaluated."""
-    task, kind = settings["task"], INPUTS[settings["task"]].kind
-    if task == "automatic-speech-recognition":
-        transcribe = transcribe_seq2seq_files if task_for(task, model.config) is SPEECH_SEQ2SEQ else transcribe_files
+    kind = task.input_kind
+    if task.transcribe is not None:
         return lambda paths, _: [{kind: path, "transcript": text}
-                                 for path, text in zip(paths, transcribe(model, processor, paths))]
-    if task == "text-classification":
-        def logits_of(texts, pairs):
-            return text_logits(model, processor, texts, settings["max_seq_length"], pairs)
-    elif task == "image-classification":
-        window = window_of(settings.get("window_center"), settings.get("window_width"))
-
-        def logits_of(paths, _):
-            return image_logits(model, processor, paths, window)
-    else:
-        def logits_of(paths, _):
-            return audio_logits(model, processor, paths, settings["max_duration_seconds"])
+                                 for path, text in zip(paths, task.transcribe(model, processor, paths))]
+    logits_of = task.logits(model, processor, settings)
     id2label = model.config.id2label
     decision = Decision.from_config(model.config)  # the temperature and threshold chosen on validation, if any
 
@@ -191,8 +144,9 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
     """One prediction per input (a text, or an image or audio file path), in the inputs' order: label and class
     probabilities, or for speech recognition the transcript. Batches of the run's evaluation batch size hold inputs
     of similar size, longest first (little padding, and a batch too large for memory fails at once)."""
-    kind = INPUTS[settings["task"]].kind
-    if INPUTS[settings["task"]].is_file:
+    task = task_for(settings["task"], model.config)
+    kind = task.input_kind
+    if task.reads_files:
         for path in inputs:
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
@@ -203,7 +157,8 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
     elif settings["task"] == "audio-classification":  # longest first, as the run evaluated
         lengths = clip_lengths(inputs, processor.sampling_rate, settings["max_duration_seconds"])
         order.sort(key=lambda i: -lengths[i])
-    predict_batch, batch_size = _batch_predictor(model, processor, settings), settings["per_device_eval_batch_size"]
+    predict_batch = _batch_predictor(task, model, processor, settings)
+    batch_size = settings["per_device_eval_batch_size"]
     predictions = [None] * len(inputs)
     for start in range(0, len(inputs), batch_size):
         batch = order[start:start + batch_size]
@@ -235,7 +190,8 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
     of a model with several.
     """
     model, processor, settings = load_trained(output_dir, allow_pickle, head=head)
-    task, inputs = settings["task"], INPUTS[settings["task"]]
+    task, inputs = settings["task"], TASKS[settings["task"]]
+    kind = inputs.input_kind
     if bool(test_file) == bool(test_dir):
         raise UsageError("give --test_file or --test_dir (one of them)")
     if test_dir and inputs.layout is None:
@@ -243,18 +199,18 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
                          "with --test_file")
     columns = {name: value for name, value in (columns or {}).items() if value}
     target = "transcript" if task == "automatic-speech-recognition" else "label"
-    known = {f"{inputs.kind}_column", f"{target}_column"} | ({"text_pair_column"} if inputs.kind == "text" else set())
+    known = {f"{kind}_column", f"{target}_column"} | ({"text_pair_column"} if kind == "text" else set())
     stray = sorted(set(columns) - known)
     if stray:
         raise UsageError(f"--{stray[0]} does not apply to this {task} model (it reads {', '.join(sorted(known))})")
     settings = {**settings, **columns}  # the user's column names win over training's
     dataset = load_class_folder(test_dir, inputs.layout) if test_dir else load_file(test_file)
     source = test_file or test_dir
-    column = guess_column(dataset.column_names, settings.get(f"{inputs.kind}_column"), inputs.column_guesses,
-                          inputs.kind, source)
+    column = guess_column(dataset.column_names, settings.get(f"{kind}_column"), inputs.column_guesses,
+                          kind, source)
     values = dataset[column]
-    if inputs.is_file and test_file:  # relative paths are read from the file's folder, as in training
-        values = resolve_paths(values, Path(test_file).parent, source, inputs.kind)
+    if inputs.reads_files and test_file:  # relative paths are read from the file's folder, as in training
+        values = resolve_paths(values, Path(test_file).parent, source, kind)
     groups = None
     if group_column:
         groups = [str(v) for v in dataset[guess_column(dataset.column_names, group_column, (), "group", source)]]

@@ -6,9 +6,10 @@ from accelerate import PartialState
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
+from hf_transfer.architectures import has_decoder
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import ModelArgs, UsageError
-from hf_transfer.tasks import Task, has_decoder
+from hf_transfer.tasks import Task
 
 # Config attributes that hold dropout rates, across BERT, DistilBERT, ViT, Wav2Vec2 and EfficientNet families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",

@@ -59,11 +59,8 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
 
 def item_inputs(dataset: datasets.Dataset, settings: dict, task: Task) -> list[str]:
     """What identifies each item for `compare`: its text (and text pair) or its file path."""
-    from hf_transfer.inference import INPUTS  # inference loads every modality; only needed here
-
-    inputs = INPUTS[task.name]
-    column = guess_column(dataset.column_names, settings.get(f"{inputs.kind}_column"), inputs.column_guesses,
-                          inputs.kind, "the data")
+    column = guess_column(dataset.column_names, settings.get(f"{task.input_kind}_column"), task.column_guesses,
+                          task.input_kind, "the data")
     feature = dataset.features[column]
     if isinstance(feature, (datasets.Image, datasets.Audio)):  # Hub media: the stored path, not decoded pixels
         dataset = dataset.cast_column(column, type(feature)(decode=False))

@@ -6,8 +6,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from hf_transfer.config import StrategyArgs, TrainArgs, UsageError
-from hf_transfer.tasks import (
+from hf_transfer.architectures import (
     base_model,
     encoder_layers,
     fixed_parameter_names,
@@ -16,6 +15,7 @@ from hf_transfer.tasks import (
     lora_target_modules,
     top_modules,
 )
+from hf_transfer.config import StrategyArgs, TrainArgs, UsageError
 
 
 def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) -> nn.Module:

@@ -1,8 +1,12 @@
-"""What hf_transfer knows per task and per architecture: Auto class, pipeline tag, heads, layers, LoRA targets."""
+"""The task registry: per task, the Auto class, the processor, what the model reads and how it predicts.
 
+Architecture knowledge (backbone, blocks, heads, LoRA targets) is in `hf_transfer.architectures`.
+"""
+
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
+import torch
 from transformers import (
     AutoModelForAudioClassification,
     AutoModelForCTC,
@@ -17,7 +21,30 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from hf_transfer.config import UsageError
+from hf_transfer.architectures import is_encoder_decoder
+from hf_transfer.data import FolderLayout
+from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
+from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits, window_of
+from hf_transfer.modalities.seq2seq import transcribe_seq2seq_files
+from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
+from hf_transfer.modalities.transcripts import transcribe_files
+
+# (model, processor, run settings) -> a function from a batch of inputs (and their text pairs, or None) to logits,
+# preprocessed as the run evaluated.
+LogitsFunction = Callable[[object, object, dict], Callable[[list[str], list[str] | None], torch.Tensor]]
+
+
+def _text_logits(model, tokenizer, settings: dict):
+    return lambda texts, pairs: text_logits(model, tokenizer, texts, settings["max_seq_length"], pairs)
+
+
+def _image_logits(model, processor, settings: dict):
+    window = window_of(settings.get("window_center"), settings.get("window_width"))
+    return lambda paths, _: image_logits(model, processor, paths, window)
+
+
+def _audio_logits(model, feature_extractor, settings: dict):
+    return lambda paths, _: audio_logits(model, feature_extractor, paths, settings["max_duration_seconds"])
 
 
 @dataclass(frozen=True)
@@ -26,24 +53,36 @@ class Task:
     auto_model: type
     processor_class: str  # the Auto class users load the preprocessing with
     modality: str  # how cards name the inputs
+    input_kind: str  # "text", "image" or "audio": the key of each prediction, and the --KIND_column setting
+    column_guesses: tuple[str, ...]  # the input column's usual names
     peft_task_type: str | None = None  # peft's wrapper for the task, where it has one
+    layout: FolderLayout | None = None  # class folders (`evaluate --test_dir`), for classifiers of files
+    logits: LogitsFunction | None = None  # classifiers: how `predict` gets a batch's logits
+    transcribe: Callable | None = None  # speech recognition: (model, processor, paths) -> transcripts
 
     @property
     def pipeline_tag(self) -> str:
         return self.name
 
+    @property
+    def reads_files(self) -> bool:
+        return self.input_kind != "text"
+
 
 TASKS = {
     "text-classification": Task("text-classification", AutoModelForSequenceClassification, "AutoTokenizer", "text",
-                                "SEQ_CLS"),
+                                "text", TEXT_COLUMN_GUESSES, "SEQ_CLS", logits=_text_logits),
     "image-classification": Task("image-classification", AutoModelForImageClassification, "AutoImageProcessor",
-                                 "images"),
+                                 "images", "image", IMAGE_COLUMN_GUESSES, layout=IMAGE_LAYOUT, logits=_image_logits),
     "audio-classification": Task("audio-classification", AutoModelForAudioClassification, "AutoFeatureExtractor",
-                                 "audio clips"),
-    "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech"),
+                                 "audio clips", "audio", AUDIO_COLUMN_GUESSES, layout=AUDIO_LAYOUT,
+                                 logits=_audio_logits),
+    "automatic-speech-recognition": Task("automatic-speech-recognition", AutoModelForCTC, "AutoProcessor", "speech",
+                                         "audio", AUDIO_COLUMN_GUESSES, transcribe=transcribe_files),
 }
 # The same task done by an encoder-decoder (Whisper): its decoder writes the transcript with its own vocabulary.
-SPEECH_SEQ2SEQ = Task("automatic-speech-recognition", AutoModelForSpeechSeq2Seq, "AutoProcessor", "speech")
+SPEECH_SEQ2SEQ = Task("automatic-speech-recognition", AutoModelForSpeechSeq2Seq, "AutoProcessor", "speech", "audio",
+                      AUDIO_COLUMN_GUESSES, transcribe=transcribe_seq2seq_files)
 
 
 def task_for(name: str, config) -> Task:
@@ -51,10 +90,6 @@ def task_for(name: str, config) -> Task:
     if name == "automatic-speech-recognition" and is_encoder_decoder(config):
         return SPEECH_SEQ2SEQ
     return TASKS[name]
-
-
-def is_encoder_decoder(config) -> bool:
-    return bool(getattr(config, "is_encoder_decoder", False))
 
 
 # The classification task an architecture serves, in the order asked: an image or audio model type is never text.
@@ -68,99 +103,3 @@ CLASSIFICATION_MODEL_TYPES = (
 def classification_task(config: PretrainedConfig) -> str | None:
     """`text-classification`, `image-classification` or `audio-classification` for the config's model type."""
     return next((task for task, model_types in CLASSIFICATION_MODEL_TYPES if config.model_type in model_types), None)
-
-
-# Attention projections that get LoRA adapters, by `config.model_type`. Query and value is the LoRA paper's choice.
-# In transformers 5, ViT and the Wav2Vec2 family name them q_proj/v_proj; BERT and its relatives keep query/value.
-LORA_TARGETS = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert",
-                     "data2vec-text"), ["query", "value"]),
-    "distilbert": ["q_lin", "v_lin"],
-    "deberta-v2": ["query_proj", "value_proj"],
-    "deberta": ["in_proj"],
-    **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm", "whisper"), ["q_proj", "v_proj"]),
-    # CNNs: the 1x1 convolutions around each block's depthwise one. A depthwise convolution (groups > 1) takes no
-    # mergeable adapter in peft, so it is never a default target.
-    "efficientnet": ["expand_conv", "project_conv"],
-}
-# When the table has no entry: the first pair whose names occur among the model's Linear layers.
-LORA_TARGET_FALLBACKS = (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["query_proj", "value_proj"])
-
-
-def _linear_names(model: nn.Module) -> set[str]:
-    """Names of the layers LoRA adapts: Linear layers and ungrouped convolutions."""
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)}
-
-
-def lora_target_modules(model: nn.Module) -> list[str]:
-    model_type = getattr(model.config, "model_type", "")
-    linears = _linear_names(model)
-    if model_type in LORA_TARGETS and set(LORA_TARGETS[model_type]) <= linears:
-        return LORA_TARGETS[model_type]
-    for pair in LORA_TARGET_FALLBACKS:
-        if set(pair) <= linears:
-            return pair
-    raise UsageError(f"can't guess LoRA target modules for model type {model_type!r}; name them with "
-                     f"--lora_target_modules (its Linear and convolution layers are: {', '.join(sorted(linears))})")
-
-
-def _backbone_name(model: nn.Module) -> str:
-    """`base_model_prefix`; heads on one half of an encoder-decoder (WhisperForAudioClassification) keep the
-    prefix `model` but hold only `encoder`."""
-    return model.base_model_prefix if hasattr(model, model.base_model_prefix) else "encoder"
-
-
-def base_model(model: nn.Module) -> nn.Module:
-    return getattr(model, _backbone_name(model))
-
-
-def has_decoder(model: nn.Module) -> bool:
-    """Whether `model` writes text with a decoder. WhisperForAudioClassification keeps its config's
-    `is_encoder_decoder` but holds only the encoder."""
-    return is_encoder_decoder(model.config) and hasattr(base_model(model), "decoder")
-
-
-def head_module_names(model: nn.Module) -> list[str]:
-    """Top-level modules outside the pretrained backbone: the new task head (e.g. `classifier`, `projector`), or
-    each named head of a `heads.MultiHeadModel` (`heads.<name>`). An encoder-decoder has none: its output layer is
-    the pretrained vocabulary projection (tied to the decoder's embeddings), kept as it is."""
-    if has_decoder(model):
-        return []
-    backbone, names = _backbone_name(model), []
-    for name, module in model.named_children():
-        if name == backbone or not any(True for _ in module.parameters()):
-            continue
-        names += [f"{name}.{head}" for head in module] if isinstance(module, nn.ModuleDict) else [name]
-    return names
-
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The backbone's stack of blocks: transformer layers (`encoder.layer`, `transformer.layer`, `encoder.layers`...)
-    or CNN blocks (`encoder.blocks`); the encoder's, for an encoder-decoder."""
-    if has_decoder(model):
-        return model.get_encoder().layers
-    stacks = [module for name, module in base_model(model).named_modules()
-              if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers", "blocks")]
-    if not stacks:
-        raise UsageError(f"can't find the encoder layers of {type(model).__name__}; "
-                         "use --strategy full, feature_extraction or lora")
-    return max(stacks, key=len)
-
-
-# Backbone modules above the block stack, trained with the top blocks by `partial`: BERT's pooler, the 1x1
-# convolution and BatchNorm that EfficientNet runs after its last block, the final LayerNorm of Whisper's encoder.
-TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "layer_norm")
-
-
-def top_modules(model: nn.Module) -> list[nn.Module]:
-    modules = dict(base_model(model).named_modules())
-    return [modules[name] for name in TOP_MODULES if name in modules and any(True for _ in modules[name].parameters())]
-
-
-def fixed_parameter_names(model: nn.Module) -> list[str]:
-    """Parameters no strategy trains: EfficientNet-Lite's squeeze-excite, made an exact identity by the converter
-    (`squeeze_expansion_ratio` 0; see hf_transfer/checkpoints/efficientnet.py). Training would make it a real one."""
-    if getattr(model.config, "model_type", "") == "efficientnet" and model.config.squeeze_expansion_ratio == 0:
-        return [name for name, _ in model.named_parameters() if ".squeeze_excite." in name]
-    return []

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
+from hf_transfer.architectures import base_model
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import UsageError
 from hf_transfer.loop import dataloader_workers
@@ -52,7 +53,7 @@ from hf_transfer.models import build_model, load_config, model_path
 from hf_transfer.recipe import Recipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
-from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, base_model, task_for
+from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, task_for
 
 TASK = TASKS["automatic-speech-recognition"]
 MODALITY = SpeechArgs

@@ -12,12 +12,13 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from hf_transfer import builtin
+from hf_transfer.architectures import encoder_layers, head_module_names
 from hf_transfer.checkpoints.efficientnet import convert, lite_config
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs, UsageError
 from hf_transfer.inference import load_trained, predict
 from hf_transfer.models import load_model
 from hf_transfer.strategies import apply_strategy, parameter_groups
-from hf_transfer.tasks import TASKS, encoder_layers, head_module_names
+from hf_transfer.tasks import TASKS
 
 # (expand ratio, kernel, stride, in, out, repeats) per stage, stem and head widths: TINY_EFFICIENTNET spelled out.
 TINY_STAGES = [(1, 3, 1, 8, 4, 1), (6, 3, 2, 4, 8, 2), (6, 5, 2, 8, 16, 2)]

@@ -18,6 +18,7 @@ from transformers import (
     pipeline,
 )
 
+from hf_transfer.architectures import lora_target_modules
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data import LabelledSplits
@@ -31,7 +32,6 @@ from hf_transfer.modalities.image import (
     load_image,
     processor_transform,
 )
-from hf_transfer.tasks import lora_target_modules
 
 
 @pytest.fixture(scope="module", autouse=True)
