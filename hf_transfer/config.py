@@ -289,6 +289,49 @@ class HubArgs:
             raise UsageError("--push_to_hub needs --hub_model_id user/name")
 
 
+ADAPTATIONS = ("none", "dann")  # see hf_transfer/adaptation.py
+
+
+@dataclass
+class AdaptationArgs:
+    adaptation: str = field(
+        default="none",
+        metadata={"help": "Domain adaptation: `none`, or `dann` (adversarial alignment of source and target features: "
+                          "give unlabelled target data with --target_train_file or --target_train_dir)."},
+    )
+    target_train_file: str | None = field(
+        default=None, metadata={"help": "Unlabelled data from the domain the model will run on (labels ignored)."}
+    )
+    target_train_dir: str | None = field(
+        default=None, metadata={"help": "Folder of target-domain files (class subfolders or not; labels ignored)."}
+    )
+    target_test_file: str | None = field(
+        default=None, metadata={"help": "Labelled target-domain test data, scored apart from the source test."}
+    )
+    target_test_dir: str | None = field(
+        default=None, metadata={"help": "Class-subfolder layout of labelled target-domain test data."}
+    )
+    domain_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the domain loss (DANN)."})
+    discriminator_hidden_size: int = field(
+        default=1024, metadata={"help": "Width of the domain discriminator's two hidden layers (DANN)."}
+    )
+
+    def __post_init__(self):
+        _check_choice("adaptation", self.adaptation, ADAPTATIONS)
+        _check_positive("domain_loss_weight", self.domain_loss_weight)
+        _check_positive("discriminator_hidden_size", self.discriminator_hidden_size)
+        for what in ("train", "test"):
+            if getattr(self, f"target_{what}_file") and getattr(self, f"target_{what}_dir"):
+                raise UsageError(f"give --target_{what}_file or --target_{what}_dir, not both")
+        has_target = bool(self.target_train_file or self.target_train_dir)
+        if self.adaptation == "dann" and not has_target:
+            raise UsageError("--adaptation dann needs unlabelled target data: --target_train_file or "
+                             "--target_train_dir")
+        if self.adaptation == "none" and has_target:
+            raise UsageError("--target_train_file/--target_train_dir are read by --adaptation dann; add it, or drop "
+                             "the target data")
+
+
 @dataclass
 class RunConfig:
     """Everything one run needs, grouped as the recipes and the library use it."""
@@ -299,6 +342,7 @@ class RunConfig:
     train: TrainArgs
     hub: HubArgs
     evaluation: EvalArgs
+    adaptation: AdaptationArgs
     task: str = "text-classification"  # set by the recipe; lets `hf-transfer evaluate` rebuild the model
     modality: Any = None  # the recipe's own settings dataclass (image size, audio duration...), if it has one
 
@@ -310,14 +354,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """A flat dict of every setting, for saving with the run. The Hub token is left out."""
         flat = {"task": self.task}
-        for group in (self.model, self.data, self.strategy, self.train, self.hub, self.evaluation, self.modality):
+        for group in (self.model, self.data, self.strategy, self.train, self.hub, self.evaluation, self.adaptation,
+                      self.modality):
             if group is not None:
                 flat.update(dataclasses.asdict(group))
         flat.pop("hub_token")
         return flat
 
 
-GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs, EvalArgs)
+GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs, EvalArgs, AdaptationArgs)
 # A user who names their own data or model source replaces the recipe's default source, not adds to it.
 REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"),
                     ("dataset_name", "dataset_config_name"), ("train_file", "dataset_config_name"),
@@ -330,6 +375,7 @@ ONLY_FOR = {
     **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
     **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
     **dict.fromkeys(("samples_per_class", "class_weights", "label_column"), CLASSIFICATION),
+    **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
 }
 

@@ -141,21 +141,30 @@ def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: Strate
     `plain_loaders` (train and validation, preprocessed as in evaluation). Otherwise the whole model on `examples`,
     each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given."""
     cached = uses_cached_features(model, strategy, random_inputs)
-    batch_size = train_args.per_device_train_batch_size
-    if cached:
-        model.to(accelerator.device)
-        train = compute_features(model, plain_loaders["train"], accelerator.device)
-        sampler, train_collate = GroupedShuffleSampler(None, batch_size, train_args.seed, len(train)), None
-        evaluation_loader = accelerator.prepare(DataLoader(
-            compute_features(model, plain_loaders["validation"], accelerator.device),
-            batch_size=train_args.per_device_eval_batch_size))
-        model = HeadOnFeatures(model)
-    else:
-        train = SeededExamples(examples, train_args.seed)
-        sampler = EpochKeys(GroupedShuffleSampler(lengths, batch_size, train_args.seed, len(examples)))
     accelerator.print(f"backbone: {PATH_TEXT[cached]}")
+    if not cached:
+        train_loader = example_loader(examples, lengths, train_collate, train_args, workers, accelerator.device)
+        return TrainingInputs(train_loader, evaluation_loader, model, cached)
+    model.to(accelerator.device)
+    train = compute_features(model, plain_loaders["train"], accelerator.device)
+    evaluation_loader = accelerator.prepare(DataLoader(
+        compute_features(model, plain_loaders["validation"], accelerator.device),
+        batch_size=train_args.per_device_eval_batch_size))
+    batch_size = train_args.per_device_train_batch_size
     # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-    train_loader = DataLoader(train, sampler=sampler, batch_size=batch_size, collate_fn=train_collate,
-                              num_workers=0 if cached else workers, pin_memory=accelerator.device.type == "cuda",
+    train_loader = DataLoader(train, sampler=GroupedShuffleSampler(None, batch_size, train_args.seed, len(train)),
+                              batch_size=batch_size, pin_memory=accelerator.device.type == "cuda",
                               generator=torch.Generator().manual_seed(train_args.seed))
-    return TrainingInputs(train_loader, evaluation_loader, model, cached)
+    return TrainingInputs(train_loader, evaluation_loader, HeadOnFeatures(model), cached)
+
+
+def example_loader(examples: Dataset, lengths: list[int] | None, collate: Callable, train_args: TrainArgs,
+                   workers: int, device: torch.device) -> DataLoader:
+    """A training stream of `examples`: a seeded shuffle (grouped by `lengths` if given), each example read with its
+    own augmentation seed and batched by `collate`."""
+    batch_size = train_args.per_device_train_batch_size
+    sampler = EpochKeys(GroupedShuffleSampler(lengths, batch_size, train_args.seed, len(examples)))
+    # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
+    return DataLoader(SeededExamples(examples, train_args.seed), sampler=sampler, batch_size=batch_size,
+                      collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(train_args.seed))

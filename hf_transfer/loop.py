@@ -303,7 +303,8 @@ class Loop:
     def _log_loss(self, running: dict[str, list]) -> float:
         """Log the mean loss (and other logged values) of the micro-batches since the last log; returns the loss.
         A value is averaged over the micro-batches that returned it (a head's loss, over its stream's turns)."""
-        means = {name: self.accelerator.reduce(total, "mean").item() / count for name, (total, count) in running.items()}
+        means = {name: self.accelerator.reduce(total, "mean").item() / count
+                 for name, (total, count) in running.items()}
         logs = {f"train_{name}": value for name, value in means.items()}
         logs["learning_rate"] = self.scheduler.get_last_lr()[0]
         self.accelerator.log(logs, step=self.state.step)

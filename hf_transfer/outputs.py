@@ -31,7 +31,7 @@ from hf_transfer.run_folder import mark_complete
 from hf_transfer.strategies import is_adapter
 from hf_transfer.tasks import Task
 
-PREFIX = {"validation": "eval", "test": "test"}
+PREFIX = {"validation": "eval", "test": "test", "target_test": "target_test"}  # result keys of each split
 
 
 def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -> None:

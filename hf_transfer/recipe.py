@@ -12,6 +12,15 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
+from hf_transfer.adaptation import (
+    TARGET_TEST,
+    TARGET_TRAIN,
+    DomainAdversarial,
+    add_target_splits,
+    check_trainable_features,
+    dann_loss,
+    head_input_size,
+)
 from hf_transfer.config import RunConfig, parse
 from hf_transfer.console import library_output
 from hf_transfer.data import LabelledSplits
@@ -27,6 +36,10 @@ from hf_transfer.metrics import classification_metric_names, classification_metr
 from hf_transfer.metrics.operating_point import check_decision_settings
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import Task
+
+
+# The splits scored after training (those the data has): validation picks the operating point, the others are tests.
+EVALUATED_SPLITS = ("validation", "test", TARGET_TEST)
 
 
 class Recipe:
@@ -81,20 +94,23 @@ class Recipe:
         self.accelerator.print(f"{self.run.strategy.strategy}: training {self.trainable:,} of {self.total:,} "
                                f"parameters ({100 * self.trainable / self.total:.2f}%)")
 
-    def evaluation_loaders(self, splits: dict, collate: Callable, workers: int, samplers: dict | None = None) -> dict:
-        """Prepared, in-order loaders of the validation and test splits."""
+    def evaluation_loaders(self, splits: dict, collate: Callable, workers: int) -> dict:
+        """Prepared, in-order loaders of the splits scored after training."""
         return {split: self.accelerator.prepare(
                     DataLoader(splits[split], batch_size=self.run.train.per_device_eval_batch_size,
-                               sampler=(samplers or {}).get(split), collate_fn=collate, num_workers=workers))
-                for split in ("validation", "test") if split in splits}
+                               collate_fn=collate, num_workers=workers))
+                for split in EVALUATED_SPLITS if split in splits}
 
     def start_loop(self, model, streams, compute_loss: Callable, evaluate: Callable, metric_names: dict,
-                   policy: str = "together") -> None:
-        """`self.loop`, training `model` (the strategy's trainable weights of `self.model`) on `streams`; checks
-        --metric_for_best_model first and starts the trackers."""
+                   policy: str = "together", extra_modules: tuple = ()) -> None:
+        """`self.loop`, training `model` (the strategy's trainable weights of `self.model`, and all of
+        `extra_modules`) on `streams`; checks --metric_for_best_model first and starts the trackers."""
         run = self.run
         check_metric_for_best_model(run.train.metric_for_best_model, metric_names)
         optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device)
+        for module in extra_modules:
+            optimizer.add_param_group({"params": list(module.parameters()), "lr": run.train.learning_rate,
+                                       "weight_decay": run.train.weight_decay})
         self.loop = Loop(self.accelerator, model, optimizer, streams, compute_loss, evaluate, run.train,
                          run.train.output_dir, policy=policy)
         if run.train.report_to != "none":
@@ -106,9 +122,22 @@ class ClassificationRecipe(Recipe):
 
     cached_features = False  # a frozen backbone's features computed once, and only the head trained on them
 
+    @property
+    def adapting(self) -> bool:
+        return self.run.adaptation.adaptation == "dann"
+
     def claim_labels(self, data: LabelledSplits) -> None:
-        """Checks the decision settings against the labels; `self.data` is `data`."""
-        check_decision_settings(self.run.evaluation, data.label_names)
+        """Checks the decision settings against the labels; `self.data` is `data`, with the target-domain splits
+        (`--target_train_file`, `--target_test_file`...) added, for the modality to prepare like the others."""
+        run = self.run
+        check_decision_settings(run.evaluation, data.label_names)
+        adaptation = run.adaptation
+        if any((adaptation.target_train_file, adaptation.target_train_dir, adaptation.target_test_file,
+                adaptation.target_test_dir)):
+            column = f"{self.task.input_kind}_column"
+            data = add_target_splits(data, adaptation, self.task,
+                                     getattr(run.data, column, None) or getattr(run.modality, column, None),
+                                     run.data.label_column)
         self.data = data
 
     def classification_loss(self, labels: list[int]) -> Callable:
@@ -120,10 +149,26 @@ class ClassificationRecipe(Recipe):
             return None
         return auto_class_weights(labels, len(self.data.label_names))
 
-    def start_classification_loop(self, model, train_loader, compute_loss: Callable, evaluation_loader) -> None:
-        self.start_loop(model, train_loader, compute_loss,
-                        lambda model: classification_metrics(*predict(self.accelerator, model, evaluation_loader)),
-                        classification_metric_names(self.data))
+    def start_classification_loop(self, model, train_loader, compute_loss: Callable, evaluation_loader,
+                                  target_loader=None) -> None:
+        """Train `model` on the labelled stream, scored on `evaluation_loader` (source validation: it also picks the
+        best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too."""
+        def evaluate(model):
+            return classification_metrics(*predict(self.accelerator, model, evaluation_loader))
+
+        names = classification_metric_names(self.data)
+        if not self.adapting:
+            self.start_loop(model, train_loader, compute_loss, evaluate, names)
+            return
+        check_trainable_features(self.model, self.run.strategy.strategy)
+        adversarial = DomainAdversarial(model, head_input_size(model), self.run.adaptation, compute_loss)
+        self.start_loop(adversarial, {"source": train_loader, "target": target_loader}, dann_loss,
+                        lambda adversarial: evaluate(self.accelerator.unwrap_model(adversarial).model), names,
+                        extra_modules=(adversarial.discriminator,))
+
+    def target_split(self, splits: dict):
+        """The unlabelled target split for --adaptation dann, prepared by the modality; None otherwise."""
+        return splits[TARGET_TRAIN] if self.adapting else None
 
     def details(self) -> dict[str, str]:
         """The modality's settings, for the report and the card."""
@@ -133,9 +178,22 @@ class ClassificationRecipe(Recipe):
         """Score the best model on validation and test, then write model, processor, report and card.
 
         Scored through the whole model and the processor, as users run it, whichever path trained it."""
-        model = self.model if self.cached_features else self.loop.model
+        # The loop trained a head on cached features, or the model with its domain discriminator: `self.model` is
+        # the classifier alone.
+        model = self.model if self.cached_features or self.adapting else self.loop.model
         predictions = {split: predict(self.accelerator, model, loader) for split, loader in self.eval_loaders.items()}
         return outputs.write_outputs(
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
-            parameter_counts=(self.trainable, self.total), extra_details=self.details(),
+            parameter_counts=(self.trainable, self.total),
+            extra_details={**self.details(), **self.adaptation_details()},
         )
+
+    def adaptation_details(self) -> dict[str, str]:
+        if not self.adapting:
+            return {}
+        args = self.run.adaptation
+        return {"domain adaptation": (
+            f"DANN: a domain discriminator ({args.discriminator_hidden_size}-wide, domain loss weight "
+            f"{args.domain_loss_weight:g}) on the features the classifier reads, through gradient reversal "
+            f"(weight 2/(1+exp(-10p))-1 over training progress p); unlabelled target data: "
+            f"{self.data.sources[TARGET_TRAIN]}; the best checkpoint chosen on the source validation split")}

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, training_inputs
+from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -29,7 +29,7 @@ from hf_transfer.modalities.audio import (
 )
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models import load_model, model_path
-from hf_transfer.recipe import ClassificationRecipe
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.tasks import TASKS
@@ -84,18 +84,27 @@ class AudioClassificationRecipe(ClassificationRecipe):
         plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
                                            sampler=LengthSortedSampler(self.data.splits[split]["length"]),
                                            collate_fn=eval_collate, num_workers=workers)
-                         for split in ("train", "validation", "test") if split in self.data.splits}
+                         for split in ("train", *EVALUATED_SPLITS) if split in self.data.splits}
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
-        random_inputs = bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
+        # DANN runs the backbone on target batches every step: no cached features.
+        per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
+                    or self.adapting)
+        train_collate = audio_collator(self.processor, column, audio, True)
+
+        def lengths(clips):
+            return clips["length"] if run.train.length_grouping else None
+
         clips = self.data.splits["train"]
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
-                                 self.eval_loaders["validation"], clips,
-                                 clips["length"] if run.train.length_grouping else None,
-                                 audio_collator(self.processor, column, audio, True), workers)
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
+                                 self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers)
         self.cached_features = inputs.cached
+        target = self.target_split(self.data.splits)
         self.start_classification_loop(inputs.model, inputs.train_loader, self.classification_loss(clips["labels"]),
-                                       inputs.evaluation_loader)
+                                       inputs.evaluation_loader,
+                                       None if target is None else example_loader(
+                                           target, lengths(target), train_collate, run.train, workers,
+                                           accelerator.device))
 
     def details(self) -> dict[str, str]:
         audio = self.run.modality

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, training_inputs
+from hf_transfer.adaptation import TARGET_TRAIN
+from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
@@ -32,7 +33,7 @@ from hf_transfer.modalities.image import (
     window_of,
 )
 from hf_transfer.models import load_model, model_path
-from hf_transfer.recipe import ClassificationRecipe
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.tasks import TASKS
 
@@ -76,14 +77,18 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                            num_workers=workers,
                                            collate_fn=image_collator(processor_transform(self.processor),
                                                                      self.data.sources[split], window))
-                         for split in ("train", "validation", "test") if split in splits}
+                         for split in ("train", *EVALUATED_SPLITS) if split in splits}
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}
-        random_inputs = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha)
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, random_inputs, plain_loaders,
-                                 self.eval_loaders["validation"], splits["train"], None,
-                                 image_collator(TrainTransform(self.processor, image.augment),
-                                                self.data.sources["train"], window), workers)
+        # DANN runs the backbone on target batches every step: no cached features.
+        per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
+
+        def train_collate(split: str):
+            return image_collator(TrainTransform(self.processor, image.augment), self.data.sources[split], window)
+
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
+                                 self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
+                                 workers)
         self.cached_features = inputs.cached
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
@@ -92,7 +97,11 @@ class ImageClassificationRecipe(ClassificationRecipe):
             compute_loss = mixed_loss(mixer, self.class_weights(splits["train"]["labels"]), run.train.label_smoothing)
         else:
             compute_loss = self.classification_loss(splits["train"]["labels"])
-        self.start_classification_loop(inputs.model, inputs.train_loader, compute_loss, inputs.evaluation_loader)
+        target = self.target_split(splits)
+        self.start_classification_loop(inputs.model, inputs.train_loader, compute_loss, inputs.evaluation_loader,
+                                       None if target is None else example_loader(
+                                           target, None, train_collate(TARGET_TRAIN), run.train, workers,
+                                           accelerator.device))
 
     def details(self) -> dict[str, str]:
         details = image_details(self.run.modality, self.image_size)

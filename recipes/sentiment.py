@@ -50,17 +50,22 @@ class SentimentRecipe(ClassificationRecipe):
 
         # Tensor cores like padded lengths that are multiples of 8; the CPU does not care.
         collate = text_collator(self.processor, 8 if accelerator.device.type == "cuda" else None)
-        train = splits["train"]
-        sampler = GroupedShuffleSampler(train["length"] if run.train.length_grouping else None,
-                                        run.train.per_device_train_batch_size, run.train.seed, len(train))
-        # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
         workers = dataloader_workers(run.train)
-        train_loader = DataLoader(train, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
-                                  generator=torch.Generator().manual_seed(run.train.seed))
+
+        def training_stream(examples) -> DataLoader:
+            sampler = GroupedShuffleSampler(examples["length"] if run.train.length_grouping else None,
+                                            run.train.per_device_train_batch_size, run.train.seed, len(examples))
+            # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
+            return DataLoader(examples, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
+                              collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
+                              generator=torch.Generator().manual_seed(run.train.seed))
+
         self.eval_loaders = self.evaluation_loaders(splits, collate, workers)
-        self.start_classification_loop(self.model, train_loader, self.classification_loss(train["labels"]),
-                                       self.eval_loaders["validation"])
+        target = self.target_split(splits)
+        self.start_classification_loop(self.model, training_stream(splits["train"]),
+                                       self.classification_loss(splits["train"]["labels"]),
+                                       self.eval_loaders["validation"],
+                                       None if target is None else training_stream(target))
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:

@@ -144,9 +144,10 @@ def _probe(value: str | dict, sampling_rate: int) -> tuple[int, str | None]:
 
 # --- preparing the splits ---------------------------------------------------------------------------------------
 def _csv_folder(split: str, data: DataArgs) -> Path:
-    """Relative paths in a data file are read from that file's folder (a carved validation split is train's)."""
+    """Relative paths in a data file are read from that file's folder (a carved validation split is train's).
+    Other splits (domain adaptation's target data) hold absolute paths already."""
     file = {"train": data.train_file, "validation": data.validation_file or data.train_file,
-            "test": data.test_file}[split]
+            "test": data.test_file}.get(split)
     return Path(file).parent if file else Path()
 
 
