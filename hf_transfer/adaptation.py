@@ -149,11 +149,19 @@ def add_target_splits(data: LabelledSplits, args: AdaptationArgs, task: Task, in
     `target_test`, its labels those the source trained on. Each keeps only the input column, named as in the
     source's training split, so the modality prepares it as any other split; relative file paths are read from the
     file's folder."""
+    return with_splits(data, task, input_column, label_column, {
+        TARGET_TRAIN: (args.target_train_file, args.target_train_dir),
+        TARGET_TEST: (args.target_test_file, args.target_test_dir)})
+
+
+def with_splits(data: LabelledSplits, task: Task, input_column: str | None, label_column: str | None,
+                files: dict[str, tuple[str | None, str | None]]) -> LabelledSplits:
+    """`data` with each split of `files` ({split: (file, folder)}, one of them or neither) added as
+    `add_target_splits` says; a split named TARGET_TRAIN is unlabelled."""
     train_column = guess_column(data.splits["train"].column_names, input_column, task.column_guesses,
                                 task.input_kind, data.sources["train"])
     splits, sources = dict(data.splits), dict(data.sources)
-    for split, file, folder in ((TARGET_TRAIN, args.target_train_file, args.target_train_dir),
-                                (TARGET_TEST, args.target_test_file, args.target_test_dir)):
+    for split, (file, folder) in files.items():
         if not (file or folder):
             continue
         if folder and task.layout is None:

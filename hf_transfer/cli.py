@@ -1,5 +1,5 @@
-"""`hf-transfer`: train a recipe, rank checkpoints, evaluate, predict with, push or merge a trained folder, compare
-two runs, list the recipes."""
+"""`hf-transfer`: train a recipe, rank checkpoints, measure a domain shift, evaluate, predict with, push or merge a
+trained folder, compare two runs, list the recipes."""
 
 import argparse
 import importlib
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("recipe", nargs="?", help="one of `hf-transfer recipes`")
     commands.add_parser("rank", help="score candidate checkpoints and layers on your labelled data (forward passes "
                                      "only): hf-transfer rank --models A B --train_file FILE", add_help=False)
+    commands.add_parser("shift", help="how far apart source and target data are in a checkpoint's features (proxy "
+                                      "A-distance): hf-transfer shift --model M --train_file S --target_train_file T",
+                        add_help=False)
     commands.add_parser("recipes", help="list recipes and their configs")
     evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
@@ -129,16 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command not in ("train", "rank") and rest:
+    if args.command not in ("train", "rank", "shift") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "train":
             train(args.recipe, rest)  # the recipe has its own --verbose
             return
-        if args.command == "rank":
-            from hf_transfer.rank import main as rank
-
-            rank(rest)  # its own flags
+        if args.command in ("rank", "shift"):
+            importlib.import_module(f"hf_transfer.{args.command}").main(rest)  # its own flags
             return
         with library_output(getattr(args, "verbose", False)):
             run_command(args)

@@ -17,6 +17,7 @@ runs the models only on what is new).
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -182,12 +183,16 @@ class RankData:
     inputs: list[str]  # the columns that hold the inputs, hashed into the cache key
 
 
-def load_rank_data(args: RankArgs, data: DataArgs, task: str, first_path: str) -> RankData:
-    """The training data (and a test split when given), with every column and file checked before any forward pass."""
+def load_rank_data(args: RankArgs, data: DataArgs, task: str, first_path: str,
+                   add_splits: Callable[[LabelledSplits], LabelledSplits] | None = None) -> RankData:
+    """The training data (and a test split when given, and what `add_splits` adds: `hf-transfer shift`'s target
+    data), with every column and file checked before any forward pass."""
     layout = {"image-classification": IMAGE_LAYOUT, "audio-classification": AUDIO_LAYOUT}.get(task)
     # Scores use all the training data; k-NN and the probe are checked on a given validation split, else on a part
     # of the training data held out later (after --max_train_samples, so a subset is all that runs the models).
     labelled = load_labelled_splits(data, args.seed, layout=layout, carve_validation=False)
+    if add_splits:
+        labelled = add_splits(labelled)
     if task == "text-classification":
         return RankData(labelled, [c for c in text_columns(labelled, data) if c])
     if task == "image-classification":
