@@ -283,10 +283,14 @@ class HubArgs:
     merge_adapter: bool = field(default=False, metadata={"help": "Push LoRA merged into the base weights."})
     language: str | None = field(default=None, metadata={"help": "Language code for the card, e.g. `en`."})
     license: str | None = field(default=None, metadata={"help": "License for the card, e.g. `apache-2.0`."})
+    write_card: bool = field(default=True, metadata={"help": "Write the model card, README.md (`hf-transfer study` "
+                                                             "leaves it out of its cells)."})
 
     def __post_init__(self):
         if self.push_to_hub and not self.hub_model_id:
             raise UsageError("--push_to_hub needs --hub_model_id user/name")
+        if self.push_to_hub and not self.write_card:
+            raise UsageError("--push_to_hub needs the model card: drop --write_card false")
 
 
 ADAPTATIONS = ("none", "dann")  # see hf_transfer/adaptation.py

@@ -268,15 +268,16 @@ def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, st
 
 
 def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names: list[str], source: str):
+    """`per_class` examples of each class: the first of a seeded order of the class's examples, so budgets nest (a
+    seed's 8 examples of a class are among its 32)."""
     labels = np.asarray(dataset["labels"])
-    rng = np.random.default_rng(seed)
     keep = []
     for label_id, name in enumerate(names):
         members = np.flatnonzero(labels == label_id)
         if len(members) < per_class:
             raise UsageError(f"{source}: --samples_per_class {per_class} but class {name!r} has only "
                              f"{len(members)} training examples")
-        keep.extend(rng.choice(members, size=per_class, replace=False).tolist())
+        keep.extend(np.random.default_rng([seed, label_id]).permutation(members)[:per_class].tolist())
     return dataset.select(sorted(keep))
 
 

@@ -187,16 +187,17 @@ def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Ta
         card_fields = report(output_dir, summary)
         atomic_write_json(output_dir / "all_results.json", results)
         atomic_write_json(output_dir / "train_log.json", {"train": state.train_losses, "eval": state.history})
-        save_card(CardContext(
-            settings=run.to_dict(), repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
-            pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
-            processor_class=task.processor_class, label_names=data.label_names, results=results,
-            split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
-            trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
-            extra_details=extra_details, **card_fields,
-        ), output_dir)
+        if run.hub.write_card:
+            save_card(CardContext(
+                settings=run.to_dict(), repo_id=run.hub.hub_model_id or str(output_dir), base_model=hub_base_model,
+                pipeline_tag=task.pipeline_tag, modality=task.modality, auto_class=task.auto_model.__name__,
+                processor_class=task.processor_class, label_names=data.label_names, results=results,
+                split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
+                trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
+                extra_details=extra_details, **card_fields,
+            ), output_dir)
         mark_complete(output_dir)  # last: a folder without it is an unfinished run
-        accelerator.print(f"Wrote model, report and card to {output_dir}")
+        accelerator.print(f"Wrote model, report{' and card' if run.hub.write_card else ''} to {output_dir}")
     accelerator.wait_for_everyone()
     if run.hub.push_to_hub and accelerator.is_main_process:
         hub = run.hub

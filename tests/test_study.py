@@ -1,0 +1,77 @@
+"""`hf-transfer study`: the grid, nested budgets, the summary and recommendation, and resuming a killed study."""
+
+import json
+
+import pytest
+from fixtures import sentences, write_csv
+
+from hf_transfer import study as study_module
+from hf_transfer.cli import main as cli
+from hf_transfer.config import DataArgs, UsageError
+from hf_transfer.data import load_labelled_splits
+from hf_transfer.study import main as study
+
+
+def flags(tiny_bert, sentiment_files, output_dir, *extra) -> list[str]:
+    return ["--recipe", "sentiment", "--strategies", "feature_extraction", "partial:1", "full", "scratch",
+            "--samples_per_class", "8", "all", "--seeds", "0", "1", "--output_dir", str(output_dir), *extra,
+            "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_files["train"]),
+            "--test_file", str(sentiment_files["test"]), "--max_train_steps", "4", "--learning_rate", "5e-3",
+            "--per_device_train_batch_size", "8", "--warmup_ratio", "0"]
+
+
+def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    results = study(flags(tiny_bert, sentiment_files, tmp_path))
+    assert len(results["cells"]) == 4 * 2 * 2
+    assert (tmp_path / "study.png").stat().st_size > 0
+    assert json.loads((tmp_path / "study.json").read_text()) == results
+    cell = tmp_path / "cells" / "partial-1__k8__seed1"
+    settings = (cell / "run_config.yaml").read_text()
+    assert "unfreeze_layers: 1" in settings and "samples_per_class: 8" in settings and "seed: 1" in settings
+    assert not (cell / "README.md").exists()  # no card per cell
+    scratch = (tmp_path / "cells" / "scratch__kall__seed0" / "run_config.yaml").read_text()
+    assert "model_name_or_path: null" in scratch and f"config_name: {tiny_bert}" in scratch
+    row = next(r for r in results["strategies"] if r["strategy"] == "full" and r["budget"] == "8")
+    accuracies = [c["eval_accuracy"] for c in results["cells"] if c["strategy"] == "full" and c["budget"] == "8"]
+    assert row["eval_accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    for budget in ("8", "all"):  # the chosen strategy is the best on validation, whatever test says
+        best = max((r for r in results["strategies"] if r["budget"] == budget), key=lambda r: r["eval_accuracy_mean"])
+        assert results["chosen"][budget]["strategy"] == best["strategy"]
+    assert results["recommendation"][0].startswith("With 8 labelled examples per class, use ")
+
+    # Killed inside one cell: its folder holds no completion. Only that cell runs again.
+    (tmp_path / "cells" / "full__kall__seed1" / ".hf_transfer_run.json").unlink()
+    ran = []
+    real = study_module.run_cell
+    monkeypatch.setattr(study_module, "run_cell", lambda module, settings, folder: ran.append(folder.name)
+                        or real(module, settings, folder))
+    again = study(flags(tiny_bert, sentiment_files, tmp_path))
+    assert ran == ["full__kall__seed1"]
+    assert len(again["cells"]) == 16
+
+
+def test_budgets_nest_for_a_seed(tmp_path):
+    path = write_csv(tmp_path / "train.csv", sentences(200, seed=0))
+    picked = {}
+    for budget in (4, 16):
+        data = load_labelled_splits(DataArgs(train_file=str(path), samples_per_class=budget,
+                                             validation_split_percentage=10), seed=3)
+        picked[budget] = set(data.splits["train"]["text"])
+    assert len(picked[4]) == 8 and picked[4] < picked[16]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "nope"], "--recipe nope: choose one of"),
+    (["--recipe", "sentiment", "--strategies", "partial"], "--strategies partial: use"),
+    (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
+])
+def test_bad_study_flags_are_named(argv, message):
+    with pytest.raises(UsageError, match=message):
+        study(argv)
+
+
+def test_the_cli_runs_a_study(tiny_bert, sentiment_files, tmp_path):
+    cli(["study", "--recipe", "sentiment", "--strategies", "full", "--samples_per_class", "all", "--seeds", "0",
+         "--output_dir", str(tmp_path), "--model_name_or_path", str(tiny_bert), "--train_file",
+         str(sentiment_files["train"]), "--max_train_steps", "2"])
+    assert (tmp_path / "study.json").is_file()
