@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     commands.add_parser("study", help="a grid of strategies x label budgets x seeds through a recipe, resumable: "
                                       "hf-transfer study --recipe sentiment --config FILE", add_help=False)
+    commands.add_parser("tune", help="hyperparameter search with Optuna through a recipe, several workers on one "
+                                     "study: hf-transfer tune --recipe sentiment --config FILE", add_help=False)
     commands.add_parser("recipes", help="list recipes and their configs")
     evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
@@ -134,13 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command not in ("train", "rank", "shift", "study") and rest:
+    if args.command not in ("train", "rank", "shift", "study", "tune") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "train":
             train(args.recipe, rest)  # the recipe has its own --verbose
             return
-        if args.command in ("rank", "shift", "study"):
+        if args.command in ("rank", "shift", "study", "tune"):
             importlib.import_module(f"hf_transfer.{args.command}").main(rest)  # its own flags
             return
         with library_output(getattr(args, "verbose", False)):

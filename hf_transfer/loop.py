@@ -231,6 +231,8 @@ class Loop:
         self.scheduler = accelerator.prepare(scheduler)
         self.state = TrainState()
         self.best_path = self.output_dir / "checkpoints" / "best" / "trainable.safetensors"
+        # Called after each evaluation with (step, {"eval_<metric>": value}): `hf-transfer tune` prunes from here.
+        self.evaluation_callbacks: list[Callable[[int, dict], None]] = []
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -288,6 +290,8 @@ class Loop:
                              f"({', '.join(k.removeprefix('eval_') for k in metrics)})")
         self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, **metrics})
         self.accelerator.log(metrics, step=self.state.step)
+        for callback in self.evaluation_callbacks:
+            callback(self.state.step, metrics)
         shown = dict.fromkeys(("eval_accuracy", "eval_f1_macro", key))
         self.accelerator.print(f"step {self.state.step}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown
                                                                        if k in metrics))
