@@ -5,6 +5,7 @@ become model inputs (processor, collator, augmentation) in `setup`, and its defa
 order: setup -> train -> finish -> cleanup.
 """
 
+import importlib
 from collections.abc import Callable
 
 from accelerate import DistributedDataParallelKwargs
@@ -21,7 +22,7 @@ from hf_transfer.adaptation import (
     dann_loss,
     head_input_size,
 )
-from hf_transfer.config import RunConfig, parse
+from hf_transfer.config import INVOCATION_ONLY, RunConfig, parse
 from hf_transfer.console import library_output
 from hf_transfer.data import LabelledSplits
 from hf_transfer.loop import (
@@ -62,6 +63,11 @@ class Recipe:
         if argv is None and config is not None:
             argv = []  # in a notebook, sys.argv holds the kernel's flags, not ours
         return cls(parse(argv, config, defaults, task=cls.task.name, modality=cls.modality)).run_phases()
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Recipe":
+        """The recipe for a flat dict of every setting (`runs_of`), as a command that starts runs builds them."""
+        return cls(parse([], settings, {}, task=cls.task.name, modality=cls.modality))
 
     def run_phases(self) -> dict:
         with library_output(self.run.train.verbose):
@@ -115,6 +121,19 @@ class Recipe:
                          run.train.output_dir, policy=policy)
         if run.train.report_to != "none":
             self.accelerator.init_trackers("hf_transfer", config=run.to_dict())
+
+
+def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict]:
+    """For commands that start many runs of one recipe (study cells, tune trials): its class, its settings from
+    `argv` (the recipe's defaults < --config < flags), and the same settings flat, without card or push, for each run
+    to change."""
+    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
+    recipe_class = next(value for value in vars(module).values()
+                        if isinstance(value, type) and issubclass(value, Recipe) and value.__module__ == module.__name__)
+    base = parse(argv, None, module.DEFAULTS, task=recipe_class.task.name, modality=recipe_class.modality)
+    settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
+    settings.update(push_to_hub=False, write_card=False)
+    return recipe_class, base, settings
 
 
 class ClassificationRecipe(Recipe):

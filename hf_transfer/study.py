@@ -13,7 +13,6 @@ chosen one (and, marked as such, for every one). Output: study.json, study.png (
 strategy, mean and spread over seeds) and a recommendation per budget.
 """
 
-import importlib
 import json
 import statistics
 import sys
@@ -25,10 +24,10 @@ from transformers import HfArgumentParser
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.cli import recipe_names
-from hf_transfer.config import UsageError, parse
+from hf_transfer.config import UsageError
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.report import plt, save_figure
-from hf_transfer.recipe import Recipe
+from hf_transfer.recipe import runs_of
 from hf_transfer.run_folder import read_record
 
 ALL = "all"
@@ -85,10 +84,11 @@ def is_finished(folder: Path) -> bool:
     return bool(record and record["complete"]) and (folder / "all_results.json").is_file()
 
 
-def run_cell(module, settings: dict, folder: Path) -> float:
+def run_cell(recipe_class, settings: dict, folder: Path) -> float:
     """Train one cell from scratch (an interrupted one is started again); returns its wall seconds."""
     start = time.perf_counter()
-    module.main({**settings, "output_dir": str(folder), "overwrite_output_dir": folder.exists()})
+    recipe_class.from_settings({**settings, "output_dir": str(folder), "overwrite_output_dir": folder.exists()}
+                               ).run_phases()
     seconds = time.perf_counter() - start
     atomic_write_json(folder / "study_cell.json", {"wall_seconds": seconds})
     return seconds
@@ -150,12 +150,7 @@ def plot(rows: list[dict], budgets: list[str], strategies: list[str], path: Path
 
 
 def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
-    module = importlib.import_module(f"hf_transfer.recipes.{args.recipe}")
-    recipe_class = next(value for value in vars(module).values()
-                        if isinstance(value, type) and issubclass(value, Recipe) and value.__module__ == module.__name__)
-    base = parse(recipe_argv, None, module.DEFAULTS, task=module.TASK.name, modality=recipe_class.modality)
-    settings = {k: v for k, v in base.to_dict().items() if k != "task"}
-    settings.update(push_to_hub=False, write_card=False)
+    recipe_class, base, settings = runs_of(args.recipe, recipe_argv)
     model_path = resolve_model(base.model.model_name_or_path)[0] if base.model.model_name_or_path else None
     if SCRATCH in args.strategies and not model_path:
         raise UsageError("--strategies scratch takes the architecture of --model_name_or_path; give one")
@@ -169,7 +164,7 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
                     print(f"study: {folder.name} done before, kept")
                 else:
                     print(f"study: {folder.name}")
-                    run_cell(module, {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
+                    run_cell(recipe_class, {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
                                       "samples_per_class": None if budget == ALL else int(budget)}, folder)
                 results = json.loads((folder / "all_results.json").read_text())
                 wall = json.loads((folder / "study_cell.json").read_text())["wall_seconds"]

@@ -15,7 +15,6 @@ Output: best_config.yaml (its first line reproduces the best trial), tune.json, 
 param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 """
 
-import importlib
 import json
 import os
 import sys
@@ -27,12 +26,12 @@ from transformers import AutoConfig, HfArgumentParser
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.cli import recipe_names
-from hf_transfer.config import INVOCATION_ONLY, UsageError, parse
+from hf_transfer.config import UsageError
 from hf_transfer.console import library_output
 from hf_transfer.io import atomic_write_json, atomic_write_text
 from hf_transfer.loop import LOWER_IS_BETTER
 from hf_transfer.metrics.report import plt, save_figure
-from hf_transfer.recipe import Recipe
+from hf_transfer.recipe import runs_of
 
 # name -> (kind, low, high, log) or ("categorical", choices): what `--search` may name.
 SEARCH_SPACE = {
@@ -122,7 +121,7 @@ def storage_for(args: TuneArgs, optuna):
 
 def run_trial(recipe_class, settings: dict, report) -> None:
     """The recipe's phases, with `report(step, metrics)` called after each evaluation (it may raise to prune)."""
-    recipe = recipe_class(parse([], settings, {}, task=recipe_class.task.name, modality=recipe_class.modality))
+    recipe = recipe_class.from_settings(settings)
     with library_output(recipe.run.train.verbose):
         try:
             recipe.setup()
@@ -137,12 +136,7 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
     """Run trials until the study holds --n_trials finished or pruned ones; write the outputs; return tune.json.
     `pruner` replaces the median pruner (tests)."""
     optuna = _optuna()
-    module = importlib.import_module(f"hf_transfer.recipes.{args.recipe}")
-    recipe_class = next(value for value in vars(module).values()
-                        if isinstance(value, type) and issubclass(value, Recipe) and value.__module__ == module.__name__)
-    base = parse(recipe_argv, None, module.DEFAULTS, task=module.TASK.name, modality=recipe_class.modality)
-    settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
-    settings.update(push_to_hub=False, write_card=False)
+    recipe_class, base, settings = runs_of(args.recipe, recipe_argv)
     names = searched(args, settings)
     metric = base.train.metric_for_best_model.removeprefix("eval_")
     key = f"eval_{metric}"

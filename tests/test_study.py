@@ -43,8 +43,8 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     (tmp_path / "cells" / "full__kall__seed1" / ".hf_transfer_run.json").unlink()
     ran = []
     real = study_module.run_cell
-    monkeypatch.setattr(study_module, "run_cell", lambda module, settings, folder: ran.append(folder.name)
-                        or real(module, settings, folder))
+    monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name)
+                        or real(recipe_class, settings, folder))
     again = study(flags(tiny_bert, sentiment_files, tmp_path))
     assert ran == ["full__kall__seed1"]
     assert len(again["cells"]) == 16
