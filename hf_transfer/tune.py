@@ -18,6 +18,7 @@ param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,12 +112,26 @@ def suggest(trial, names: list[str], settings: dict) -> dict:
 
 def storage_for(args: TuneArgs, optuna):
     if args.storage:
-        return args.storage
+        return rdb_storage(args.storage, optuna)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(Path(args.output_dir) / "optuna_journal.log")))
+
+
+def rdb_storage(url: str, optuna, attempts: int = 3):
+    """Optuna's storage at `url`. Workers started together may both create a new database's schema, and the
+    second one's write of the schema version then fails: it tries again, and finds the schema made."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
 
 
 def run_trial(recipe_class, settings: dict, report) -> None:
