@@ -66,6 +66,7 @@ def make_tiny_model(folder: Path, name: str = "bert", num_labels: int = 2) -> Pa
     """A randomly initialised tiny model with MiniLM's tokenizer, saved like a Hub checkpoint."""
     _, config_class, model_class, kwargs = next(row for row in TINY_TEXT_MODELS if row[0] == name)
     tokenizer = minilm_tokenizer()
+    torch.manual_seed(0)  # the same weights in every session: runs that train it are reproducible
     config = config_class(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=num_labels,
                           **kwargs)
     model_class(config).save_pretrained(folder)

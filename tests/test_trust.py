@@ -61,8 +61,9 @@ def test_results_hold_intervals_operating_point_and_groups(trusted_run):
     items = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     assert len(items) == 60 and {"input", "reference", "prediction", "probabilities", "group"} <= set(items[0])
     assert np.mean([i["prediction"] == i["reference"] for i in items]) == pytest.approx(results["test_accuracy"])
-    argmax = [max(i["probabilities"], key=i["probabilities"].get) for i in items]
-    assert argmax != [i["prediction"] for i in items]  # the threshold, not the top class, decided
+    threshold = results["decision_threshold"]  # the threshold, not the top class, decides
+    assert [i["prediction"] for i in items] == [
+        "positive" if i["probabilities"]["positive"] >= threshold else "negative" for i in items]
 
 
 def test_predict_evaluate_and_pipeline_apply_the_saved_operating_point(trusted_run, capsys):
@@ -92,3 +93,6 @@ def test_predict_evaluate_and_pipeline_apply_the_saved_operating_point(trusted_r
     assert 'label = "positive" if scores["positive"] >= threshold else "negative"' in card
     cli(["predict", str(out), texts[0]])
     assert json.loads(capsys.readouterr().out)["label"] == items[0]["prediction"]
+    # A threshold above every test score turns every prediction negative: predict applies the model's.
+    model.config.decision_threshold = max(item["probabilities"]["positive"] for item in items) + 1e-3
+    assert {p["label"] for p in predict(model, tokenizer, settings, texts)} == {"negative"}
