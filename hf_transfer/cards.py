@@ -187,8 +187,11 @@ def render_card(ctx: CardContext) -> ModelCard:
                            "decoded greedily.")
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("hf_transfer.model_cards"))),
                                      keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    pooling = settings.get("pooling", "model")
     if ctx.pipeline_tag == "automatic-speech-recognition":
         template = environment.get_template("speech_recognition.md")
+    elif pooling != "model":
+        template = environment.get_template("pooled_head.md")
     else:
         template = environment.get_template("adapter.md" if ctx.is_adapter else "full_model.md")
     text = template.render(
@@ -200,7 +203,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         hyperparameters={k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None},
         limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
         trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [], group_column=settings.get("group_column"),
-        decision=_decision(ctx.results),
+        decision=_decision(ctx.results), pooling=pooling,
     )
     return ModelCard(text)
 

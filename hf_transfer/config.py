@@ -56,10 +56,18 @@ class ModelArgs:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the Hub. Off unless you trust the repo."}
     )
+    pooling: str = field(
+        default="model",
+        metadata={"help": "How a classifier reads the backbone: `model`, the architecture's own head (loads in "
+                          "pipeline()); `mean`, a linear head on the mean over tokens or frames (what sentence-"
+                          "transformers bodies such as all-MiniLM-L6-v2 were trained for); `cls`, on the first "
+                          "token's final state, without the pooler."},
+    )
 
     def __post_init__(self):
         if not self.model_name_or_path and not self.config_name:
             raise UsageError("give --model_name_or_path (pretrained) or --config_name (train from scratch)")
+        _check_choice("pooling", self.pooling, ("model", "mean", "cls"))
 
 
 @dataclass
@@ -378,7 +386,7 @@ CLASSIFICATION = ("text-classification", "image-classification", "audio-classifi
 ONLY_FOR = {
     **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
     **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
-    **dict.fromkeys(("samples_per_class", "class_weights", "label_column"), CLASSIFICATION),
+    **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
 }

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.heads import MultiHeadModel
 from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 
 PATH_TEXT = {
@@ -60,7 +61,14 @@ FEATURE_HEADS: dict[str, FeatureHead] = {
 }
 
 
+# A linear head on the pooled backbone (`--pooling mean` or `cls`, any architecture): `hf_transfer.heads`.
+POOLED_HEAD = FeatureHead(features=lambda model, inputs: model.pooled(inputs),
+                          head=lambda model, features: model.classify(features))
+
+
 def feature_head(model: nn.Module) -> FeatureHead | None:
+    if isinstance(model, MultiHeadModel):
+        return POOLED_HEAD
     return FEATURE_HEADS.get(getattr(model.config, "model_type", ""))
 
 
@@ -86,8 +94,10 @@ class FeatureDataset(Dataset):
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, loader, device: torch.device | None = None) -> FeatureDataset:
-    """Run the frozen backbone once over `loader` (unshuffled batches of model inputs and `labels`)."""
+def compute_features(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> FeatureDataset:
+    """Run the frozen backbone once over `loader` (unshuffled batches of model inputs and `labels`). Rows come
+    back in the data set's order, whatever order the loader's sampler read them in (longest first, say), so a
+    training sampler over the data set's lengths draws the batches the per-step path draws."""
     extract = feature_head(model).features
     training = model.training
     model.eval()
@@ -100,7 +110,11 @@ def compute_features(model: nn.Module, loader, device: torch.device | None = Non
             features.append(extract(model, inputs).float().cpu())
             labels.append(batch["labels"])
     model.train(training)
-    return FeatureDataset(torch.cat(features), torch.cat(labels))
+    read_order = torch.tensor(list(loader.sampler))
+    features, labels = torch.cat(features), torch.cat(labels)
+    in_data_order = torch.empty_like(read_order)
+    in_data_order[read_order] = torch.arange(len(read_order))
+    return FeatureDataset(features[in_data_order], labels[in_data_order])
 
 
 @dataclass
@@ -152,7 +166,7 @@ def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: Strate
         batch_size=train_args.per_device_eval_batch_size))
     batch_size = train_args.per_device_train_batch_size
     # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-    train_loader = DataLoader(train, sampler=GroupedShuffleSampler(None, batch_size, train_args.seed, len(train)),
+    train_loader = DataLoader(train, sampler=GroupedShuffleSampler(lengths, batch_size, train_args.seed, len(train)),
                               batch_size=batch_size, pin_memory=accelerator.device.type == "cuda",
                               generator=torch.Generator().manual_seed(train_args.seed))
     return TrainingInputs(train_loader, evaluation_loader, HeadOnFeatures(model), cached)

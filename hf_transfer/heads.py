@@ -1,8 +1,9 @@
 """One backbone, several named classification heads: a second task is a second entry, not a second model.
 
-A one-head run keeps the `AutoModelFor*` model (it loads with `from_pretrained` and in `pipeline()`). Several
-heads share one headless backbone (`AutoModel`), pooled as `hf_transfer.embeddings` pools features, each head a
-linear layer under `heads.<name>`. The strategies find the heads as they find a single head
+A one-head run keeps the `AutoModelFor*` model (it loads with `from_pretrained` and in `pipeline()`), unless it
+asks for another pooling (`--pooling mean`): then it is a `MultiHeadModel` with one head, `label`, which predicts
+without naming it. Several heads share one headless backbone (`AutoModel`), pooled as `hf_transfer.embeddings`
+pools features, each head a linear layer under `heads.<name>`. The strategies find the heads as they find a single head
 (`tasks.head_module_names`), so full, partial, feature extraction and LoRA work alike; `head(name)` gives a model
 that `hf_transfer.inference` predicts with as with a one-head model.
 
@@ -24,6 +25,7 @@ from hf_transfer.embeddings import POOLINGS, pool_output
 
 HEADS_FILE = "heads.json"
 HEAD_WEIGHTS_FILE = "heads.safetensors"
+ONLY_HEAD = "label"  # the head of a one-head model (`--pooling mean` or `cls`)
 
 
 class MultiHeadModel(nn.Module):
@@ -44,6 +46,10 @@ class MultiHeadModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         width = _output_width(backbone)
         self.heads = nn.ModuleDict({name: nn.Linear(width, len(labels)) for name, labels in heads.items()})
+        if len(heads) == 1:  # the config names the only head's labels, as a one-task model's does
+            labels = next(iter(self.labels.values()))
+            backbone.config.id2label = dict(enumerate(labels))
+            backbone.config.label2id = {label: i for i, label in enumerate(labels)}
 
     @property
     def config(self):
@@ -53,16 +59,29 @@ class MultiHeadModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, head: str, labels: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
-                **inputs) -> SequenceClassifierOutput:
-        if head not in self.heads:
-            raise UsageError(f"no head {head!r}; this model has {', '.join(self.heads)}")
-        outputs = self.backbone(**inputs)
-        mask = inputs.get("attention_mask") if padding_mask is None else padding_mask
-        features = pool_output(self.backbone, outputs, mask, self.pooling)
-        logits = self.heads[head](self.dropout(features))
+    def forward(self, head: str | None = None, labels: torch.Tensor | None = None, **inputs
+                ) -> SequenceClassifierOutput:
+        logits = self.classify(self.pooled(inputs), head)
         loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def pooled(self, inputs: dict) -> torch.Tensor:
+        """(batch, width): the backbone's output pooled over the real positions (`padding_mask` for audio, else
+        `attention_mask`)."""
+        inputs = dict(inputs)
+        padding_mask = inputs.pop("padding_mask", None)
+        mask = inputs.get("attention_mask") if padding_mask is None else padding_mask
+        return pool_output(self.backbone, self.backbone(**inputs), mask, self.pooling)
+
+    def classify(self, features: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """The logits of head `head` (of the only head when None) from pooled features."""
+        if head is None:
+            if len(self.heads) > 1:
+                raise UsageError(f"this model has several heads ({', '.join(self.heads)}): name one")
+            head = next(iter(self.heads))
+        if head not in self.heads:
+            raise UsageError(f"no head {head!r}; this model has {', '.join(self.heads)}")
+        return self.heads[head](self.dropout(features))
 
     def head(self, name: str) -> "OneHead":
         """A model that predicts with head `name` alone, with that head's labels in its config."""

@@ -108,12 +108,13 @@ def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_fin
 def _one_head(model, head: str | None, folder: Path):
     """`model` itself, or for a model with several heads the one named `head`."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    if not isinstance(base, MultiHeadModel):
-        if head:
+    heads = list(base.labels) if isinstance(base, MultiHeadModel) else []
+    if len(heads) < 2:
+        if head and head not in heads:
             raise UsageError(f"--head {head}: {folder} has one head, its task's")
         return model
     if not head:
-        raise UsageError(f"{folder} has several heads ({', '.join(base.labels)}): name one with --head")
+        raise UsageError(f"{folder} has several heads ({', '.join(heads)}): name one with --head")
     return base.head(head)
 
 

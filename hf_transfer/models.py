@@ -4,12 +4,15 @@ from pathlib import Path
 
 from accelerate import PartialState
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from hf_transfer.architectures import has_decoder
 from hf_transfer.builtin import resolve_model
 from hf_transfer.config import ModelArgs, UsageError
+from hf_transfer.heads import ONLY_HEAD, MultiHeadModel
 from hf_transfer.tasks import Task
+
+DEFAULT_HEAD_DROPOUT = 0.1  # BERT's and ViT's classifier dropout
 
 # Config attributes that hold dropout rates, across BERT, DistilBERT, ViT, Wav2Vec2 and EfficientNet families.
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -76,18 +79,19 @@ def load_config(model_args: ModelArgs, dropout: float | None, **overrides) -> Pr
     return config
 
 
-def build_model(model_args: ModelArgs, task: Task, config: PretrainedConfig) -> PreTrainedModel:
-    """Pretrained weights with `config`, or random ones from it for `--config_name` (training from scratch)."""
+def build_model(model_args: ModelArgs, auto_model: type, config: PretrainedConfig) -> PreTrainedModel:
+    """Pretrained weights with `config`, or random ones from it for `--config_name` (training from scratch).
+    `auto_model`: the task's class (`AutoModelFor*`), or `AutoModel` for a headless backbone."""
     if model_args.config_name:
-        return task.auto_model.from_config(config, trust_remote_code=model_args.trust_remote_code)
+        return auto_model.from_config(config, trust_remote_code=model_args.trust_remote_code)
     path = model_path(model_args)
     try:
         # A checkpoint that already has a head for another label set (or vocabulary) gets a fresh one.
-        model, loading = task.auto_model.from_pretrained(path, config=config, revision=model_args.revision,
-                                                         trust_remote_code=model_args.trust_remote_code,
-                                                         ignore_mismatched_sizes=True, output_loading_info=True)
+        model, loading = auto_model.from_pretrained(path, config=config, revision=model_args.revision,
+                                                    trust_remote_code=model_args.trust_remote_code,
+                                                    ignore_mismatched_sizes=True, output_loading_info=True)
     except (OSError, ValueError) as error:
-        raise UsageError(f"could not load {task.name} weights from {path!r}: {error}") from None
+        raise UsageError(f"could not load {auto_model.__name__} weights from {path!r}: {error}") from None
     PartialState().print(describe_new_weights(model, loading))
     return model
 
@@ -96,6 +100,11 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     """One line for transformers' LOAD REPORT table: which modules start from random weights, and why that is fine
     (the new head) or not (backbone weights the checkpoint lacks)."""
     initialised = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
+    if model.base_model is model:  # a headless backbone (`--pooling mean`): its head is built apart
+        line = "backbone: the checkpoint's"
+        if initialised:
+            line += f"; warning: {len(initialised)} weight(s) missing from it, initialised at random"
+        return line
     modules = sorted({key.split(".")[0] for key in initialised})
     heads = [name for name in modules if name != model.base_model_prefix]
     if type(model).__name__.endswith("ForCTC"):
@@ -112,11 +121,18 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     return line
 
 
-def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None) -> PreTrainedModel:
-    """A classifier for `label_names`."""
+def load_model(model_args: ModelArgs, task: Task, label_names: list[str], dropout: float | None
+               ) -> PreTrainedModel | MultiHeadModel:
+    """A classifier for `label_names`: the architecture's own (`--pooling model`), or a linear head on the
+    backbone's pooled output."""
     config = load_config(model_args, dropout, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                          label2id={name: i for i, name in enumerate(label_names)})
-    model = build_model(model_args, task, config)
+    if model_args.pooling == "model":
+        model = build_model(model_args, task.auto_model, config)
+    else:
+        backbone = build_model(model_args, AutoModel, config)
+        model = MultiHeadModel(backbone, {ONLY_HEAD: label_names}, model_args.pooling,
+                               DEFAULT_HEAD_DROPOUT if dropout is None else dropout)
     set_batchnorm_momentum(model)
     return model
 

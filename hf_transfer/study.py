@@ -6,7 +6,8 @@
 
 Every flag after the study's own goes to each cell (strategy x budget x seed) of the recipe; a cell only changes
 the strategy (`partial:K` trains the top K layers; `scratch` is `full` from random weights of the same
-architecture), `--samples_per_class` (nested: a seed's 8 examples of a class are among its 32) and `--seed`. Each
+architecture; a `+mean` suffix, as in `full+mean`, sets `--pooling`), `--samples_per_class` (nested: a seed's 8
+examples of a class are among its 32) and `--seed`. Each
 cell is a run folder under OUTPUT_DIR/cells, without card or push. A finished cell is not run again: a killed study
 continues where it stopped. Strategies are chosen on validation accuracy; test accuracy is reported for the
 chosen one (and, marked as such, for every one). Output: study.json, study.png (accuracy against labels per
@@ -25,6 +26,7 @@ from transformers import HfArgumentParser
 from hf_transfer.builtin import resolve_model
 from hf_transfer.cli import recipe_names
 from hf_transfer.config import UsageError
+from hf_transfer.embeddings import POOLINGS
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.report import plt, save_figure
 from hf_transfer.recipe import runs_of
@@ -41,7 +43,8 @@ class StudyArgs:
     strategies: list[str] = field(
         default_factory=lambda: ["feature_extraction", "partial:2", "lora", "full", SCRATCH],
         metadata={"help": "feature_extraction, partial:K (the top K layers), lora, full, scratch (full from random "
-                          "weights of the same architecture)."},
+                          "weights of the same architecture); a `+mean` or `+cls` suffix (`full+mean`) sets the "
+                          "classifier's --pooling."},
     )
     samples_per_class: list[str] = field(
         default_factory=lambda: ["8", "32", "128", ALL],
@@ -63,20 +66,26 @@ class StudyArgs:
 
 
 def strategy_overrides(spelled: str, model_path: str) -> dict:
-    """The settings a cell's strategy changes (`model_path`: the checkpoint that `scratch` takes the config of)."""
-    name, _, layers = spelled.partition(":")
+    """The settings a cell's strategy changes (`model_path`: the checkpoint that `scratch` takes the config of).
+    A `+mean` or `+cls` suffix sets the classifier's pooling (`--pooling`)."""
+    strategy, _, pooling = spelled.partition("+")
+    name, _, layers = strategy.partition(":")
+    if pooling not in ("", *POOLINGS):
+        raise UsageError(f"--strategies {spelled}: the pooling after `+` is one of {', '.join(POOLINGS)}")
+    overrides = {"pooling": pooling} if pooling else {}
     if name == SCRATCH and not layers:
-        return {"strategy": "full", "model_name_or_path": None, "config_name": model_path,
+        return {**overrides, "strategy": "full", "model_name_or_path": None, "config_name": model_path,
                 "tokenizer_name": model_path}
     if name == "partial" and layers.isdigit() and int(layers) > 0:
-        return {"strategy": "partial", "unfreeze_layers": int(layers)}
+        return {**overrides, "strategy": "partial", "unfreeze_layers": int(layers)}
     if name in BASE_STRATEGIES and name != "partial" and not layers:
-        return {"strategy": name}
-    raise UsageError(f"--strategies {spelled}: use feature_extraction, partial:K, lora, full or scratch")
+        return {**overrides, "strategy": name}
+    raise UsageError(f"--strategies {spelled}: use feature_extraction, partial:K, lora, full or scratch, each "
+                     "optionally with +mean or +cls (the classifier's pooling)")
 
 
 def cell_name(strategy: str, budget: str, seed: int) -> str:
-    return f"{strategy.replace(':', '-')}__k{budget}__seed{seed}"
+    return f"{strategy.replace(':', '-').replace('+', '_')}__k{budget}__seed{seed}"
 
 
 def is_finished(folder: Path) -> bool:

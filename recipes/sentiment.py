@@ -8,17 +8,16 @@ Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer)
 report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is text's own.
 """
 
-import torch
 from torch.utils.data import DataLoader
 
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
+from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
-from hf_transfer.recipe import ClassificationRecipe
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import GroupedShuffleSampler
 from hf_transfer.tasks import TASKS
 
 TASK = TASKS["text-classification"]
@@ -51,21 +50,32 @@ class SentimentRecipe(ClassificationRecipe):
         # Tensor cores like padded lengths that are multiples of 8; the CPU does not care.
         collate = text_collator(self.processor, 8 if accelerator.device.type == "cuda" else None)
         workers = dataloader_workers(run.train)
+        # In order and tokenised as in evaluation: for scoring, and for computing cached features.
+        plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
+                                           collate_fn=collate, num_workers=workers)
+                         for split in ("train", *EVALUATED_SPLITS) if split in splits}
+        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
+                             if split != "train"}
 
-        def training_stream(examples) -> DataLoader:
-            sampler = GroupedShuffleSampler(examples["length"] if run.train.length_grouping else None,
-                                            run.train.per_device_train_batch_size, run.train.seed, len(examples))
-            # Its own generator: starting an epoch (or a resumed one) must not draw from the RNG that dropout uses.
-            return DataLoader(examples, batch_size=run.train.per_device_train_batch_size, sampler=sampler,
-                              collate_fn=collate, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
-                              generator=torch.Generator().manual_seed(run.train.seed))
+        def lengths(examples):
+            return examples["length"] if run.train.length_grouping else None
 
-        self.eval_loaders = self.evaluation_loaders(splits, collate, workers)
+        # DANN runs the backbone on target batches every step: no cached features.
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, self.adapting, plain_loaders,
+                                 self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
+                                 workers)
+        self.cached_features = inputs.cached
         target = self.target_split(splits)
-        self.start_classification_loop(self.model, training_stream(splits["train"]),
-                                       self.classification_loss(splits["train"]["labels"]),
-                                       self.eval_loaders["validation"],
-                                       None if target is None else training_stream(target))
+        self.start_classification_loop(inputs.model, inputs.train_loader,
+                                       self.classification_loss(splits["train"]["labels"]), inputs.evaluation_loader,
+                                       None if target is None else example_loader(
+                                           target, lengths(target), collate, run.train, workers, accelerator.device))
+
+    def details(self) -> dict[str, str]:
+        details = super().details()
+        if self.run.strategy.strategy == "feature_extraction":
+            details["feature extraction"] = PATH_TEXT[self.cached_features]
+        return details
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:

@@ -102,7 +102,7 @@ class SpeechRecognitionRecipe(Recipe):
             if speech.spec_augment:
                 raise UsageError("--spec_augment applies to CTC models (Wav2Vec2 and relatives), not to "
                                  f"{config.model_type!r}")
-            model = build_model(run.model, self.task, config)
+            model = build_model(run.model, self.task.auto_model, config)
             # Short inputs (on by default): the encoder reads --max_duration_seconds, not 30 s.
             fit_whisper_window(base_model(model), self.processor.feature_extractor, speech.max_duration_seconds,
                                speech.short_inputs)
@@ -116,7 +116,7 @@ class SpeechRecognitionRecipe(Recipe):
             config = load_config(run.model, run.train.dropout, vocab_size=len(tokenizer),
                                  pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean",
                                  ctc_zero_infinity=True)
-            model = build_model(run.model, self.task, config)
+            model = build_model(run.model, self.task.auto_model, config)
             set_spec_augment(model, speech, self.rate)
             make_collator, loss = ctc_collator, ctc_loss
         self.apply_strategy(model)

@@ -63,6 +63,7 @@ def test_budgets_nest_for_a_seed(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--recipe", "nope"], "--recipe nope: choose one of"),
     (["--recipe", "sentiment", "--strategies", "partial"], "--strategies partial: use"),
+    (["--recipe", "sentiment", "--strategies", "full+max"], "the pooling after `\\+` is one of mean, cls"),
     (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
 ])
 def test_bad_study_flags_are_named(argv, message):

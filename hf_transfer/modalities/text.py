@@ -72,11 +72,12 @@ def tokenize_splits(labelled: LabelledSplits, data: DataArgs, tokenizer: PreTrai
 
 
 def text_collator(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None):
-    """Pad to the batch's longest example; drop the `length` column the sampler used."""
+    """Pad to the batch's longest example; drop the `length` the sampler used and the `augment_seed` that
+    `SeededExamples` adds (text has no augmentation)."""
     pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     def collate(features):
-        return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+        return pad([{k: v for k, v in f.items() if k not in ("length", "augment_seed")} for f in features])
 
     return collate
 
