@@ -51,6 +51,12 @@ class StudyArgs:
         metadata={"help": "Label budgets: training examples per class, or `all`."},
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of every cell."})
+    learning_rates: list[str] = field(
+        default_factory=list,
+        metadata={"help": "STRATEGY=RATE pairs (`feature_extraction=1e-2 lora=1e-3`): the learning rate of that "
+                          "strategy's cells, whatever their layers or pooling; the others take the recipe's "
+                          "--learning_rate. A head alone or LoRA usually wants 10-100x full fine-tuning's rate."},
+    )
     output_dir: str = field(default="outputs/study", metadata={"help": "Where study.json, study.png and cells/ go."})
 
     def __post_init__(self):
@@ -63,6 +69,24 @@ class StudyArgs:
                 raise UsageError(f"--samples_per_class {budget}: a whole number above 0, or `all`")
         if not self.seeds:
             raise UsageError("give at least one seed: --seeds 0 1 2")
+        strategy_learning_rates(self.learning_rates)
+
+
+def strategy_learning_rates(pairs: list[str]) -> dict[str, float]:
+    """{strategy name: learning rate} from `name=rate` pairs."""
+    rates = {}
+    for pair in pairs:
+        name, _, rate = pair.partition("=")
+        if name not in (*BASE_STRATEGIES, SCRATCH):
+            raise UsageError(f"--learning_rates {pair}: name one of {', '.join((*BASE_STRATEGIES, SCRATCH))} "
+                             "before `=`")
+        try:
+            rates[name] = float(rate)
+        except ValueError:
+            raise UsageError(f"--learning_rates {pair}: the rate after `=` must be a number") from None
+        if rates[name] <= 0:
+            raise UsageError(f"--learning_rates {pair}: the rate must be above 0")
+    return rates
 
 
 def strategy_overrides(spelled: str, model_path: str) -> dict:
@@ -164,6 +188,7 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
     if SCRATCH in args.strategies and not model_path:
         raise UsageError("--strategies scratch takes the architecture of --model_name_or_path; give one")
     output = Path(args.output_dir)
+    rates = strategy_learning_rates(args.learning_rates)
     cells = []
     for seed in args.seeds:
         for budget in args.samples_per_class:
@@ -173,8 +198,10 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
                     print(f"study: {folder.name} done before, kept")
                 else:
                     print(f"study: {folder.name}")
+                    rate = rates.get(strategy.partition("+")[0].partition(":")[0])
                     run_cell(recipe_class, {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
-                                      "samples_per_class": None if budget == ALL else int(budget)}, folder)
+                                            "samples_per_class": None if budget == ALL else int(budget),
+                                            **({"learning_rate": rate} if rate else {})}, folder)
                 results = json.loads((folder / "all_results.json").read_text())
                 wall = json.loads((folder / "study_cell.json").read_text())["wall_seconds"]
                 cells.append({"strategy": strategy, "budget": budget, "seed": seed, "folder": str(folder),

@@ -21,7 +21,8 @@ def flags(tiny_bert, sentiment_files, output_dir, *extra) -> list[str]:
 
 
 def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentiment_files, tmp_path, monkeypatch):
-    results = study(flags(tiny_bert, sentiment_files, tmp_path))
+    rates = ["--learning_rates", "feature_extraction=5e-2"]
+    results = study(flags(tiny_bert, sentiment_files, tmp_path, *rates))
     assert len(results["cells"]) == 4 * 2 * 2
     assert (tmp_path / "study.png").stat().st_size > 0
     assert json.loads((tmp_path / "study.json").read_text()) == results
@@ -29,6 +30,8 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     settings = (cell / "run_config.yaml").read_text()
     assert "unfreeze_layers: 1" in settings and "samples_per_class: 8" in settings and "seed: 1" in settings
     assert not (cell / "README.md").exists()  # no card per cell
+    assert "learning_rate: 0.005" in settings  # the recipe's rate, and feature extraction's own
+    assert "learning_rate: 0.05" in (tmp_path / "cells" / "feature_extraction__k8__seed1" / "run_config.yaml").read_text()
     scratch = (tmp_path / "cells" / "scratch__kall__seed0" / "run_config.yaml").read_text()
     assert "model_name_or_path: null" in scratch and f"config_name: {tiny_bert}" in scratch
     row = next(r for r in results["strategies"] if r["strategy"] == "full" and r["budget"] == "8")
@@ -45,7 +48,7 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     real = study_module.run_cell
     monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name)
                         or real(recipe_class, settings, folder))
-    again = study(flags(tiny_bert, sentiment_files, tmp_path))
+    again = study(flags(tiny_bert, sentiment_files, tmp_path, *rates))
     assert ran == ["full__kall__seed1"]
     assert len(again["cells"]) == 16
 
@@ -65,6 +68,8 @@ def test_budgets_nest_for_a_seed(tmp_path):
     (["--recipe", "sentiment", "--strategies", "partial"], "--strategies partial: use"),
     (["--recipe", "sentiment", "--strategies", "full+max"], "the pooling after `\\+` is one of mean, cls"),
     (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
+    (["--recipe", "sentiment", "--learning_rates", "adapter=1e-3"], "--learning_rates adapter=1e-3: name one of"),
+    (["--recipe", "sentiment", "--learning_rates", "lora=fast"], "--learning_rates lora=fast: the rate after"),
 ])
 def test_bad_study_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):
