@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from fixtures import sentences, write_csv
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
@@ -98,3 +99,14 @@ def test_pooling_is_named_when_wrong_or_not_read():
 ])
 def test_a_study_strategy_may_name_its_pooling(spelled, overrides):
     assert strategy_overrides(spelled, "") == overrides
+
+
+def test_dann_adapts_the_features_a_mean_pooled_head_reads(tiny_bert, sentiment_files, tmp_path):
+    target = write_csv(tmp_path / "target.csv", [{"text": row["text"].replace("was", "is really"), "label": row["label"]}
+                                                 for row in sentences(32, seed=3)])
+    results = train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full", max_train_steps=8,
+                    adaptation="dann", target_train_file=str(target), target_test_file=str(target))
+    assert results["target_test_samples"] == 32
+    logged = json.loads((tmp_path / "out" / "train_log.json").read_text())["train"]
+    assert "train_domain_loss" in logged[0]
+    assert not any("discriminator" in name for name in load_file(str(tmp_path / "out" / "heads.safetensors")))
