@@ -22,6 +22,9 @@ TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorb
             "trackio": ("trackio", "pip install trackio"), "wandb": ("wandb", "pip install wandb")}
 
 
+CLASSIFIER_POOLINGS = ("model", "mean", "cls")  # --pooling: the architecture's own head, or a pooled linear one
+
+
 class UsageError(ValueError):
     """Bad input from the user (a flag, a file, a column). Printed as a message, never a traceback."""
 
@@ -67,7 +70,7 @@ class ModelArgs:
     def __post_init__(self):
         if not self.model_name_or_path and not self.config_name:
             raise UsageError("give --model_name_or_path (pretrained) or --config_name (train from scratch)")
-        _check_choice("pooling", self.pooling, ("model", "mean", "cls"))
+        _check_choice("pooling", self.pooling, CLASSIFIER_POOLINGS)
 
 
 @dataclass

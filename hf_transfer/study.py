@@ -25,8 +25,7 @@ from transformers import HfArgumentParser
 
 from hf_transfer.builtin import resolve_model
 from hf_transfer.cli import recipe_names
-from hf_transfer.config import UsageError
-from hf_transfer.embeddings import POOLINGS
+from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.report import plt, save_figure
 from hf_transfer.recipe import runs_of
@@ -43,8 +42,8 @@ class StudyArgs:
     strategies: list[str] = field(
         default_factory=lambda: ["feature_extraction", "partial:2", "lora", "full", SCRATCH],
         metadata={"help": "feature_extraction, partial:K (the top K layers), lora, full, scratch (full from random "
-                          "weights of the same architecture); a `+mean` or `+cls` suffix (`full+mean`) sets the "
-                          "classifier's --pooling."},
+                          "weights of the same architecture); a `+model`, `+mean` or `+cls` suffix (`full+mean`) "
+                          "sets the classifier's --pooling."},
     )
     samples_per_class: list[str] = field(
         default_factory=lambda: ["8", "32", "128", ALL],
@@ -91,11 +90,11 @@ def strategy_learning_rates(pairs: list[str]) -> dict[str, float]:
 
 def strategy_overrides(spelled: str, model_path: str) -> dict:
     """The settings a cell's strategy changes (`model_path`: the checkpoint that `scratch` takes the config of).
-    A `+mean` or `+cls` suffix sets the classifier's pooling (`--pooling`)."""
+    A `+model`, `+mean` or `+cls` suffix sets the classifier's pooling (`--pooling`)."""
     strategy, _, pooling = spelled.partition("+")
     name, _, layers = strategy.partition(":")
-    if pooling not in ("", *POOLINGS):
-        raise UsageError(f"--strategies {spelled}: the pooling after `+` is one of {', '.join(POOLINGS)}")
+    if pooling not in ("", *CLASSIFIER_POOLINGS):
+        raise UsageError(f"--strategies {spelled}: the pooling after `+` is one of {', '.join(CLASSIFIER_POOLINGS)}")
     overrides = {"pooling": pooling} if pooling else {}
     if name == SCRATCH and not layers:
         return {**overrides, "strategy": "full", "model_name_or_path": None, "config_name": model_path,
@@ -105,7 +104,7 @@ def strategy_overrides(spelled: str, model_path: str) -> dict:
     if name in BASE_STRATEGIES and name != "partial" and not layers:
         return {**overrides, "strategy": name}
     raise UsageError(f"--strategies {spelled}: use feature_extraction, partial:K, lora, full or scratch, each "
-                     "optionally with +mean or +cls (the classifier's pooling)")
+                     "optionally with +model, +mean or +cls (the classifier's --pooling)")
 
 
 def cell_name(strategy: str, budget: str, seed: int) -> str:

@@ -95,6 +95,7 @@ def test_pooling_is_named_when_wrong_or_not_read():
 @pytest.mark.parametrize("spelled, overrides", [
     ("full+mean", {"strategy": "full", "pooling": "mean"}),
     ("partial:2+cls", {"strategy": "partial", "unfreeze_layers": 2, "pooling": "cls"}),
+    ("full+model", {"strategy": "full", "pooling": "model"}),
     ("lora", {"strategy": "lora"}),
 ])
 def test_a_study_strategy_may_name_its_pooling(spelled, overrides):

@@ -66,7 +66,7 @@ def test_budgets_nest_for_a_seed(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--recipe", "nope"], "--recipe nope: choose one of"),
     (["--recipe", "sentiment", "--strategies", "partial"], "--strategies partial: use"),
-    (["--recipe", "sentiment", "--strategies", "full+max"], "the pooling after `\\+` is one of mean, cls"),
+    (["--recipe", "sentiment", "--strategies", "full+max"], "the pooling after `\\+` is one of model, mean, cls"),
     (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
     (["--recipe", "sentiment", "--learning_rates", "adapter=1e-3"], "--learning_rates adapter=1e-3: name one of"),
     (["--recipe", "sentiment", "--learning_rates", "lora=fast"], "--learning_rates lora=fast: the rate after"),
