@@ -103,8 +103,9 @@ def test_a_study_strategy_may_name_its_pooling(spelled, overrides):
 
 
 def test_dann_adapts_the_features_a_mean_pooled_head_reads(tiny_bert, sentiment_files, tmp_path):
-    target = write_csv(tmp_path / "target.csv", [{"text": row["text"].replace("was", "is really"), "label": row["label"]}
-                                                 for row in sentences(32, seed=3)])
+    shifted = [{"text": row["text"].replace("was", "is really"), "label": row["label"]}
+               for row in sentences(32, seed=3)]
+    target = write_csv(tmp_path / "target.csv", shifted)
     results = train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full", max_train_steps=8,
                     adaptation="dann", target_train_file=str(target), target_test_file=str(target))
     assert results["target_test_samples"] == 32

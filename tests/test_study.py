@@ -31,7 +31,8 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     assert "unfreeze_layers: 1" in settings and "samples_per_class: 8" in settings and "seed: 1" in settings
     assert not (cell / "README.md").exists()  # no card per cell
     assert "learning_rate: 0.005" in settings  # the recipe's rate, and feature extraction's own
-    assert "learning_rate: 0.05" in (tmp_path / "cells" / "feature_extraction__k8__seed1" / "run_config.yaml").read_text()
+    frozen = (tmp_path / "cells" / "feature_extraction__k8__seed1" / "run_config.yaml").read_text()
+    assert "learning_rate: 0.05" in frozen
     scratch = (tmp_path / "cells" / "scratch__kall__seed0" / "run_config.yaml").read_text()
     assert "model_name_or_path: null" in scratch and f"config_name: {tiny_bert}" in scratch
     row = next(r for r in results["strategies"] if r["strategy"] == "full" and r["budget"] == "8")
