@@ -86,8 +86,14 @@ class Recipe:
     def finish(self) -> dict:
         raise NotImplementedError
 
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
+    def cleanup(self, keep_process_group: bool = False) -> None:
+        """Close the trackers and end a launched run's process group, unless more runs in this process need it
+        (`hf-transfer tune` under `accelerate launch`)."""
+        if keep_process_group:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+        else:
+            self.accelerator.end_training()
 
     # --- steps of setup ----------------------------------------------------------------------------------------
     def apply_strategy(self, model) -> None:

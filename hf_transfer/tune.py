@@ -11,6 +11,7 @@ every evaluation, so the median pruner stops trials behind the others early.
 The study lives in OUTPUT_DIR/optuna_journal.log (Optuna's journal storage, safe for several processes on one
 machine): run the same command again, in parallel or later, and the workers share the study until --n_trials
 trials are finished or pruned. `--storage sqlite:///tune.db` or a PostgreSQL/MySQL URL shares it across machines.
+Under `accelerate launch` (several GPUs), the processes train each trial together: the main one owns the study.
 Output: best_config.yaml (its first line reproduces the best trial), tune.json, optimization_history.png and
 param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 """
@@ -23,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import AutoConfig, HfArgumentParser
 
 from hf_transfer.builtin import resolve_model
@@ -144,12 +147,15 @@ def run_trial(recipe_class, settings: dict, report) -> None:
             recipe.train()
             recipe.finish()
         finally:
-            recipe.cleanup()
+            recipe.cleanup(keep_process_group=True)
 
 
 def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
-    """Run trials until the study holds --n_trials finished or pruned ones; write the outputs; return tune.json.
-    `pruner` replaces the median pruner (tests)."""
+    """Run trials until the study holds --n_trials finished or pruned ones; write the outputs; return tune.json
+    (an empty dict on the other processes of an `accelerate launch`). `pruner` replaces the median pruner (tests).
+
+    Under `accelerate launch` the main process owns the study, as Optuna's TorchDistributedTrial does: it asks for
+    each trial, every process trains it together, and the main process's pruning decision is shared."""
     optuna = _optuna()
     recipe_class, base, settings = runs_of(args.recipe, recipe_argv)
     names = searched(args, settings)
@@ -159,29 +165,51 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
     output = Path(args.output_dir)
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if args.pruning else optuna.pruners.NopPruner()
+    # An Accelerator joins the launcher's process group (gloo on a CPU), which stays for every trial's own.
+    Accelerator()
+    state = PartialState()
     study = optuna.create_study(
         storage=storage_for(args, optuna), study_name=args.study_name, direction=direction, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(n_startup_trials=args.n_startup_trials, seed=args.sampler_seed),
-        pruner=pruner)
-
-    def objective(trial) -> float:
-        values = suggest(trial, names, settings)
-        trial.set_user_attr("worker", os.getpid())
-        folder = output / "trials" / f"trial-{trial.number}"
+        pruner=pruner) if state.is_main_process else None
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    while True:
+        trial = study.ask() if study and len(study.get_trials(states=done)) < args.n_trials else None
+        if trial:
+            trial.set_user_attr("worker", os.getpid())
+        number, values = shared((trial.number, suggest(trial, names, settings)) if trial else (None, None))
+        if number is None:
+            break
 
         def report(step: int, metrics: dict) -> None:
-            trial.report(metrics[key], step)
-            if trial.should_prune():
+            if trial:
+                trial.report(metrics[key], step)
+            if shared(bool(trial and trial.should_prune())):
                 raise optuna.TrialPruned(f"{key} {metrics[key]:.4f} at step {step} trails the other trials")
 
-        run_trial(recipe_class, {**settings, **values, "output_dir": str(folder), "overwrite_output_dir": True},
-                  report)
-        return json.loads((folder / "all_results.json").read_text())[key]
+        folder = output / "trials" / f"trial-{number}"
+        try:
+            run_trial(recipe_class, {**settings, **values, "output_dir": str(folder), "overwrite_output_dir": True},
+                      report)
+        except optuna.TrialPruned:
+            if study:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        except BaseException:
+            if study:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        if study:
+            study.tell(trial, json.loads((folder / "all_results.json").read_text())[key])
+    state.destroy_process_group()
+    return write_outputs(study, args, settings, names, key, optuna) if study else {}
 
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    if len(study.get_trials(states=done)) < args.n_trials:
-        study.optimize(objective, catch=(), callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=done)])
-    return write_outputs(study, args, settings, names, key, optuna)
+
+def shared(value):
+    """`value` as the main process has it, on every process (itself when there is one process)."""
+    if PartialState().num_processes == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def write_outputs(study, args: TuneArgs, settings: dict, names: list[str], key: str, optuna) -> dict:

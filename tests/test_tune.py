@@ -1,8 +1,10 @@
 """`hf-transfer tune`: trials through the recipe, pruning, the best config reproducing its score, two workers."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import optuna
 import pytest
@@ -61,6 +63,23 @@ def test_two_workers_share_one_sqlite_study(tiny_bert, sentiment_files, tmp_path
     assert 4 <= len(finished) <= 5  # a worker may start one trial before it sees the other's fourth
     assert len({t.user_attrs["worker"] for t in finished}) == 2
     assert json.loads((tmp_path / "tune.json").read_text())["counts"]["COMPLETE"] >= 4
+
+
+def test_under_accelerate_launch_the_processes_train_each_trial_together(tiny_bert, sentiment_files, tmp_path):
+    """Two gloo processes: the main one owns the study, so 3 trials are 3 two-process runs, not 6 one-process ones."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", shutil.which("hf-transfer"), "tune",
+         "--recipe", "sentiment", "--n_trials", "3", "--search", "learning_rate", "--output_dir", str(tmp_path),
+         *recipe_flags(tiny_bert, sentiment_files)], env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    results = json.loads((tmp_path / "tune.json").read_text())
+    assert results["counts"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0}
+    assert len({trial["worker"] for trial in results["trials"]}) == 1
+    for number in range(3):
+        assert json.loads((tmp_path / "trials" / f"trial-{number}" / "all_results.json").read_text())[
+            "num_processes"] == 2
 
 
 @pytest.mark.parametrize("argv, message", [
