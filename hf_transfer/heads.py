@@ -40,6 +40,11 @@ class MultiHeadModel(nn.Module):
             raise UsageError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
         if not heads or any(len(labels) < 2 for labels in heads.values()):
             raise UsageError(f"every head needs two labels or more: {heads}")
+        # The heads read the final hidden states: a pooler with weights (BERT's, ViT's) would train for nothing, and
+        # DDP refuses weights that get no gradient. A CNN's parameter-free pooling stays: it gives the features.
+        pooler = getattr(backbone, "pooler", None)
+        if isinstance(pooler, nn.Module) and any(True for _ in pooler.parameters()):
+            backbone.pooler = None
         self.backbone = backbone
         self.labels = {name: list(labels) for name, labels in heads.items()}
         self.pooling = pooling
