@@ -24,6 +24,7 @@ from hf_transfer.adaptation import (
 )
 from hf_transfer.config import INVOCATION_ONLY, RunConfig, parse
 from hf_transfer.console import library_output
+from hf_transfer.features import PATH_TEXT
 from hf_transfer.data import LabelledSplits
 from hf_transfer.loop import (
     Loop,
@@ -210,8 +211,13 @@ class ClassificationRecipe(Recipe):
         return outputs.write_outputs(
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
             parameter_counts=(self.trainable, self.total),
-            extra_details={**self.details(), **self.adaptation_details()},
+            extra_details={**self.details(), **self.feature_extraction_details(), **self.adaptation_details()},
         )
+
+    def feature_extraction_details(self) -> dict[str, str]:
+        if self.run.strategy.strategy != "feature_extraction":
+            return {}
+        return {"feature extraction": PATH_TEXT[self.cached_features]}
 
     def adaptation_details(self) -> dict[str, str]:
         if not self.adapting:

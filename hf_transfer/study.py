@@ -88,11 +88,17 @@ def strategy_learning_rates(pairs: list[str]) -> dict[str, float]:
     return rates
 
 
+def spelling(spelled: str) -> tuple[str, str, str]:
+    """(name, layers, pooling) of a spelled strategy: `partial:2+mean` -> ("partial", "2", "mean")."""
+    strategy, _, pooling = spelled.partition("+")
+    name, _, layers = strategy.partition(":")
+    return name, layers, pooling
+
+
 def strategy_overrides(spelled: str, model_path: str) -> dict:
     """The settings a cell's strategy changes (`model_path`: the checkpoint that `scratch` takes the config of).
     A `+model`, `+mean` or `+cls` suffix sets the classifier's pooling (`--pooling`)."""
-    strategy, _, pooling = spelled.partition("+")
-    name, _, layers = strategy.partition(":")
+    name, layers, pooling = spelling(spelled)
     if pooling not in ("", *CLASSIFIER_POOLINGS):
         raise UsageError(f"--strategies {spelled}: the pooling after `+` is one of {', '.join(CLASSIFIER_POOLINGS)}")
     overrides = {"pooling": pooling} if pooling else {}
@@ -197,7 +203,7 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
                     print(f"study: {folder.name} done before, kept")
                 else:
                     print(f"study: {folder.name}")
-                    rate = rates.get(strategy.partition("+")[0].partition(":")[0])
+                    rate = rates.get(spelling(strategy)[0])
                     run_cell(recipe_class, {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
                                             "samples_per_class": None if budget == ALL else int(budget),
                                             **({"learning_rate": rate} if rate else {})}, folder)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
+from hf_transfer.features import example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -118,8 +118,6 @@ class AudioClassificationRecipe(ClassificationRecipe):
         if self.whisper_window is not None:
             details["Whisper input window"] = (f"{self.whisper_window} s (every clip padded to it; the pretrained "
                                                "window is 30 s)")
-        if self.run.strategy.strategy == "feature_extraction":
-            details["feature extraction"] = PATH_TEXT[self.cached_features]
         if self.skipped:
             details["unreadable audio left out"] = ", ".join(f"{len(files)} in {split}"
                                                             for split, files in self.skipped.items())

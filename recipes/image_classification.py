@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.adaptation import TARGET_TRAIN
-from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
+from hf_transfer.features import example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
@@ -104,10 +104,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                            accelerator.device))
 
     def details(self) -> dict[str, str]:
-        details = image_details(self.run.modality, self.image_size)
-        if self.run.strategy.strategy == "feature_extraction":
-            details["feature extraction"] = PATH_TEXT[self.cached_features]
-        return details
+        return image_details(self.run.modality, self.image_size)
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import PATH_TEXT, example_loader, training_inputs
+from hf_transfer.features import example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
@@ -70,12 +70,6 @@ class SentimentRecipe(ClassificationRecipe):
                                        self.classification_loss(splits["train"]["labels"]), inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, lengths(target), collate, run.train, workers, accelerator.device))
-
-    def details(self) -> dict[str, str]:
-        details = super().details()
-        if self.run.strategy.strategy == "feature_extraction":
-            details["feature extraction"] = PATH_TEXT[self.cached_features]
-        return details
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:
