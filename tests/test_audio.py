@@ -1,9 +1,6 @@
 """The audio classification recipe on a tiny Wav2Vec2 and generated tones: decoding, bad files, strategies, DDP."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -13,7 +10,7 @@ import soundfile as sf
 import torch
 import transformers
 from fixtures import AUDIO_RATE as RATE
-from fixtures import PITCH, tone, write_tones
+from fixtures import PITCH, launch_two_processes, tone, write_tones
 from hf_transfer.recipes import audio_classification
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
@@ -285,15 +282,9 @@ def test_predict_and_evaluate_name_what_is_wrong(trained, tones, tmp_path, argv,
 
 def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):
     """`accelerate launch` with two gloo processes, full fine-tuning: LayerDrop and the unused mask embedding."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
     flags = settings(tiny_wav2vec2, tones, tmp_path / "out", strategy="full", max_train_steps=3,
                      per_device_train_batch_size=4)
-    argv = [arg for key, value in flags.items() for arg in (f"--{key}", str(value))]
-    done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE), *argv],
-        check=False, env=env, capture_output=True, text=True, timeout=300,
-    )
+    done = launch_two_processes(str(RECIPE), *[arg for key, value in flags.items() for arg in (f"--{key}", str(value))])
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["train_steps"] == 3

@@ -17,21 +17,15 @@ RECIPE = Path(__file__).parents[1] / "recipes" / "sentiment.py"
 @pytest.fixture(scope="module")
 def ddp_output(tiny_bert, tmp_path_factory):
     """The sentiment recipe under `accelerate launch` with two gloo processes, on an odd-sized test set."""
-    from fixtures import sentences, write_csv
+    from fixtures import launch_two_processes, sentences, write_csv
 
     folder = tmp_path_factory.mktemp("ddp")
     train = write_csv(folder / "train.csv", sentences(160))
     test = write_csv(folder / "test.csv", sentences(41, seed=1))
-    # --multi_gpu on a machine without GPUs gives gloo DDP once accelerate is told to use the CPU.
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
-         "--model_name_or_path", str(tiny_bert), "--train_file", str(train), "--test_file", str(test),
-         "--output_dir", str(folder / "out"), "--max_train_steps", "6", "--per_device_train_batch_size", "8",
-         "--strategy", "lora", "--learning_rate", "3e-2"],
-        check=True, env=env, capture_output=True, timeout=300,
-    )
+    launch_two_processes(
+        str(RECIPE), "--model_name_or_path", str(tiny_bert), "--train_file", str(train), "--test_file", str(test),
+        "--output_dir", str(folder / "out"), "--max_train_steps", "6", "--per_device_train_batch_size", "8",
+        "--strategy", "lora", "--learning_rate", "3e-2").check_returncode()
     return folder
 
 

@@ -2,14 +2,10 @@
 predicted with, merged and carded like the architecture's own head."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from fixtures import sentences, write_csv
+from fixtures import launch_two_processes, sentences, write_csv
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
@@ -120,13 +116,10 @@ def test_dann_adapts_the_features_a_mean_pooled_head_reads(tiny_bert, sentiment_
 
 def test_a_mean_pooled_run_trains_under_ddp(tiny_bert, sentiment_files, tmp_path):
     """Every trainable weight gets a gradient (BERT's unused pooler is gone), as DDP requires."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(sentiment.__file__)),
-         "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_files["train"]), "--output_dir",
-         str(tmp_path / "out"), "--max_train_steps", "4", "--per_device_train_batch_size", "8", "--strategy", "full",
-         "--pooling", "mean"], env=env, capture_output=True, text=True, timeout=300)
+    launched = launch_two_processes(
+        sentiment.__file__, "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_files["train"]),
+        "--output_dir", str(tmp_path / "out"), "--max_train_steps", "4", "--per_device_train_batch_size", "8",
+        "--strategy", "full", "--pooling", "mean")
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "all_results.json").read_text())["num_processes"] == 2
     assert not any(name.startswith("pooler.") for name in load_file(str(tmp_path / "out" / "model.safetensors")))

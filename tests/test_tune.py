@@ -1,14 +1,13 @@
 """`hf-transfer tune`: trials through the recipe, pruning, the best config reproducing its score, two workers."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import optuna
 import pytest
 import yaml
+from fixtures import launch_two_processes
 
 from hf_transfer.config import UsageError
 from hf_transfer.recipes import sentiment
@@ -67,12 +66,9 @@ def test_two_workers_share_one_sqlite_study(tiny_bert, sentiment_files, tmp_path
 
 def test_under_accelerate_launch_the_processes_train_each_trial_together(tiny_bert, sentiment_files, tmp_path):
     """Two gloo processes: the main one owns the study, so 3 trials are 3 two-process runs, not 6 one-process ones."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", shutil.which("hf-transfer"), "tune",
-         "--recipe", "sentiment", "--n_trials", "3", "--search", "learning_rate", "--output_dir", str(tmp_path),
-         *recipe_flags(tiny_bert, sentiment_files)], env=env, capture_output=True, text=True, timeout=600)
+    launched = launch_two_processes(shutil.which("hf-transfer"), "tune", "--recipe", "sentiment", "--n_trials", "3",
+                                    "--search", "learning_rate", "--output_dir", str(tmp_path),
+                                    *recipe_flags(tiny_bert, sentiment_files))
     assert launched.returncode == 0, launched.stderr[-3000:]
     results = json.loads((tmp_path / "tune.json").read_text())
     assert results["counts"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0}
