@@ -101,6 +101,8 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     (the new head) or not (backbone weights the checkpoint lacks)."""
     initialised = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
     if model.base_model is model:  # a headless backbone (`--pooling mean`): its head is built apart
+        # A classification checkpoint may lack the pooler (ViT's); the pooled head drops it anyway.
+        initialised = {key for key in initialised if not key.startswith("pooler.")}
         line = "backbone: the checkpoint's"
         if initialised:
             line += f"; warning: {len(initialised)} weight(s) missing from it, initialised at random"

@@ -13,6 +13,7 @@ from hf_transfer.config import UsageError, parse
 from hf_transfer.heads import MultiHeadModel
 from hf_transfer.inference import load_trained, predict
 from hf_transfer.merge import merge_adapter
+from hf_transfer.models import describe_new_weights
 from hf_transfer.recipes import sentiment
 from hf_transfer.study import strategy_overrides
 
@@ -123,3 +124,12 @@ def test_a_mean_pooled_run_trains_under_ddp(tiny_bert, sentiment_files, tmp_path
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "all_results.json").read_text())["num_processes"] == 2
     assert not any(name.startswith("pooler.") for name in load_file(str(tmp_path / "out" / "model.safetensors")))
+
+
+def test_a_backbone_without_the_pooler_it_will_drop_is_not_reported_as_incomplete(tiny_bert):
+    backbone = AutoModel.from_pretrained(tiny_bert)
+    assert describe_new_weights(backbone, {"missing_keys": ["pooler.dense.weight", "pooler.dense.bias"],
+                                           "mismatched_keys": []}) == "backbone: the checkpoint's"
+    assert describe_new_weights(backbone, {"missing_keys": ["encoder.layer.0.output.dense.bias"],
+                                           "mismatched_keys": []}).endswith("1 weight(s) missing from it, initialised "
+                                                                            "at random")
