@@ -201,6 +201,9 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
             raise
         if study:
             study.tell(trial, json.loads((folder / "all_results.json").read_text())[key])
+    # Every process leaves the group together: gloo aborts a process that tears it down while a peer still
+    # holds it.
+    state.wait_for_everyone()
     state.destroy_process_group()
     return write_outputs(study, args, settings, names, key, optuna) if study else {}
 
