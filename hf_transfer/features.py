@@ -10,7 +10,7 @@ Per architecture (`config.model_type`), `FEATURE_HEADS` says where the model spl
   shape (batch, dim); it must not depend on anything the head trains.
 - `head(model, features)`: the logits from those features, exactly as the model's own forward computes them
   (dropout included), using only the trainable head.
-A new architecture (a text model, say) plugs in by adding one entry; a head that is linear before
+A new architecture plugs in by adding one entry; a head that is linear before
 its pooling (Wav2Vec2's projector) can take the pooled features, since a linear map commutes with a mean.
 
 Recipes call `training_inputs`, which takes this path when it applies and the per-step one otherwise.
@@ -52,6 +52,12 @@ FEATURE_HEADS: dict[str, FeatureHead] = {
     "whisper": FeatureHead(
         features=lambda model, inputs: model.encoder(**inputs).last_hidden_state.mean(dim=1),
         head=lambda model, features: model.classifier(model.projector(features)),
+    ),
+    # BERT and its kin (MiniLM): the pooler (dense + tanh on [CLS], part of the frozen backbone) -> dropout ->
+    # classifier.
+    "bert": FeatureHead(
+        features=lambda model, inputs: model.bert(**inputs).pooler_output,
+        head=lambda model, features: model.classifier(model.dropout(features)),
     ),
     # ViT and DeiT's plain classifier: the final-norm [CLS] token -> classifier.
     **dict.fromkeys(("vit", "deit"), FeatureHead(

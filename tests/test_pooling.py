@@ -59,13 +59,19 @@ def test_mean_pooling_reads_only_real_tokens(tiny_bert):
     assert not torch.allclose(model.pooled(inputs), cls.pooled(inputs))
 
 
-def test_cached_features_train_the_same_mean_pooled_head(tiny_bert, sentiment_files, tmp_path):
-    settings = {"strategy": "feature_extraction", "learning_rate": 5e-2, "logging_steps": 1}
+@pytest.mark.parametrize("pooling, weights", [("mean", "heads.safetensors"), ("model", "model.safetensors")])
+def test_cached_features_train_the_same_head(pooling, weights, tiny_bert, sentiment_files, tmp_path):
+    """A mean-pooled head, and BERT's own (pooler, dropout, classifier): the same weights either way."""
+    settings = {"strategy": "feature_extraction", "learning_rate": 5e-2, "logging_steps": 1, "pooling": pooling}
     cached = train(tiny_bert, sentiment_files, tmp_path / "cached", **settings)
     forward = train(tiny_bert, sentiment_files, tmp_path / "forward", cache_features=False, **settings)
-    heads = {name: load_file(tmp_path / name / "heads.safetensors") for name in ("cached", "forward")}
+    heads = {name: load_file(tmp_path / name / weights) for name in ("cached", "forward")}
+    assert heads["cached"].keys() == heads["forward"].keys()
     for key, tensor in heads["cached"].items():
         torch.testing.assert_close(tensor, heads["forward"][key], rtol=1e-4, atol=1e-5, msg=key)
+    if pooling == "model":  # the head did train
+        assert not torch.equal(heads["cached"]["classifier.weight"],
+                               load_file(tiny_bert / "model.safetensors")["classifier.weight"])
     assert cached["train_loss"] == pytest.approx(forward["train_loss"], rel=1e-4)
     details = [json.loads((tmp_path / name / "card_context.json").read_text())["extra_details"]["feature extraction"]
                for name in ("cached", "forward")]
