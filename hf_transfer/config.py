@@ -200,6 +200,12 @@ class TrainArgs:
     )
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | trackio | wandb."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss and learning rate every N steps."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model with torch.compile, once per input shape: text batches pad to multiples "
+                          "of 32 tokens and audio clips to --max_duration_seconds, so few shapes occur. Off by "
+                          "default: on a 2-core CPU compiled training ran slower (BENCHMARKS.md)."},
+    )
     dataloader_num_workers: int | None = field(
         default=None,
         metadata={"help": "Processes that decode and augment batches beside training (0 = in the training process). "
@@ -392,6 +398,7 @@ ONLY_FOR = {
     **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
+    "torch_compile": CLASSIFICATION,  # generation's growing decoder inputs would compile a graph per length
 }
 
 

@@ -38,6 +38,13 @@ LOWER_IS_BETTER = ("loss", "wer", "cer")
 STREAM_POLICIES = ("together", "round_robin")
 
 
+# --torch_compile: the model compiles once per distinct input shape (train and evaluation, full and last batches
+# count apart). Recipes keep the shapes few: text pads to multiples of COMPILE_TOKEN_BUCKET tokens, audio to its
+# longest clip allowed, and images have one size. The limit is a backstop above what those give.
+COMPILE_TOKEN_BUCKET = 32
+COMPILE_SHAPE_LIMIT = 64
+
+
 class TrainingDiverged(UsageError):
     """The loss became NaN or infinite: printed as a message with advice, like bad input."""
 
@@ -109,6 +116,22 @@ def default_dataloader_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = min(4, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
     return per_process if per_process >= 2 else 0
+
+
+def text_padding_multiple(args: TrainArgs, device: torch.device) -> int | None:
+    """What text batches pad their longest example up to: COMPILE_TOKEN_BUCKET tokens under --torch_compile (few
+    shapes), 8 on CUDA (tensor cores like it), nothing otherwise (the CPU does not care)."""
+    if args.torch_compile:
+        return COMPILE_TOKEN_BUCKET
+    return 8 if device.type == "cuda" else None
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """Compile `model`'s forward in place (its weights and state-dict keys unchanged), one graph per input shape.
+    Default inductor mode: CUDA graphs ("reduce-overhead") would replay into the same output buffers, which the loop's
+    loss logging keeps across steps; they wait for a GPU to test them on."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILE_SHAPE_LIMIT)
+    model.compile(dynamic=False)
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
@@ -211,8 +234,12 @@ class Loop:
         self.named = isinstance(streams, dict)
         self.policy = policy
         loaders = streams if self.named else {"train": streams}
+        if args.torch_compile:
+            compile_model(model)
         self.model, self.optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
         self.train_loader, *others = prepared
+        # Clipped each step: only what trains (a head on cached features sits beside a whole frozen backbone).
+        self.trainable_parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.lead = next(iter(loaders))
         self.secondary = [SecondaryStream(name, loader, accelerator.device)
                           for name, loader in zip(list(loaders)[1:], others)]
@@ -377,7 +404,7 @@ class Loop:
                     loss = values["loss"]
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                        accelerator.clip_grad_norm_(self.trainable_parameters, args.max_grad_norm)
                     if accelerator.sync_gradients:
                         self.step_learning_rates[state.step + 1] = self.scheduler.get_last_lr()[0]
                     self.optimizer.step()

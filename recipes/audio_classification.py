@@ -78,7 +78,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
         self.count_trainable()
 
         workers = dataloader_workers(run.train)
-        eval_collate = audio_collator(self.processor, column, audio, False)
+        eval_collate = audio_collator(self.processor, column, audio, False, run.train.torch_compile)
         # In order (longest first: little padding) and preprocessed as in evaluation: for scoring, and for
         # computing cached features.
         plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
@@ -90,7 +90,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
                     or self.adapting)
-        train_collate = audio_collator(self.processor, column, audio, True)
+        train_collate = audio_collator(self.processor, column, audio, True, run.train.torch_compile)
 
         def lengths(clips):
             return clips["length"] if run.train.length_grouping else None

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
 from hf_transfer.features import example_loader, training_inputs
-from hf_transfer.loop import dataloader_workers
+from hf_transfer.loop import dataloader_workers, text_padding_multiple
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
@@ -48,8 +48,7 @@ class SentimentRecipe(ClassificationRecipe):
         self.apply_strategy(model)
         self.count_trainable()
 
-        # Tensor cores like padded lengths that are multiples of 8; the CPU does not care.
-        collate = text_collator(self.processor, 8 if accelerator.device.type == "cuda" else None)
+        collate = text_collator(self.processor, text_padding_multiple(run.train, accelerator.device))
         workers = dataloader_workers(run.train)
         # Tokenised as in evaluation: for scoring (in order), and for computing cached features (train longest
         # first: each batch pads little; the cache comes back in the data's order).

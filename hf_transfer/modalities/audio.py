@@ -240,7 +240,8 @@ def augment(wave: np.ndarray, sampling_rate: int, max_samples: int, args: AudioA
     return wave
 
 
-def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool):
+def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, args: AudioArgs, train: bool,
+                   fixed_length: bool = False):
     """Decode, crop (and in training augment) each clip, then pad the batch with the feature extractor.
 
     Training examples come from `SeededExamples`: each clip's augmentation draws from its own `augment_seed`.
@@ -253,7 +254,8 @@ def audio_collator(feature_extractor: SequenceFeatureExtractor, column: str, arg
     rate = feature_extractor.sampling_rate
     max_samples = round(args.max_duration_seconds * rate)
     # SpecAugment masks spans of `mask_time_length` frames: a batch of short clips could be shorter than one span.
-    padding = _padding(feature_extractor, max_samples, fixed=train and bool(args.spec_augment))
+    # `fixed_length` (--torch_compile): one input shape.
+    padding = _padding(feature_extractor, max_samples, fixed=fixed_length or (train and bool(args.spec_augment)))
 
     def collate(examples: list[dict]) -> dict:
         waves = [read_audio(example[column], rate) for example in examples]

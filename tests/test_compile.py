@@ -1,0 +1,62 @@
+"""`--torch_compile`: the model compiles once per input shape, the shapes stay few, and it trains the model eager
+training trains."""
+
+import random
+
+import pytest
+import torch
+from fixtures import sentences, write_csv
+from safetensors.torch import load_file
+from torch._dynamo.utils import counters
+
+from hf_transfer.config import TrainArgs, UsageError, parse
+from hf_transfer.loop import COMPILE_TOKEN_BUCKET, text_padding_multiple
+from hf_transfer.recipes import sentiment
+
+
+def reviews_of_many_lengths(folder) -> dict:
+    """train.csv (160 rows) and test.csv (40 rows): the fixture's reviews, each with 0 to 40 words added, so that
+    length-grouped batches have many different longest examples (about 7 to 50 tokens)."""
+    def lengthen(rows, seed):
+        rng = random.Random(seed)
+        return [{**row, "text": row["text"] + " and then" * rng.randrange(0, 21)} for row in rows]
+
+    return {"train": write_csv(folder / "train.csv", lengthen(sentences(160, seed=0), 0)),
+            "test": write_csv(folder / "test.csv", lengthen(sentences(40, seed=1), 1))}
+
+
+def train(tiny_bert, files, output_dir, **overrides) -> dict:
+    return sentiment.main({
+        "model_name_or_path": str(tiny_bert), "train_file": str(files["train"]), "test_file": str(files["test"]),
+        "output_dir": str(output_dir), "strategy": "full", "learning_rate": 5e-3, "num_train_epochs": 2,
+        "per_device_train_batch_size": 16, "mixed_precision": "no", "dropout": 0.0, **overrides})
+
+
+def test_compiled_training_matches_eager(tiny_bert, tmp_path):
+    files = reviews_of_many_lengths(tmp_path)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(tiny_bert, files, tmp_path / "compiled", torch_compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    eager = train(tiny_bert, files, tmp_path / "eager")
+    # Two 32-token buckets (up to 32, up to 64) for the 144 training rows (9 full batches of 16), one batch each of
+    # the 16 validation and 40 test rows, evaluated without gradients: at most 4 graphs. Padded only to each
+    # batch's longest example, the length-grouped batches would compile a graph for nearly every batch.
+    assert 0 < graphs <= 4
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("compiled", "eager")}
+    for key, tensor in weights["compiled"].items():
+        torch.testing.assert_close(tensor, weights["eager"][key], rtol=1e-3, atol=1e-4, msg=key)
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
+    assert compiled["test_accuracy"] == eager["test_accuracy"]
+
+
+def test_text_pads_to_buckets_only_when_compiling():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert text_padding_multiple(TrainArgs(torch_compile=True), cpu) == COMPILE_TOKEN_BUCKET
+    assert text_padding_multiple(TrainArgs(), cpu) is None
+    assert text_padding_multiple(TrainArgs(), cuda) == 8
+
+
+def test_torch_compile_is_refused_where_generation_runs():
+    with pytest.raises(UsageError, match="--torch_compile does not apply to automatic-speech-recognition"):
+        parse(["--torch_compile", "true"], {"model_name_or_path": "x"}, task="automatic-speech-recognition")
