@@ -23,7 +23,7 @@ feature_extraction` only the head trains, no side augments, and ours trains it o
   trainer  `transformers.Trainer` as run_audio_classification.py drives it: each clip decoded and passed through
            the feature extractor per example, `default_data_collator`, the feature encoder frozen;
   trainer_tuned  the same Trainer with --num_workers DataLoader workers decoding and extracting in parallel (pinned
-           memory on CUDA) and, with --trainer_compile, `torch_compile`. The clips are all one length, so neither
+           memory on CUDA) and, with --torch_compile, `torch_compile`. The clips are all one length, so neither
            per-batch padding nor length grouping changes anything.
 
 Ours gets the same --num_workers (the recipe's collator then decodes and augments in the workers).
@@ -56,6 +56,7 @@ from text_classification import (
     attach_counter,
     check_run_arguments,
     compare,
+    loop_arguments,
     run_loop,
     trainer_arguments,
 )
@@ -118,7 +119,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
-    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
     return check_run_arguments(parser, parser.parse_args(argv))
@@ -187,9 +187,11 @@ def run_ours(args, feature_extractor, model, clips, labels, device, workdir: str
     examples = [{"audio": {"bytes": clip, "path": None}, "labels": label, "length": length}
                 for clip, label in zip(clips, labels)]
     # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
-    train = audio_collator(feature_extractor, "audio", audio, args.strategy == "full")
-    return run_loop(args, model, examples, [length] * len(examples), train,
-                    audio_collator(feature_extractor, "audio", audio, False), device, workdir)
+    train_args = loop_arguments(args, workdir)
+    train = audio_collator(feature_extractor, "audio", audio, args.strategy == "full", train_args.torch_compile)
+    return run_loop(args, train_args, model, examples, [length] * len(examples), train,
+                    audio_collator(feature_extractor, "audio", audio, False, train_args.torch_compile), device,
+                    workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------

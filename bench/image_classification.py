@@ -24,7 +24,7 @@ then trains it on features cached in one pass: text_classification.py says how t
            RandomHorizontalFlip, ToTensor and Normalize per example (where torchvision is missing, hf_transfer's
            TrainTransform per example stands in), stacked by `default_data_collator`;
   trainer_tuned  the same Trainer with --num_workers DataLoader workers augmenting in parallel (pinned memory on
-           CUDA) and, with --trainer_compile, `torch_compile`.
+           CUDA) and, with --torch_compile, `torch_compile`.
 
 Ours gets the same --num_workers (the recipe's collator then decodes and augments in the workers).
 
@@ -52,6 +52,7 @@ from text_classification import (
     attach_counter,
     check_run_arguments,
     compare,
+    loop_arguments,
     run_loop,
     trainer_arguments,
 )
@@ -97,7 +98,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
-    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
     return check_run_arguments(parser, parser.parse_args(argv))
@@ -150,7 +150,8 @@ def run_ours(args, processor, model, photos, labels, device, workdir: str) -> St
     examples = [{"image": {"bytes": photo, "path": None}, "labels": label} for photo, label in zip(photos, labels)]
     # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
     augment = "basic" if args.strategy == "full" else "none"
-    return run_loop(args, model, examples, None, image_collator(TrainTransform(processor, augment), "synthetic photos"),
+    return run_loop(args, loop_arguments(args, workdir), model, examples, None,
+                    image_collator(TrainTransform(processor, augment), "synthetic photos"),
                     image_collator(processor_transform(processor), "synthetic photos"), device, workdir)
 
 

