@@ -69,6 +69,14 @@ def test_every_strategy_trains_on_a_one_second_window(trained, strategy):
         assert "cached features" in card
 
 
+def test_cached_features_at_bf16(tiny_whisper, tones, tmp_path):
+    """The frozen encoder runs under bf16 autocast once; the feature extractor (torch inside) stays outside it."""
+    results = audio_classification.main(settings(tiny_whisper, tones, tmp_path, strategy="feature_extraction",
+                                                 mixed_precision="bf16", **STRATEGIES["feature_extraction"]))
+    assert results["train_steps"] == 4
+    assert "cached features" in (tmp_path / "README.md").read_text()
+
+
 def test_strategies_train_what_they_say(tiny_whisper, tones, tmp_path):
     from hf_transfer.config import parse
     from hf_transfer.modalities.audio import AudioArgs
