@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hf_transfer.config import StrategyArgs, TrainArgs
 from hf_transfer.heads import MultiHeadModel
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
+from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples, data_order
 
 PATH_TEXT = {
     True: "cached features (the frozen backbone ran once; the head trained on its pooled output)",
@@ -132,11 +132,8 @@ def compute_features(model: nn.Module, loader: DataLoader, device: torch.device 
                 features.append(extract(model, inputs).float().cpu())
             labels.append(batch["labels"])
     model.train(training)
-    read_order = torch.tensor(list(loader.sampler))
-    features, labels = torch.cat(features), torch.cat(labels)
-    in_data_order = torch.empty_like(read_order)
-    in_data_order[read_order] = torch.arange(len(read_order))
-    return FeatureDataset(features[in_data_order], labels[in_data_order])
+    in_data_order = torch.from_numpy(data_order(loader.sampler))
+    return FeatureDataset(torch.cat(features)[in_data_order], torch.cat(labels)[in_data_order])
 
 
 @dataclass

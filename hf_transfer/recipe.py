@@ -36,6 +36,7 @@ from hf_transfer.loop import (
 )
 from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.metrics.operating_point import check_decision_settings
+from hf_transfer.sampling import data_order
 from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import Task
 
@@ -207,12 +208,22 @@ class ClassificationRecipe(Recipe):
         # The loop trained a head on cached features, or the model with its domain discriminator: `self.model` is
         # the classifier alone.
         model = self.model if self.cached_features or self.adapting else self.loop.model
-        predictions = {split: predict(self.accelerator, model, loader) for split, loader in self.eval_loaders.items()}
+        predictions = {}
+        for split, loader in self.eval_loaders.items():  # each split's rows back in the data's order
+            positions = data_order(self.eval_read_orders[split])
+            predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader))
         return outputs.write_outputs(
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
             parameter_counts=(self.trainable, self.total),
             extra_details={**self.details(), **self.feature_extraction_details(), **self.adaptation_details()},
         )
+
+    def prepare_evaluation_loaders(self, plain_loaders: dict[str, DataLoader]) -> None:
+        """`self.eval_loaders`: the plain loaders of the scored splits, prepared. Each one's reading order is kept
+        (audio reads longest first), so that `finish` pairs every prediction with its own example."""
+        scored = {split: loader for split, loader in plain_loaders.items() if split != "train"}
+        self.eval_loaders = {split: self.accelerator.prepare(loader) for split, loader in scored.items()}
+        self.eval_read_orders = {split: list(loader.sampler) for split, loader in scored.items()}
 
     def feature_extraction_details(self) -> dict[str, str]:
         if self.run.strategy.strategy != "feature_extraction":

@@ -1,6 +1,8 @@
 """Seeded, resumable training order, with examples of similar length batched together; a seed for each example's
 augmentation; seeded subsets."""
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch.utils.data import Sampler
@@ -87,6 +89,15 @@ class SeededExamples(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
         return {**self.dataset[index], "augment_seed": example_seed(self.seed, epoch, index)}
+
+
+def data_order(read_order: Iterable[int]) -> np.ndarray:
+    """Where rows 0, 1, 2... of the data set sit among rows read in `read_order`: indexing the rows read with it
+    puts them back in the data set's order."""
+    read_order = np.fromiter(read_order, dtype=np.int64)
+    positions = np.empty_like(read_order)
+    positions[read_order] = np.arange(len(read_order))
+    return positions
 
 
 class LengthSortedSampler(Sampler[int]):

@@ -85,8 +85,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
                                            sampler=LengthSortedSampler(self.data.splits[split]["length"]),
                                            collate_fn=eval_collate, num_workers=workers)
                          for split in ("train", *EVALUATED_SPLITS) if split in self.data.splits}
-        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
-                             if split != "train"}
+        self.prepare_evaluation_loaders(plain_loaders)
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
                     or self.adapting)

@@ -78,8 +78,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                            collate_fn=image_collator(processor_transform(self.processor),
                                                                      self.data.sources[split], window))
                          for split in ("train", *EVALUATED_SPLITS) if split in splits}
-        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
-                             if split != "train"}
+        self.prepare_evaluation_loaders(plain_loaders)
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
 

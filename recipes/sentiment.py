@@ -57,8 +57,7 @@ class SentimentRecipe(ClassificationRecipe):
                                            sampler=LengthSortedSampler(splits[split]["length"]) if split == "train"
                                            else None)
                          for split in ("train", *EVALUATED_SPLITS) if split in splits}
-        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in plain_loaders.items()
-                             if split != "train"}
+        self.prepare_evaluation_loaders(plain_loaders)
 
         def lengths(examples):
             return examples["length"] if run.train.length_grouping else None

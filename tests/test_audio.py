@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtrac
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError, parse
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.inference import evaluate_folder, load_trained
+from hf_transfer.inference import evaluate_folder, load_trained, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -238,6 +238,18 @@ def test_lora_round_trip_keeps_projector_and_classifier(trained, tones):
     metrics = classification_metrics(probabilities, batch["labels"].numpy())
     assert metrics["accuracy"] == results["test_accuracy"]
     assert metrics["roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
+
+
+def test_saved_predictions_belong_to_their_clips(trained):
+    """The run scores clips longest first (0.1 to 0.25 s here); each line of test_predictions.jsonl still pairs a clip
+    with its own label and with the scores `predict` gives that file."""
+    _, output_dir = trained["full"]
+    items = [json.loads(line) for line in (output_dir / "test_predictions.jsonl").read_text().splitlines()]
+    assert [Path(item["input"]).parent.name for item in items] == [item["reference"] for item in items]
+    model, processor, run_settings = load_trained(output_dir)
+    predicted = predict(model, processor, run_settings, [item["input"] for item in items])
+    for item, prediction in zip(items, predicted):
+        assert prediction["scores"] == pytest.approx(item["probabilities"], abs=1e-4), item["input"]
 
 
 def test_full_model_predicts_a_label_in_the_transformers_pipeline(trained):
