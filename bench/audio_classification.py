@@ -190,8 +190,7 @@ def run_ours(args, feature_extractor, model, clips, labels, device, workdir: str
     train_args = loop_arguments(args, workdir)
     train = audio_collator(feature_extractor, "audio", audio, args.strategy == "full", train_args.torch_compile)
     return run_loop(args, train_args, model, examples, [length] * len(examples), train,
-                    audio_collator(feature_extractor, "audio", audio, False, train_args.torch_compile), device,
-                    workdir)
+                    audio_collator(feature_extractor, "audio", audio, False), device, workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -226,7 +225,8 @@ def run_trainer(args, feature_extractor, model, clips, labels, device, workdir: 
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=training_args,
                       train_dataset=ExtractedClips(clips, labels, feature_extractor),
-                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+                      data_collator=default_data_collator,
+                      callbacks=[ClockCallback(clock, args.strategy == "feature_extraction")])
     trainer.train()
     return clock
 

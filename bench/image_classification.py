@@ -205,7 +205,8 @@ def run_trainer(args, processor, model, photos, labels, device, workdir: str, tu
     clock = StepClock(args.warmup_steps, device)
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=training_args, train_dataset=AugmentedPhotos(photos, labels, transform),
-                      data_collator=default_data_collator, callbacks=[ClockCallback(clock)])
+                      data_collator=default_data_collator,
+                      callbacks=[ClockCallback(clock, args.strategy == "feature_extraction")])
     trainer.train()
     return clock
 

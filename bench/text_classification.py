@@ -34,9 +34,10 @@ The recipe reads its rows from an Arrow table; the bench gives the Loop Python l
 
 With `--strategy full` throughput is steady state: the wall time from the start of optimizer step `warmup_steps + 1`
 to the end of step `max_steps`. With `--strategy feature_extraction` (every side trains only the classifier) it is
-the whole run, `--warmup_steps 0`: ours from before its caching pass, so that pass counts, and the ratio grows with
-the number of epochs (`--max_steps` x `--batch_size` over the examples). Both are read from outside both libraries (a compute_loss wrapper for ours, a TrainerCallback for the Trainer).
-CUDA is synchronised at those two instants only: a sync every step would stall the kernel queue and understate a
+the whole run, `--warmup_steps 0`: ours from before its caching pass, so that pass counts, the Trainer from its
+`on_train_begin`; the ratio grows with the number of epochs (`--max_steps` x `--batch_size` over the examples). Both
+are read from outside both libraries (a compute_loss wrapper for ours, a TrainerCallback for the Trainer). CUDA is
+synchronised at those two instants only: a sync every step would stall the kernel queue and understate a
 loop whose steps are short. Tokens are counted by a forward pre-hook on the model, on the device, without syncs.
 
 Before the sides, the run measures the device's matmul peak with the run's threads: a large square matmul in fp32 and
@@ -354,8 +355,15 @@ class EncodedExamples(Dataset):
 
 
 class ClockCallback(TrainerCallback):
-    def __init__(self, clock: StepClock):
-        self.clock = clock
+    """The Trainer's steps on the clock; with `from_train_begin` (feature extraction, timed whole) the clock starts
+    as training begins, before the first batch is read, as ours starts before its caching pass."""
+
+    def __init__(self, clock: StepClock, from_train_begin: bool = False):
+        self.clock, self.from_train_begin = clock, from_train_begin
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.from_train_begin:
+            self.clock.start_now()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.clock.step_begin()
@@ -396,7 +404,7 @@ def run_trainer(args, tokenizer, texts: list[str], labels: list[int], device: to
     attach_counter(model, clock)
     trainer = Trainer(model=model, args=trainer_arguments(args, workdir, device, tuned, **settings),
                       train_dataset=EncodedExamples(encoded, labels), data_collator=collate, processing_class=tokenizer,
-                      callbacks=[ClockCallback(clock)])
+                      callbacks=[ClockCallback(clock, args.strategy == "feature_extraction")])
     trainer.train()
     return clock
 

@@ -203,7 +203,8 @@ class TrainArgs:
     torch_compile: bool = field(
         default=False,
         metadata={"help": "Compile the model with torch.compile, once per input shape: text batches pad to multiples "
-                          "of 32 tokens and audio clips to --max_duration_seconds, so few shapes occur. Off by "
+                          "of 32 tokens and audio training clips to --max_duration_seconds, so few shapes occur "
+                          "(evaluation pads as predict does: past 64 shapes it runs uncompiled). Off by "
                           "default: on a 2-core CPU compiled training ran slower (BENCHMARKS.md)."},
     )
     dataloader_num_workers: int | None = field(
@@ -371,6 +372,9 @@ class RunConfig:
         if self.hub.merge_adapter and self.strategy.strategy != "lora":
             raise UsageError(f"--merge_adapter needs --strategy lora (got {self.strategy.strategy}: "
                              "there is no adapter to merge)")
+        if self.train.torch_compile and self.adaptation.adaptation != "none":
+            raise UsageError(f"--torch_compile with --adaptation {self.adaptation.adaptation}: the gradient reversal "
+                             "weight changes every step, so the model would compile again at every step; drop one")
 
     def to_dict(self) -> dict[str, Any]:
         """A flat dict of every setting, for saving with the run. The Hub token is left out."""

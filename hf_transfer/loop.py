@@ -128,9 +128,13 @@ def text_padding_multiple(args: TrainArgs, device: torch.device) -> int | None:
 
 def compile_model(model: torch.nn.Module) -> None:
     """Compile `model`'s forward in place (its weights and state-dict keys unchanged), one graph per input shape.
-    Default inductor mode: CUDA graphs ("reduce-overhead") would replay into the same output buffers, which the loop's
-    loss logging keeps across steps; they wait for a GPU to test them on."""
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILE_SHAPE_LIMIT)
+    Compiled code is shared by every module in the process, so an earlier run's (a study's previous cell) is dropped
+    first: its graphs would count against this run's limit. Default inductor mode: CUDA graphs ("reduce-overhead")
+    would replay into the same output buffers, which the loop's loss logging keeps across steps; they wait for a GPU
+    to test them on."""
+    torch._dynamo.reset()
+    # `cache_size_limit`: the name every torch the project supports knows (newer ones alias it to recompile_limit).
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, COMPILE_SHAPE_LIMIT)
     model.compile(dynamic=False)
 
 
@@ -238,8 +242,6 @@ class Loop:
             compile_model(model)
         self.model, self.optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
         self.train_loader, *others = prepared
-        # Clipped each step: only what trains (a head on cached features sits beside a whole frozen backbone).
-        self.trainable_parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.lead = next(iter(loaders))
         self.secondary = [SecondaryStream(name, loader, accelerator.device)
                           for name, loader in zip(list(loaders)[1:], others)]
@@ -404,7 +406,7 @@ class Loop:
                     loss = values["loss"]
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(self.trainable_parameters, args.max_grad_norm)
+                        accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     if accelerator.sync_gradients:
                         self.step_learning_rates[state.step + 1] = self.scheduler.get_last_lr()[0]
                     self.optimizer.step()

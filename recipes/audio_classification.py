@@ -78,7 +78,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
         self.count_trainable()
 
         workers = dataloader_workers(run.train)
-        eval_collate = audio_collator(self.processor, column, audio, False, run.train.torch_compile)
+        eval_collate = audio_collator(self.processor, column, audio, False)  # padded as `predict` pads
         # In order (longest first: little padding) and preprocessed as in evaluation: for scoring, and for
         # computing cached features.
         plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,

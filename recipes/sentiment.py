@@ -44,11 +44,12 @@ class SentimentRecipe(ClassificationRecipe):
             splits = tokenize_splits(self.data, run.data, self.processor)
         claim_output_dir(accelerator, run, self.data)
         model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
-        check_max_seq_length(model.config, run.data.max_seq_length)
+        padding_multiple = text_padding_multiple(run.train, accelerator.device)
+        check_max_seq_length(model.config, run.data.max_seq_length, padding_multiple)
         self.apply_strategy(model)
         self.count_trainable()
 
-        collate = text_collator(self.processor, text_padding_multiple(run.train, accelerator.device))
+        collate = text_collator(self.processor, padding_multiple)
         workers = dataloader_workers(run.train)
         # Tokenised as in evaluation: for scoring (in order), and for computing cached features (train longest
         # first: each batch pads little; the cache comes back in the data's order).

@@ -50,6 +50,32 @@ def test_compiled_training_matches_eager(tiny_bert, tmp_path):
     assert compiled["test_accuracy"] == eager["test_accuracy"]
 
 
+def test_a_compiled_frozen_backbone_at_bf16_keeps_its_graphs(tiny_bert, tmp_path):
+    """Feature extraction without the cache: the frozen layers' hooks put them in inference mode inside the compiled
+    forward, under bf16 autocast, without a new graph per step."""
+    files = reviews_of_many_lengths(tmp_path)
+    counters.clear()
+    results = train(tiny_bert, files, tmp_path / "frozen", strategy="feature_extraction", cache_features=False,
+                    mixed_precision="bf16", learning_rate=5e-2, torch_compile=True)
+    assert results["train_steps"] == 18
+    # A few graphs for two buckets and two scored splits (6 measured), not one for each of the 18 steps.
+    assert 0 < counters["stats"]["unique_graphs"] <= 8
+
+
+def test_padding_buckets_stay_within_the_position_embeddings(tiny_bert):
+    from transformers import AutoConfig
+
+    from hf_transfer.modalities.text import check_max_seq_length
+
+    config = AutoConfig.from_pretrained(tiny_bert)  # 128 positions
+    check_max_seq_length(config, 100)
+    check_max_seq_length(config, 100, COMPILE_TOKEN_BUCKET)  # padded to 128: fits
+    config.max_position_embeddings = 100
+    with pytest.raises(UsageError, match="--max_seq_length 100 \\(batches padded to a multiple of 32 tokens: 128\\) "
+                                         "is beyond this bert model's 100 positions; use --max_seq_length 96"):
+        check_max_seq_length(config, 100, COMPILE_TOKEN_BUCKET)
+
+
 def test_text_pads_to_buckets_only_when_compiling():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert text_padding_multiple(TrainArgs(torch_compile=True), cpu) == COMPILE_TOKEN_BUCKET
@@ -57,6 +83,9 @@ def test_text_pads_to_buckets_only_when_compiling():
     assert text_padding_multiple(TrainArgs(), cuda) == 8
 
 
-def test_torch_compile_is_refused_where_generation_runs():
+def test_torch_compile_is_refused_where_shapes_or_constants_change_every_step():
     with pytest.raises(UsageError, match="--torch_compile does not apply to automatic-speech-recognition"):
         parse(["--torch_compile", "true"], {"model_name_or_path": "x"}, task="automatic-speech-recognition")
+    with pytest.raises(UsageError, match="--torch_compile with --adaptation dann: the gradient reversal weight"):
+        parse(["--torch_compile", "true", "--adaptation", "dann", "--target_train_file", "t.csv"],
+              {"model_name_or_path": "x", "train_file": "x.csv"})

@@ -38,7 +38,8 @@ class AudioArgs:
     max_duration_seconds: float = field(
         default=1.0,
         metadata={"help": "Longer clips are cropped to this: at a random point in training, centred in evaluation. "
-                          "Shorter ones are padded to the longest clip of their batch."},
+                          "Shorter ones are padded to the longest clip of their batch (training under "
+                          "--torch_compile: to this length)."},
     )
     gain_db: float = field(
         default=6.0, metadata={"help": "Training: scale each clip by a random gain within +-this many dB (0 = off)."}

@@ -1,5 +1,7 @@
 """Text: pick the text column(s), tokenise once up front, pad per batch."""
 
+import math
+
 import torch
 from datasets import DatasetDict
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -23,15 +25,20 @@ def load_tokenizer(model_args: ModelArgs, model_path: str) -> PreTrainedTokenize
 POSITION_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
-def check_max_seq_length(config, max_seq_length: int) -> None:
-    """Refuse a --max_seq_length the model's absolute position embeddings can't reach (an index error mid-epoch)."""
+def check_max_seq_length(config, max_seq_length: int, padding_multiple: int | None = None) -> None:
+    """Refuse a --max_seq_length the model's absolute position embeddings can't reach (an index error mid-epoch),
+    once batches are padded up to a multiple of `padding_multiple` tokens."""
     limit = getattr(config, "max_position_embeddings", None)
     if limit is None or not getattr(config, "position_biased_input", True):  # DeBERTa: relative positions only
         return
     limit -= 2 if config.model_type in POSITION_OFFSET_MODEL_TYPES else 0
-    if max_seq_length > limit:
-        raise UsageError(f"--max_seq_length {max_seq_length} is beyond this {config.model_type} model's "
-                         f"{limit} positions; use --max_seq_length {limit} or less")
+    padded = math.ceil(max_seq_length / padding_multiple) * padding_multiple if padding_multiple else max_seq_length
+    if padded > limit:
+        usable = limit - limit % padding_multiple if padding_multiple else limit
+        padding = (f" (batches padded to a multiple of {padding_multiple} tokens: {padded})"
+                   if padded > max_seq_length else "")
+        raise UsageError(f"--max_seq_length {max_seq_length}{padding} is beyond this {config.model_type} model's "
+                         f"{limit} positions; use --max_seq_length {usable} or less")
 
 
 def text_columns(labelled: LabelledSplits, data: DataArgs) -> tuple[str, str | None]:
