@@ -295,12 +295,16 @@ def test_predict_and_evaluate_name_what_is_wrong(trained, tones, tmp_path, argv,
 def test_two_process_ddp_run(tiny_wav2vec2, tones, tmp_path):
     """`accelerate launch` with two gloo processes, full fine-tuning: LayerDrop and the unused mask embedding."""
     flags = settings(tiny_wav2vec2, tones, tmp_path / "out", strategy="full", max_train_steps=3,
-                     per_device_train_batch_size=4)
+                     per_device_train_batch_size=4, per_device_eval_batch_size=3)
     done = launch_two_processes(str(RECIPE), *[arg for key, value in flags.items() for arg in (f"--{key}", str(value))])
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["num_processes"] == 2 and results["train_steps"] == 3
     assert results["test_samples"] == 8  # gather_for_metrics drops DDP's padding
+    # 8 test clips, longest first, in batches of 3 shared out between the processes (the last one padded): gathered,
+    # they come back in reading order, and each line still pairs a clip with its own label.
+    items = [json.loads(line) for line in (tmp_path / "out" / "test_predictions.jsonl").read_text().splitlines()]
+    assert [Path(item["input"]).parent.name for item in items] == [item["reference"] for item in items]
 
 
 def test_scores_do_not_depend_on_the_evaluation_batch_size(tones, tmp_path):
