@@ -158,12 +158,15 @@ def auto_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(accelerator: Accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and references over the whole split, gathered from every process."""
+    """Class probabilities and references over the whole split, gathered from every process. The forward runs at
+    the run's precision whether or not accelerate prepared `model` (a head trained on cached features scores the
+    bare model); the loader's preprocessing stays outside autocast (Whisper's feature extractor can't return bf16)."""
     model.eval()
     probabilities, references = [], []
     for batch in loader:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits.float()
+        with accelerator.autocast():
+            logits = model(**inputs).logits.float()
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
         probabilities.append(logits.softmax(-1).cpu())
         references.append(labels.cpu())

@@ -51,12 +51,11 @@ class SentimentRecipe(ClassificationRecipe):
 
         collate = text_collator(self.processor, padding_multiple)
         workers = dataloader_workers(run.train)
-        # Tokenised as in evaluation: for scoring (in order), and for computing cached features (train longest
-        # first: each batch pads little; the cache comes back in the data's order).
+        # Longest first (each batch pads little) and tokenised as in evaluation: for scoring, and for computing
+        # cached features. Scores and features come back in the data's order.
         plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                           collate_fn=collate, num_workers=workers,
-                                           sampler=LengthSortedSampler(splits[split]["length"]) if split == "train"
-                                           else None)
+                                           sampler=LengthSortedSampler(splits[split]["length"]),
+                                           collate_fn=collate, num_workers=workers)
                          for split in ("train", *EVALUATED_SPLITS) if split in splits}
         self.prepare_evaluation_loaders(plain_loaders)
 
