@@ -17,7 +17,6 @@ Recipes call `training_inputs`, which takes this path when it applies and the pe
 """
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -112,13 +111,12 @@ def batch_as_fetched(batch: dict) -> dict:
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, loader: DataLoader, device: torch.device | None = None,
-                     autocast: Callable[[], AbstractContextManager] = nullcontext) -> FeatureDataset:
-    """Run the frozen backbone once over `loader` (unshuffled batches of model inputs and `labels`), each forward
-    inside `autocast()` (the run's precision; the loader's preprocessing stays outside it: Whisper's feature
-    extractor computes with torch and can't return bf16). Rows come back in the data set's order, whatever order
-    the loader's sampler read them in (longest first, say), so a training sampler over the data set's lengths
-    draws the batches the per-step path draws."""
+def compute_features(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> FeatureDataset:
+    """Run the frozen backbone once over `loader` (unshuffled batches of model inputs and `labels`) on the run's
+    device, each forward at the run's precision (as `loop.predict` runs it: the loader's preprocessing stays outside
+    autocast, since Whisper's feature extractor computes with torch and can't return bf16). Rows come back in the
+    data set's order, whatever order the loader's sampler read them in (longest first, say), so a training sampler
+    over the data set's lengths draws the batches the per-step path draws."""
     extract = feature_head(model).features
     training = model.training
     model.eval()
@@ -127,8 +125,8 @@ def compute_features(model: nn.Module, loader: DataLoader, device: torch.device 
     # random numbers it would see without the cache.
     with torch.random.fork_rng(devices=[]):
         for batch in loader:
-            inputs = {k: v.to(device) if device else v for k, v in batch.items() if k != "labels"}
-            with autocast():
+            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+            with accelerator.autocast():
                 features.append(extract(model, inputs).float().cpu())
             labels.append(batch["labels"])
     model.train(training)
@@ -179,9 +177,8 @@ def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: Strate
         train_loader = example_loader(examples, lengths, train_collate, train_args, workers, accelerator.device)
         return TrainingInputs(train_loader, evaluation_loader, model, cached)
     model.to(accelerator.device)
-    # At the run's precision, as the backbone runs in every step of the per-step path (bf16: twice as fast here).
-    train = compute_features(model, plain_loaders["train"], accelerator.device, accelerator.autocast)
-    validation = compute_features(model, plain_loaders["validation"], accelerator.device, accelerator.autocast)
+    train = compute_features(model, plain_loaders["train"], accelerator)
+    validation = compute_features(model, plain_loaders["validation"], accelerator)
     evaluation_loader = accelerator.prepare(DataLoader(validation, batch_size=train_args.per_device_eval_batch_size,
                                                        collate_fn=batch_as_fetched))
     batch_size = train_args.per_device_train_batch_size
