@@ -28,3 +28,8 @@ python3 bench/text_classification.py --model_config bert-base --train_file .carr
   --max_steps 768 --output_json "$OUT/text-bert-base-features.jsonl"
 python3 bench/audio_classification.py --model_config whisper-tiny --mixed_precision bf16 \
   --strategy feature_extraction --synthetic 1024 --max_steps 96 --output_json "$OUT/audio-whisper-tiny-features.jsonl"
+# CUDA graphs over the 32-token buckets, both sides compiled in torch.compile's "reduce-overhead" mode (last: compiling
+# takes a few minutes, and a side that fails loses only this line)
+python3 bench/text_classification.py --model_config bert-base --train_file .carry/bench/sst2-train.tsv \
+  --tokenizer .carry/bench/tokenizer --mixed_precision bf16 --batch_size 32 --max_steps 300 --warmup_steps 100 \
+  --torch_compile_mode reduce-overhead --output_json "$OUT/text-bert-base-cudagraphs.jsonl"

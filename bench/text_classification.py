@@ -26,7 +26,7 @@ schedule, precision, number of steps and --strategy) three times:
            (pinned memory on CUDA), and with --torch_compile the Trainer's `torch_compile`.
 
 Ours gets the same --num_workers, and with --torch_compile the recipes' `--torch_compile` (batches padded to
-multiples of 32 tokens, one compiled graph per shape). Every side runs at --mixed_precision.
+multiples of 32 tokens, one compiled graph per shape); --torch_compile_mode sets both sides' mode. Every side runs at --mixed_precision.
 
 Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a host sync each time), the
 Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
@@ -81,7 +81,7 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_transfer.config import StrategyArgs, TrainArgs
+from hf_transfer.config import COMPILE_MODES, StrategyArgs, TrainArgs
 from hf_transfer.features import training_inputs
 from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
 from hf_transfer.sampling import LengthSortedSampler
@@ -140,9 +140,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"steps not measured (default {WARMUP_STEPS}; feature_extraction: 0, the only choice)")
     parser.add_argument("--torch_compile", action="store_true",
                         help="ours with the recipes' --torch_compile, trainer_tuned with `torch_compile=True`")
+    parser.add_argument("--torch_compile_mode", choices=COMPILE_MODES,
+                        help="implies --torch_compile; both sides compile in this mode (reduce-overhead: CUDA graphs)")
 
 
 def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    args.torch_compile = args.torch_compile or args.torch_compile_mode is not None
     if args.warmup_steps is None:
         args.warmup_steps = 0 if args.strategy == "feature_extraction" else WARMUP_STEPS
     if args.strategy == "feature_extraction" and args.warmup_steps:
@@ -298,7 +301,7 @@ def loop_arguments(args, workdir: str) -> TrainArgs:
     return TrainArgs(output_dir=workdir, seed=args.seed, learning_rate=args.learning_rate, weight_decay=WEIGHT_DECAY,
                      warmup_ratio=WARMUP_RATIO, max_train_steps=args.max_steps, eval_steps=args.max_steps,
                      per_device_train_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                     torch_compile=args.torch_compile)
+                     torch_compile=args.torch_compile, torch_compile_mode=args.torch_compile_mode)
 
 
 def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list[dict], lengths: list[int] | None,
@@ -377,7 +380,8 @@ def trainer_arguments(args, workdir: str, device: torch.device, tuned: bool, **s
     """What every Trainer side shares with ours (steps, schedule, precision); `tuned` adds the DataLoader workers,
     pinned memory on CUDA and, with --torch_compile, `torch_compile`. The image and audio benches use it too."""
     if tuned:
-        settings |= {"dataloader_num_workers": args.num_workers, "torch_compile": args.torch_compile}
+        settings |= {"dataloader_num_workers": args.num_workers, "torch_compile": args.torch_compile,
+                     "torch_compile_mode": args.torch_compile_mode}
     return TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_steps=args.max_steps, warmup_steps=math.ceil(WARMUP_RATIO * args.max_steps), weight_decay=WEIGHT_DECAY,
@@ -496,7 +500,7 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
               "matmul_peak_gflops": peak, "model_config": args.model_config, "strategy": args.strategy, "data": data,
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
               "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
-              "torch_compile": args.torch_compile, "device": describe(device)}, output)
+              "torch_compile": args.torch_compile, "torch_compile_mode": args.torch_compile_mode, "device": describe(device)}, output)
     return lines
 
 

@@ -23,6 +23,7 @@ TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorb
 
 
 CLASSIFIER_POOLINGS = ("model", "mean", "cls")  # --pooling: the architecture's own head, or a pooled linear one
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # --torch_compile_mode: torch.compile's own names
 
 
 class UsageError(ValueError):
@@ -207,6 +208,12 @@ class TrainArgs:
                           "(evaluation pads as predict does: past 64 shapes it runs uncompiled). Off by "
                           "default: on a 2-core CPU compiled training ran slower (BENCHMARKS.md)."},
     )
+    torch_compile_mode: str | None = field(
+        default=None,
+        metadata={"help": "torch.compile's mode, implying --torch_compile: default | reduce-overhead (CUDA graphs: "
+                          "each shape's kernels recorded once and replayed with one launch, for GPUs whose small "
+                          "steps wait on kernel launches) | max-autotune (also searches kernel configurations)."},
+    )
     dataloader_num_workers: int | None = field(
         default=None,
         metadata={"help": "Processes that decode and augment batches beside training (0 = in the training process). "
@@ -221,6 +228,9 @@ class TrainArgs:
         if self.mixed_precision is not None:  # None: decided by hf_transfer.precision when training starts
             _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
+        if self.torch_compile_mode is not None:
+            _check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
+            self.torch_compile = True
         _check_choice("report_to", self.report_to, ("none", *TRACKERS))
         if self.report_to in TRACKERS and importlib.util.find_spec(TRACKERS[self.report_to][0]) is None:
             raise UsageError(f"--report_to {self.report_to}: {self.report_to} is not installed; "
@@ -402,7 +412,8 @@ ONLY_FOR = {
     **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
-    "torch_compile": CLASSIFICATION,  # generation's growing decoder inputs would compile a graph per length
+    # Generation's growing decoder inputs would compile a graph per length.
+    **dict.fromkeys(("torch_compile", "torch_compile_mode"), CLASSIFICATION),
 }
 
 

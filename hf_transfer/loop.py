@@ -126,16 +126,19 @@ def text_padding_multiple(args: TrainArgs, device: torch.device) -> int | None:
     return 8 if device.type == "cuda" else None
 
 
-def compile_model(model: torch.nn.Module) -> None:
+def compile_model(model: torch.nn.Module, mode: str | None) -> None:
     """Compile `model`'s forward in place (its weights and state-dict keys unchanged), one graph per input shape.
     Compiled code is shared by every module in the process, so an earlier run's (a study's previous cell) is dropped
-    first: its graphs would count against this run's limit. Default inductor mode: CUDA graphs ("reduce-overhead")
-    would replay into the same output buffers, which the loop's loss logging keeps across steps; they wait for a GPU
-    to test them on."""
+    first: its graphs would count against this run's limit.
+
+    Under mode "reduce-overhead" each shape's kernels are recorded once as a CUDA graph, and every call (a training
+    micro-batch, once its backward ran, or an evaluation batch) replays into the previous call's output buffers: the
+    loop keeps nothing of a step's outputs past it (the logged loss is summed into a new tensor). On the CPU the
+    mode compiles as "default" does."""
     torch._dynamo.reset()
     # `cache_size_limit`: the name every torch the project supports knows (newer ones alias it to recompile_limit).
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, COMPILE_SHAPE_LIMIT)
-    model.compile(dynamic=False)
+    model.compile(dynamic=False, mode=mode)
 
 
 def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
@@ -242,7 +245,7 @@ class Loop:
         self.policy = policy
         loaders = streams if self.named else {"train": streams}
         if args.torch_compile:
-            compile_model(model)
+            compile_model(model, args.torch_compile_mode)
         self.model, self.optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
         self.train_loader, *others = prepared
         self.lead = next(iter(loaders))

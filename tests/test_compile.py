@@ -3,14 +3,18 @@ training trains."""
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from fixtures import sentences, write_csv
 from safetensors.torch import load_file
 from torch._dynamo.utils import counters
 
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
 from hf_transfer.config import TrainArgs, UsageError, parse
-from hf_transfer.loop import COMPILE_TOKEN_BUCKET, text_padding_multiple
+from hf_transfer.loop import COMPILE_TOKEN_BUCKET, Loop, text_padding_multiple
 from hf_transfer.recipes import sentiment
 
 
@@ -52,11 +56,12 @@ def test_compiled_training_matches_eager(tiny_bert, tmp_path):
 
 def test_a_compiled_frozen_backbone_at_bf16_keeps_its_graphs(tiny_bert, tmp_path):
     """Feature extraction without the cache: the frozen layers' hooks put them in inference mode inside the compiled
-    forward, under bf16 autocast, without a new graph per step."""
+    forward, under bf16 autocast, without a new graph per step. Compiled in the CUDA-graph mode, which the CPU
+    compiles as the default one."""
     files = reviews_of_many_lengths(tmp_path)
     counters.clear()
     results = train(tiny_bert, files, tmp_path / "frozen", strategy="feature_extraction", cache_features=False,
-                    mixed_precision="bf16", learning_rate=5e-2, torch_compile=True)
+                    mixed_precision="bf16", learning_rate=5e-2, torch_compile_mode="reduce-overhead")
     assert results["train_steps"] == 18
     # A few graphs for two buckets and two scored splits (6 measured), not one for each of the 18 steps.
     assert 0 < counters["stats"]["unique_graphs"] <= 8
@@ -89,3 +94,38 @@ def test_torch_compile_is_refused_where_shapes_or_constants_change_every_step():
     with pytest.raises(UsageError, match="--torch_compile with --adaptation dann: the gradient reversal weight"):
         parse(["--torch_compile", "true", "--adaptation", "dann", "--target_train_file", "t.csv"],
               {"model_name_or_path": "x", "train_file": "x.csv"})
+
+
+def test_torch_compile_mode_implies_compiling_and_is_checked():
+    run = parse(["--torch_compile_mode", "reduce-overhead"], {"model_name_or_path": "x", "train_file": "x.csv"})
+    assert run.train.torch_compile and run.train.torch_compile_mode == "reduce-overhead"
+    with pytest.raises(UsageError, match="--torch_compile_mode must be one of default, reduce-overhead, "
+                                         "max-autotune; got 'cuda-graphs'"):
+        TrainArgs(torch_compile_mode="cuda-graphs")
+    with pytest.raises(UsageError, match="--torch_compile_mode does not apply to automatic-speech-recognition"):
+        parse(["--torch_compile_mode", "default"], {"model_name_or_path": "x"}, task="automatic-speech-recognition")
+
+
+def test_the_loop_keeps_no_output_of_a_step_past_the_next_one(tmp_path):
+    """CUDA graphs (--torch_compile_mode reduce-overhead) replay each call into the previous call's output buffers.
+    Here every call overwrites the loss it returned the call before, as a replay would: the logged losses must still
+    be the true means."""
+    args = TrainArgs(output_dir=str(tmp_path), max_train_steps=6, logging_steps=3, gradient_accumulation_steps=2,
+                     learning_rate=0.1, warmup_ratio=0.0, lr_scheduler_type="constant")
+    model = torch.nn.Linear(2, 1)
+    returned, true_losses = [], []
+
+    def compute_loss(model, batch, progress):
+        if returned:
+            returned[-1].data.fill_(1e6)  # the replay writes into the last call's output
+        loss = model(batch).pow(2).mean()
+        returned.append(loss)
+        true_losses.append(loss.item())
+        return loss
+
+    loop = Loop(Accelerator(cpu=True, gradient_accumulation_steps=2), model,
+                torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(torch.randn(48, 2), batch_size=4), compute_loss, lambda model: {"accuracy": 1.0}, args,
+                tmp_path)
+    state = loop.fit()
+    logged = [entry["train_loss"] for entry in state.train_losses]
+    assert logged == pytest.approx([np.mean(true_losses[:6]), np.mean(true_losses[6:12])], rel=1e-6)
