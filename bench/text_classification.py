@@ -26,7 +26,8 @@ schedule, precision, number of steps and --strategy) three times:
            (pinned memory on CUDA), and with --torch_compile the Trainer's `torch_compile`.
 
 Ours gets the same --num_workers, and with --torch_compile the recipes' `--torch_compile` (batches padded to
-multiples of 32 tokens, one compiled graph per shape); --torch_compile_mode sets both sides' mode. Every side runs at --mixed_precision.
+multiples of 32 tokens, one compiled graph per shape); --torch_compile_mode sets both sides' mode. Every side runs
+at --mixed_precision.
 
 Each side keeps its own defaults otherwise: ours logs the loss every 10 steps (a host sync each time), the
 Trainer every 500; both clip gradients at 1.0 and use fused AdamW (the Trainer's default with torch >= 2.8).
@@ -500,7 +501,8 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
               "matmul_peak_gflops": peak, "model_config": args.model_config, "strategy": args.strategy, "data": data,
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
               "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
-              "torch_compile": args.torch_compile, "torch_compile_mode": args.torch_compile_mode, "device": describe(device)}, output)
+              "torch_compile": args.torch_compile, "torch_compile_mode": args.torch_compile_mode,
+              "device": describe(device)}, output)
     return lines
 
 

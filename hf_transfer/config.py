@@ -47,7 +47,8 @@ class ModelArgs:
     )
     config_name: str | None = field(
         default=None,
-        metadata={"help": "Hub id or folder of a model config: train from scratch with it instead of pretrained weights."},
+        metadata={"help": "Hub id or folder of a model config: train from scratch with it instead of pretrained "
+                          "weights."},
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer/processor to use when it differs from the checkpoint."}
@@ -132,7 +133,8 @@ class StrategyArgs:
     unfreeze_layers: int = field(default=2, metadata={"help": "`partial`: how many top encoder layers train."})
     layerwise_lr_decay: float = field(
         default=1.0,
-        metadata={"help": "`full`/`partial`: each layer below the top trains at this factor of the one above (1 = off)."},
+        metadata={"help": "`full`/`partial`: each layer below the top trains at this factor of the one above "
+                          "(1 = off)."},
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
@@ -189,8 +191,10 @@ class TrainArgs:
     length_grouping: bool = field(
         default=True, metadata={"help": "Batch examples of similar length together (less padding, same results)."}
     )
-    eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."})
-    metric_for_best_model: str = field(default="accuracy", metadata={"help": "Validation metric that picks the best checkpoint."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."})
+    metric_for_best_model: str = field(
+        default="accuracy", metadata={"help": "Validation metric that picks the best checkpoint."})
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement."}
     )
@@ -399,7 +403,8 @@ class RunConfig:
 
 GROUPS = (ModelArgs, DataArgs, StrategyArgs, TrainArgs, HubArgs, EvalArgs, AdaptationArgs)
 # A user who names their own data or model source replaces the recipe's default source, not adds to it.
-REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"), ("config_name", "model_name_or_path"),
+REPLACES_DEFAULT = (("train_file", "dataset_name"), ("train_dir", "dataset_name"),
+                    ("config_name", "model_name_or_path"),
                     ("dataset_name", "dataset_config_name"), ("train_file", "dataset_config_name"),
                     ("train_dir", "dataset_config_name"))
 

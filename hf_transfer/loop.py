@@ -364,7 +364,8 @@ class Loop:
             raise TrainingDiverged(
                 f"the training loss became NaN or infinite at step {step} (learning rate "
                 f"{self.step_learning_rates.get(step, float('nan')):.3g}); training stopped there and no weights "
-                "from that step on were saved. Try a lower --learning_rate (or a longer --warmup_ratio), --mixed_precision bf16 instead of "
+                "from that step on were saved. Try a lower --learning_rate (or a longer --warmup_ratio), "
+                "--mixed_precision bf16 instead of "
                 "fp16, or gradient clipping (--max_grad_norm 1.0)")
         self.step_learning_rates.clear()
 

@@ -124,7 +124,8 @@ def test_the_loop_keeps_no_output_of_a_step_past_the_next_one(tmp_path):
         return loss
 
     loop = Loop(Accelerator(cpu=True, gradient_accumulation_steps=2), model,
-                torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(torch.randn(48, 2), batch_size=4), compute_loss, lambda model: {"accuracy": 1.0}, args,
+                torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(torch.randn(48, 2), batch_size=4), compute_loss,
+                lambda model: {"accuracy": 1.0}, args,
                 tmp_path)
     state = loop.fit()
     logged = [entry["train_loss"] for entry in state.train_losses]
