@@ -18,8 +18,10 @@ JPEG-encoded like the hymenoptera set: shorter side --source_px, quality 90), de
 then trains it on features cached in one pass: text_classification.py says how that run is timed):
 
   ours     hf_transfer's `Loop`, fed as recipes/image_classification.py feeds it: the recipe's `image_collator`
-           decoding each batch and `TrainTransform` with its default `basic` augmentation (random resized crop,
-           flip, colour jitter) on the CPU;
+           decoding each batch, with its default `basic` augmentation (random resized crop, flip, colour jitter)
+           where --augment_on puts it, as the recipe's flag does: `auto` (the default) on the GPU when there is one
+           (the loader only resizes each image to a canvas; `DeviceAugment` crops, flips and jitters the batch on
+           the device), else in the loader (`TrainTransform`, PIL);
   trainer  `transformers.Trainer` as run_image_classification.py drives it: torchvision's RandomResizedCrop,
            RandomHorizontalFlip, ToTensor and Normalize per example (where torchvision is missing, hf_transfer's
            TrainTransform per example stands in), stacked by `default_data_collator`;
@@ -62,12 +64,16 @@ from transformers import Trainer, ViTConfig, ViTForImageClassification, default_
 from hf_transfer.config import ModelArgs, StrategyArgs
 from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.image import (
+    AUGMENT_PLACES,
+    ImageArgs,
     TrainTransform,
+    augments_on_device,
     image_collator,
     input_size,
     load_image_processor,
     processor_transform,
 )
+from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
 from hf_transfer.strategies import apply_strategy
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -94,6 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     add_run_arguments(parser)
+    parser.add_argument("--augment_on", choices=AUGMENT_PLACES, default="auto",
+                        help="where ours augments (the recipe's flag): auto = on the GPU when there is one")
     parser.add_argument("--peak_tflops", type=float, help="the device's dense peak at this precision, for MFU")
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
@@ -150,9 +158,13 @@ def run_ours(args, processor, model, photos, labels, device, workdir: str) -> St
     examples = [{"image": {"bytes": photo, "path": None}, "labels": label} for photo, label in zip(photos, labels)]
     # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
     augment = "basic" if args.strategy == "full" else "none"
+    size = input_size(processor)
+    on_device = augments_on_device(ImageArgs(augment=augment, augment_on=args.augment_on), device)
+    transform = CanvasTransform(processor, *size, False) if on_device else TrainTransform(processor, augment)
     return run_loop(args, loop_arguments(args, workdir), model, examples, None,
-                    image_collator(TrainTransform(processor, augment), "synthetic photos"),
-                    image_collator(processor_transform(processor), "synthetic photos"), device, workdir)
+                    image_collator(transform, "synthetic photos"),
+                    image_collator(processor_transform(processor), "synthetic photos"), device, workdir,
+                    DeviceAugment(processor, *size) if on_device else None)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -222,7 +234,9 @@ def main(argv=None) -> list[dict]:
     photos, labels = synthetic_photos(args.synthetic, args.source_px, args.seed)
     data = f"synthetic:{args.synthetic} JPEG {round(args.source_px * 4 / 3)}x{args.source_px}"
     per_example = trainer_transform(processor, args.seed, args.strategy == "full")[1]
-    ours = ("hf_transfer TrainTransform basic per batch (crop, flip, colour jitter)" if args.strategy == "full" else
+    on_device = augments_on_device(ImageArgs(augment_on=args.augment_on), device)
+    place = f"DeviceAugment on the {device.type}" if on_device else "TrainTransform in the loader"
+    ours = (f"hf_transfer basic (crop, flip, colour jitter) per batch, {place}" if args.strategy == "full" else
             "the image processor per batch, once: the head trains on cached features")
     augmentation = {"ours": ours, "trainer": per_example, "trainer_tuned": per_example}
     flops = training_flops_per_sample(config)

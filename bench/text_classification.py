@@ -306,10 +306,11 @@ def loop_arguments(args, workdir: str) -> TrainArgs:
 
 
 def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list[dict], lengths: list[int] | None,
-             train_collate: Callable, evaluation_collate: Callable, device: torch.device, workdir: str) -> StepClock:
+             train_collate: Callable, evaluation_collate: Callable, device: torch.device, workdir: str,
+             prepare_batch: Callable | None = None) -> StepClock:
     """Ours: the Loop fed as the recipes feed it, through `features.training_inputs` (cached features with
-    --strategy feature_extraction, a per-step stream of `examples` otherwise). `model` has its strategy applied.
-    The image and audio benches use it too."""
+    --strategy feature_extraction, a per-step stream of `examples` otherwise), each batch through `prepare_batch`
+    on the device (see `Loop`). `model` has its strategy applied. The image and audio benches use it too."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     strategy = StrategyArgs(strategy=args.strategy)
     clock = StepClock(args.warmup_steps, device)
@@ -326,7 +327,8 @@ def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list
     attach_counter(inputs.model, clock)
     compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
     optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
-    Loop(accelerator, inputs.model, optimizer, inputs.train_loader, compute_loss, evaluate, train_args, workdir).fit()
+    Loop(accelerator, inputs.model, optimizer, inputs.train_loader, compute_loss, evaluate, train_args, workdir,
+         prepare_batch=prepare_batch).fit()
     return clock
 
 

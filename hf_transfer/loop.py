@@ -229,11 +229,13 @@ class Loop:
     `streams` is one DataLoader, whose batches `compute_loss` gets as they are, or named DataLoaders drawn by
     `policy` (see STREAM_POLICIES), whose batches it gets as {name: batch}. The first named stream sets the epochs.
     `compute_loss` returns the loss, or a dict of it ("loss") and other values to log as `train_<name>`.
+    `prepare_batch`, when given, turns each stream's batch into what `compute_loss` gets once the batch is on the
+    device (images augmented on the GPU, see image_augment.py).
     """
 
     def __init__(self, accelerator: Accelerator, model, optimizer, streams, compute_loss: Callable,
                  evaluate: Callable[[torch.nn.Module], dict], args: TrainArgs, output_dir: str | Path,
-                 policy: str = "together"):
+                 policy: str = "together", prepare_batch: Callable[[dict], dict] | None = None):
         if policy not in STREAM_POLICIES:
             raise UsageError(f"stream policy {policy!r}: choose one of {', '.join(STREAM_POLICIES)}")
         self.accelerator = accelerator
@@ -243,6 +245,7 @@ class Loop:
         self.evaluate = evaluate
         self.named = isinstance(streams, dict)
         self.policy = policy
+        self.prepare_batch = prepare_batch
         loaders = streams if self.named else {"train": streams}
         if args.torch_compile:
             compile_model(model, args.torch_compile_mode)
@@ -379,18 +382,19 @@ class Loop:
         batches: Iterable = self.train_loader
         if rounds_done:
             batches = self.accelerator.skip_first_batches(self.train_loader, rounds_done)
+        prepare = self.prepare_batch or (lambda batch: batch)
         if not self.named:
-            yield from batches
+            yield from map(prepare, batches)
         elif self.policy == "together":
             for batch in batches:
-                yield {self.lead: batch, **{stream.name: stream.next() for stream in self.secondary}}
+                yield {self.lead: prepare(batch), **{stream.name: prepare(stream.next()) for stream in self.secondary}}
         else:
             lead = iter(batches)
             for _ in range(len(self.train_loader) - rounds_done):
                 # Drawn before the first stream's batch: once its last batch is drawn, accelerate syncs every step.
-                yield from ({stream.name: stream.next()} for stream in self.secondary[turns_done:])
+                yield from ({stream.name: prepare(stream.next())} for stream in self.secondary[turns_done:])
                 turns_done = 0
-                yield {self.lead: next(lead)}
+                yield {self.lead: prepare(next(lead))}
             next(lead, None)  # ends the first stream's epoch: accelerate no longer counts it as being iterated
 
     def fit(self) -> TrainState:

@@ -116,9 +116,10 @@ class Recipe:
                 for split in EVALUATED_SPLITS if split in splits}
 
     def start_loop(self, model, streams, compute_loss: Callable, evaluate: Callable, metric_names: dict,
-                   policy: str = "together", extra_modules: tuple = ()) -> None:
+                   policy: str = "together", extra_modules: tuple = (), prepare_batch: Callable | None = None) -> None:
         """`self.loop`, training `model` (the strategy's trainable weights of `self.model`, and all of
-        `extra_modules`) on `streams`; checks --metric_for_best_model first and starts the trackers."""
+        `extra_modules`) on `streams` (each batch through `prepare_batch` on the device, see `Loop`); checks
+        --metric_for_best_model first and starts the trackers."""
         run = self.run
         check_metric_for_best_model(run.train.metric_for_best_model, metric_names)
         optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device)
@@ -126,7 +127,7 @@ class Recipe:
             optimizer.add_param_group({"params": list(module.parameters()), "lr": run.train.learning_rate,
                                        "weight_decay": run.train.weight_decay})
         self.loop = Loop(self.accelerator, model, optimizer, streams, compute_loss, evaluate, run.train,
-                         run.train.output_dir, policy=policy)
+                         run.train.output_dir, policy=policy, prepare_batch=prepare_batch)
         if run.train.report_to != "none":
             self.accelerator.init_trackers("hf_transfer", config=run.to_dict())
 
@@ -177,21 +178,22 @@ class ClassificationRecipe(Recipe):
         return auto_class_weights(labels, len(self.data.label_names))
 
     def start_classification_loop(self, model, train_loader, compute_loss: Callable, evaluation_loader,
-                                  target_loader=None) -> None:
+                                  target_loader=None, prepare_batch: Callable | None = None) -> None:
         """Train `model` on the labelled stream, scored on `evaluation_loader` (source validation: it also picks the
-        best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too."""
+        best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too.
+        `prepare_batch`: see `Loop`."""
         def evaluate(model):
             return classification_metrics(*predict(self.accelerator, model, evaluation_loader))
 
         names = classification_metric_names(self.data)
         if not self.adapting:
-            self.start_loop(model, train_loader, compute_loss, evaluate, names)
+            self.start_loop(model, train_loader, compute_loss, evaluate, names, prepare_batch=prepare_batch)
             return
         check_trainable_features(self.model, self.run.strategy.strategy)
         adversarial = DomainAdversarial(model, head_input_size(model), self.run.adaptation, compute_loss)
         self.start_loop(adversarial, {"source": train_loader, "target": target_loader}, dann_loss,
                         lambda adversarial: evaluate(self.accelerator.unwrap_model(adversarial).model), names,
-                        extra_modules=(adversarial.discriminator,))
+                        extra_modules=(adversarial.discriminator,), prepare_batch=prepare_batch)
 
     def target_split(self, splits: dict):
         """The unlabelled target split for --adaptation dann, prepared by the modality; None otherwise."""

@@ -12,9 +12,9 @@ report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; 
 
 from torch.utils.data import DataLoader
 
+from hf_transfer.adaptation import TARGET_TRAIN
 from hf_transfer.cli import run_from_command_line
 from hf_transfer.data import load_labelled_splits
-from hf_transfer.adaptation import TARGET_TRAIN
 from hf_transfer.features import example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers
 from hf_transfer.modalities.image import (
@@ -22,6 +22,7 @@ from hf_transfer.modalities.image import (
     BatchMixer,
     ImageArgs,
     TrainTransform,
+    augments_on_device,
     check_model_input_size,
     image_collator,
     image_details,
@@ -32,6 +33,7 @@ from hf_transfer.modalities.image import (
     processor_transform,
     window_of,
 )
+from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
 from hf_transfer.models import load_model, model_path
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
@@ -82,8 +84,13 @@ class ImageClassificationRecipe(ClassificationRecipe):
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
 
+        on_device = augments_on_device(image, accelerator.device)
+        image.augment_on = "device" if on_device else "loader"  # run_config.yaml records where it ran
+
         def train_collate(split: str):
-            return image_collator(TrainTransform(self.processor, image.augment), self.data.sources[split], window)
+            transform = (CanvasTransform(self.processor, *self.image_size, image.augment == "randaugment")
+                         if on_device else TrainTransform(self.processor, image.augment))
+            return image_collator(transform, self.data.sources[split], window)
 
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
@@ -100,7 +107,8 @@ class ImageClassificationRecipe(ClassificationRecipe):
         self.start_classification_loop(inputs.model, inputs.train_loader, compute_loss, inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, None, train_collate(TARGET_TRAIN), run.train, workers,
-                                           accelerator.device))
+                                           accelerator.device),
+                                       DeviceAugment(self.processor, *self.image_size) if on_device else None)
 
     def details(self) -> dict[str, str]:
         return image_details(self.run.modality, self.image_size)

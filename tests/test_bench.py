@@ -52,7 +52,10 @@ FEATURES_SMOKES = {
                        "--clip_seconds", "0.5", "--batch_size", "8", "--max_steps", "4", "--strategy",
                        "feature_extraction"],
 }
-SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE, **FEATURES_SMOKES}
+AUGMENTATION_SMOKE = ["bench/image_augmentation.py", "--synthetic", "16", "--source_px", "48", "--image_size", "32",
+                      "--batch_size", "8", "--repeats", "1"]
+SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE, **FEATURES_SMOKES,
+          "image_device": IMAGE_SMOKE + ["--augment_on", "device"], "augmentation": AUGMENTATION_SMOKE}
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +98,16 @@ def test_text_bench_runs_every_side(smoke_runs):
     assert tuned["padding_fraction"] < trainer["padding_fraction"]
 
 
-@pytest.mark.parametrize("modality", ["image", "audio"])
+@pytest.mark.parametrize("modality", ["image", "image_device", "audio"])
 def test_image_and_audio_benches_run_every_side(smoke_runs, modality):
     lines = smoke_runs[modality]
     assert [line["side"] for line in lines] == ["ours", "trainer", "trainer_tuned", "summary"]
     for line in lines[:3]:
         assert SIDE_KEYS - {"real_tokens_per_s", "padded_tokens_per_s"} <= line.keys()
         assert line["samples_per_s"] > 0 and line["steps"] == 3 - 1
-    if modality == "image":
+    if modality.startswith("image"):
+        place = "DeviceAugment on the cpu" if modality == "image_device" else "TrainTransform in the loader"
+        assert place in lines[0]["augmentation"]
         for line in lines[:3]:  # no --peak_tflops: no MFU, but the fraction of the peak measured in the run
             assert line["model_tflops_per_s"] > 0 and line["mfu"] is None and 0 < line["fraction_of_peak"] < 1
     else:
@@ -110,6 +115,15 @@ def test_image_and_audio_benches_run_every_side(smoke_runs, modality):
     ours, trainer, tuned, summary = lines
     assert summary["ratio"] == pytest.approx(ours["samples_per_s"] / trainer["samples_per_s"])
     assert summary["ratio_tuned"] == pytest.approx(ours["samples_per_s"] / tuned["samples_per_s"])
+
+
+def test_augmentation_bench_measures_both_places(smoke_runs):
+    lines = smoke_runs["augmentation"]
+    assert [line["augmentation"] for line in lines] == ["basic", "randaugment"]
+    for line in lines:
+        rates = line["loader_images_per_s"]
+        assert rates.keys() == {"loader", "device"} and min(rates.values()) > 0 and line["device_images_per_s"] > 0
+        assert line["loader_ratio"] == pytest.approx(rates["device"] / rates["loader"])
 
 
 @pytest.mark.parametrize("name", sorted(FEATURES_SMOKES))

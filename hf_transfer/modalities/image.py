@@ -25,11 +25,21 @@ from transformers.image_utils import SizeDict
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
 from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve_paths
+from hf_transfer.modalities.image_augment import (
+    GREY,
+    POSTERIZE_BITS,
+    ROTATE_DEGREES,
+    SHARPNESS,
+    SOLARIZE_THRESHOLD,
+    draw_augmentation,
+    geometric_matrix,
+)
 from hf_transfer.modalities.medical import Window, dicom_to_rgb, to_rgb
 
 IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".dcm"))
 IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
 AUGMENTATIONS = ("none", "basic", "randaugment")
+AUGMENT_PLACES = ("auto", "loader", "device")
 BAD_IMAGES = ("error", "skip")
 # Model types whose position embeddings fix the input size (a different --image_size fails at the first batch).
 FIXED_SIZE_MODEL_TYPES = ("vit", "deit")
@@ -49,6 +59,12 @@ class ImageArgs:
         default="basic",
         metadata={"help": "Training augmentation: none | basic (random resized crop, horizontal flip, small colour "
                           "jitter) | randaugment (basic + two RandAugment-style ops per image)."},
+    )
+    augment_on: str = field(
+        default="auto",
+        metadata={"help": "Where training images are augmented: loader (PIL, in the DataLoader workers) | device "
+                          "(batched on the training device: workers only decode and resize) | auto (device on a "
+                          "GPU, else loader). Both draw the same augmentation for an example."},
     )
     mixup_alpha: float = field(
         default=0.0, metadata={"help": "Mixup: blend pairs of training images, Beta(alpha, alpha) shares (0 = off)."}
@@ -78,6 +94,7 @@ class ImageArgs:
                              "window)")
         _check_positive("window_width", self.window_width)
         _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_choice("augment_on", self.augment_on, AUGMENT_PLACES)
         _check_choice("bad_images", self.bad_images, BAD_IMAGES)
         _check_positive("image_size", self.image_size)
         _check_positive("mixup_alpha", self.mixup_alpha, allow_zero=True)
@@ -204,25 +221,23 @@ def check_model_input_size(config, size: tuple[int, int]) -> None:
 
 
 # --- transforms ------------------------------------------------------------------------------------------------
-GREY = (128, 128, 128)  # what rotations and shifts uncover
-
-
 def _affine(image: Image.Image, coefficients: tuple) -> Image.Image:
     return image.transform(image.size, Image.Transform.AFFINE, coefficients, fillcolor=GREY)
 
 
-# RandAugment-style ops at a fixed moderate magnitude (RandAugment's m=9 of 30); `sign` is -1 or 1.
+def _geometric(name: str) -> Callable[[Image.Image, int], Image.Image]:
+    return lambda image, sign: _affine(image, geometric_matrix(name, sign, *image.size))
+
+
+# PIL's versions of the ops (magnitudes in image_augment.py, which has the device's versions of the same ops).
 RANDAUGMENT_OPS: dict[str, Callable[[Image.Image, int], Image.Image]] = {
-    "rotate": lambda image, sign: image.rotate(sign * 9, fillcolor=GREY),
-    "shear_x": lambda image, sign: _affine(image, (1, sign * 0.09, 0, 0, 1, 0)),
-    "shear_y": lambda image, sign: _affine(image, (1, 0, 0, sign * 0.09, 1, 0)),
-    "translate_x": lambda image, sign: _affine(image, (1, 0, sign * 0.1 * image.width, 0, 1, 0)),
-    "translate_y": lambda image, sign: _affine(image, (1, 0, 0, 0, 1, sign * 0.1 * image.height)),
+    "rotate": lambda image, sign: image.rotate(sign * ROTATE_DEGREES, fillcolor=GREY),
+    **{name: _geometric(name) for name in ("shear_x", "shear_y", "translate_x", "translate_y")},
     "autocontrast": lambda image, sign: ImageOps.autocontrast(image),
     "equalize": lambda image, sign: ImageOps.equalize(image),
-    "posterize": lambda image, sign: ImageOps.posterize(image, 5),
-    "solarize": lambda image, sign: ImageOps.solarize(image, 180),
-    "sharpness": lambda image, sign: ImageEnhance.Sharpness(image).enhance(1 + sign * 0.3),
+    "posterize": lambda image, sign: ImageOps.posterize(image, POSTERIZE_BITS),
+    "solarize": lambda image, sign: ImageOps.solarize(image, SOLARIZE_THRESHOLD),
+    "sharpness": lambda image, sign: ImageEnhance.Sharpness(image).enhance(1 + sign * SHARPNESS),
 }
 AUGMENTATION_TEXT = {
     "none": "none (resize only)",
@@ -242,16 +257,12 @@ def to_tensor(images: list[Image.Image], processor) -> torch.Tensor:
 
 
 class TrainTransform:
-    """Training augmentation on PIL images -> a normalised batch tensor of the processor's size.
+    """Training augmentation on PIL images in the DataLoader (`--augment_on loader`) -> a normalised batch tensor
+    of the processor's size.
 
     Each image draws from its own generator, seeded with the example's `augment_seed` (see `SeededExamples`): never
     from the RNG that dropout uses, and the same in any DataLoader worker or resumed run.
     """
-
-    # Gentler than ImageNet's 8 %: small data sets often show one object that a tiny crop misses.
-    crop_scale = (0.25, 1.0)
-    crop_ratio = (3 / 4, 4 / 3)
-    jitter = 0.2
 
     def __init__(self, processor, augment: str):
         self.processor = processor
@@ -259,25 +270,15 @@ class TrainTransform:
         self.height, self.width = input_size(processor)
         self.resample = Image.Resampling(processor.resample)
 
-    def _crop_box(self, width: int, height: int, rng: random.Random) -> tuple[float, float, float, float]:
-        for _ in range(10):
-            area = width * height * rng.uniform(*self.crop_scale)
-            ratio = math.exp(rng.uniform(*map(math.log, self.crop_ratio)))
-            w, h = math.sqrt(area * ratio), math.sqrt(area / ratio)
-            if w <= width and h <= height:
-                left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
-                return left, top, left + w, top + h
-        return 0, 0, width, height
-
     def _augment(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        image = image.resize((self.width, self.height), self.resample, box=self._crop_box(*image.size, rng))
-        if rng.random() < 0.5:
+        draw = draw_augmentation(*image.size, self.augment == "randaugment", rng)
+        image = image.resize((self.width, self.height), self.resample, box=draw.box)
+        if draw.flip:
             image = ImageOps.mirror(image)
-        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhance(image).enhance(rng.uniform(1 - self.jitter, 1 + self.jitter))
-        if self.augment == "randaugment":
-            for name in rng.sample(sorted(RANDAUGMENT_OPS), 2):
-                image = RANDAUGMENT_OPS[name](image, rng.choice((-1, 1)))
+        for enhance, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), draw.jitter):
+            image = enhance(image).enhance(factor)
+        for name, sign in draw.ops:
+            image = RANDAUGMENT_OPS[name](image, sign)
         return image
 
     def __call__(self, images: list[Image.Image], seeds: list[int]) -> torch.Tensor:
@@ -287,19 +288,29 @@ class TrainTransform:
                          self.processor)
 
 
+def augments_on_device(args: ImageArgs, device: torch.device) -> bool:
+    """--augment_on, with auto resolved: on the device when it is a GPU (the CPU would only take the work from
+    training's own threads). No augmentation needs neither."""
+    if args.augment == "none":
+        return False
+    return args.augment_on == "device" or (args.augment_on == "auto" and device.type == "cuda")
+
+
 def processor_transform(processor) -> Callable[..., torch.Tensor]:
     """Evaluation and prediction: the processor itself, as the pipeline runs it (no seeds needed)."""
     return lambda images, seeds=None: processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def image_collator(transform: Callable[..., torch.Tensor], source: str, window: Window | None = None):
+def image_collator(transform: Callable[..., torch.Tensor | dict], source: str, window: Window | None = None):
     """Decode and transform one batch: images are read when a batch needs them, never all at once. `transform`
-    takes the images and their examples' `augment_seed`s (None outside training)."""
+    takes the images and their examples' `augment_seed`s (None outside training) and returns the pixel values, or
+    a dict of what the device turns into them (`CanvasTransform`)."""
 
     def collate(examples: list[dict]) -> dict:
         images = [load_image(example["image"], source, window) for example in examples]
         seeds = [example.get("augment_seed") for example in examples]
-        return {"pixel_values": transform(images, seeds),
+        inputs = transform(images, seeds)
+        return {**(inputs if isinstance(inputs, dict) else {"pixel_values": inputs}),
                 "labels": torch.tensor([example["labels"] for example in examples])}
 
     return collate
