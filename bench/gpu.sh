@@ -2,7 +2,8 @@
 # The GPU measurements of issues 5 and 16 in one command, for the device machine (at most 10 minutes):
 #   run(command="bash bench/gpu.sh", carry=[".carry/bench", ".whl"], timeout_s=600)
 # after preparing .carry/bench and .whl here as BENCHMARKS.md ("Throughput against the Trainer") shows.
-# Each bench trains ours, run_glue-style `trainer` and `trainer_tuned` side by side; results land in $OUT.
+# Each bench trains ours, run_glue-style `trainer` and `trainer_tuned` side by side; results land in $OUT. Lines
+# come in order of importance: a run cut at 10 minutes keeps what it finished.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/bench-out}
@@ -33,3 +34,8 @@ python3 bench/audio_classification.py --model_config whisper-tiny --mixed_precis
 python3 bench/text_classification.py --model_config bert-base --train_file .carry/bench/sst2-train.tsv \
   --tokenizer .carry/bench/tokenizer --mixed_precision bf16 --batch_size 32 --max_steps 300 --warmup_steps 100 \
   --torch_compile_mode reduce-overhead --output_json "$OUT/text-bert-base-cudagraphs.jsonl"
+# Image augmentation: where its cost goes (the loader's share per image, the GPU's for its part), then ViT-B/16 with
+# the augmentation in the loader, beside the default run above that augments on the GPU
+python3 bench/image_augmentation.py --synthetic 256 --output_json "$OUT/image-augmentation.jsonl"
+python3 bench/image_classification.py --model_config vit-base --mixed_precision bf16 --peak_tflops 989 \
+  --max_steps 150 --warmup_steps 30 --augment_on loader --output_json "$OUT/image-vit-base-loader-augment.jsonl"

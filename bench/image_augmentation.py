@@ -18,7 +18,6 @@ stdout holds one JSON line per augmentation (basic, randaugment): `loader_images
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -111,4 +110,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

@@ -55,7 +55,8 @@ FEATURES_SMOKES = {
 AUGMENTATION_SMOKE = ["bench/image_augmentation.py", "--synthetic", "16", "--source_px", "48", "--image_size", "32",
                       "--batch_size", "8", "--repeats", "1"]
 SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE, **FEATURES_SMOKES,
-          "image_device": IMAGE_SMOKE + ["--augment_on", "device"], "augmentation": AUGMENTATION_SMOKE}
+          "image_device": IMAGE_SMOKE + ["--augment_on", "device"], "augmentation": AUGMENTATION_SMOKE,
+          "audio_loader": ["bench/audio_loader.py", "--synthetic", "8", "--repeats", "1"]}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,14 @@ def test_augmentation_bench_measures_both_places(smoke_runs):
         rates = line["loader_images_per_s"]
         assert rates.keys() == {"loader", "device"} and min(rates.values()) > 0 and line["device_images_per_s"] > 0
         assert line["loader_ratio"] == pytest.approx(rates["device"] / rates["loader"])
+
+
+def test_audio_loader_bench_splits_a_clips_time(smoke_runs):
+    (line,) = smoke_runs["audio_loader"]
+    ms = line["ms_per_clip"]
+    assert ms.keys() == {"decode", "augment", "feature_extractor"} and min(ms.values()) > 0
+    assert line["augment_share"] == pytest.approx(ms["augment"] / sum(ms.values()))
+    assert line["clips_per_s_per_worker"] == pytest.approx(1000 / sum(ms.values()))
 
 
 @pytest.mark.parametrize("name", sorted(FEATURES_SMOKES))
