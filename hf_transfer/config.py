@@ -212,6 +212,12 @@ class TrainArgs:
                           "(evaluation pads as predict does: past 64 shapes it runs uncompiled). Off by "
                           "default: on a 2-core CPU compiled training ran slower (BENCHMARKS.md)."},
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Text encoders (BERT, RoBERTa): the encoder layers compute only the real tokens of each "
+                          "batch, packed into one row (attention stays within each sentence). Pays where batches "
+                          "carry padding; with --length_grouping (the default) little is left (BENCHMARKS.md)."},
+    )
     torch_compile_mode: str | None = field(
         default=None,
         metadata={"help": "torch.compile's mode, implying --torch_compile: default | reduce-overhead (CUDA graphs: "
@@ -235,6 +241,9 @@ class TrainArgs:
         if self.torch_compile_mode is not None:
             _check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
             self.torch_compile = True
+        if self.padding_free and self.torch_compile:
+            raise UsageError("--padding_free with --torch_compile: the packed row's length changes with every batch, "
+                             "so the model would compile again at every step; drop one")
         _check_choice("report_to", self.report_to, ("none", *TRACKERS))
         if self.report_to in TRACKERS and importlib.util.find_spec(TRACKERS[self.report_to][0]) is None:
             raise UsageError(f"--report_to {self.report_to}: {self.report_to} is not installed; "
@@ -417,6 +426,7 @@ ONLY_FOR = {
     **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
+    "padding_free": ("text-classification",),
     # Generation's growing decoder inputs would compile a graph per length.
     **dict.fromkeys(("torch_compile", "torch_compile_mode"), CLASSIFICATION),
 }

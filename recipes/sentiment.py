@@ -16,6 +16,7 @@ from hf_transfer.features import example_loader, training_inputs
 from hf_transfer.loop import dataloader_workers, text_padding_multiple
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models import load_model, model_path
+from hf_transfer.padding_free import enable_padding_free
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
 from hf_transfer.run_folder import claim_output_dir
 from hf_transfer.sampling import LengthSortedSampler
@@ -47,6 +48,8 @@ class SentimentRecipe(ClassificationRecipe):
         padding_multiple = text_padding_multiple(run.train, accelerator.device)
         check_max_seq_length(model.config, run.data.max_seq_length, padding_multiple)
         self.apply_strategy(model)
+        if run.train.padding_free:
+            enable_padding_free(self.model)
         self.count_trainable()
 
         collate = text_collator(self.processor, padding_multiple)

@@ -56,7 +56,8 @@ AUGMENTATION_SMOKE = ["bench/image_augmentation.py", "--synthetic", "16", "--sou
                       "--batch_size", "8", "--repeats", "1"]
 SMOKES = {"text": TEXT_SMOKE, "memory": MEMORY_SMOKE, "image": IMAGE_SMOKE, "audio": AUDIO_SMOKE, **FEATURES_SMOKES,
           "image_device": IMAGE_SMOKE + ["--augment_on", "device"], "augmentation": AUGMENTATION_SMOKE,
-          "audio_loader": ["bench/audio_loader.py", "--synthetic", "8", "--repeats", "1"]}
+          "audio_loader": ["bench/audio_loader.py", "--synthetic", "8", "--repeats", "1"],
+          "text_padding_free": TEXT_SMOKE + ["--padding_free", "--no_length_grouping"]}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,13 @@ def test_image_and_audio_benches_run_every_side(smoke_runs, modality):
     ours, trainer, tuned, summary = lines
     assert summary["ratio"] == pytest.approx(ours["samples_per_s"] / trainer["samples_per_s"])
     assert summary["ratio_tuned"] == pytest.approx(ours["samples_per_s"] / tuned["samples_per_s"])
+
+
+def test_text_bench_runs_ours_padding_free(smoke_runs):
+    lines = smoke_runs["text_padding_free"]
+    assert [line["side"] for line in lines] == ["ours", "trainer", "trainer_tuned", "summary"]
+    assert lines[0]["samples_per_s"] > 0
+    assert lines[-1]["padding_free"] is True and lines[-1]["length_grouping"] is False
 
 
 def test_augmentation_bench_measures_both_places(smoke_runs):
