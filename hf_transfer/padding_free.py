@@ -4,7 +4,8 @@ The embeddings run on the padded batch as usual. A hook before the encoder gathe
 into one row; the layers' projections and feed-forward blocks, nearly all of the FLOPs, run on that row, and
 attention (`packed_attention`) puts each sequence back in its padded place for SDPA, so no token attends across
 sequences. A hook after the encoder returns the tokens to their padded places (zeros where the padding was), so
-poolers, heads and the feature cache see the usual batch, and no weight changes its name.
+poolers, heads and the feature cache see the usual batch, and no weight changes its name. (Only the last hidden
+state is restored: `output_hidden_states=True` would return the inner layers' packed.)
 
 It pays where batches carry padding; with length grouping (the recipes' default) little is left to remove. The
 packed row's length changes with every batch, so it does not go with `--torch_compile`, and on a GPU finding the
@@ -85,6 +86,8 @@ def enable_padding_free(model: nn.Module) -> None:
     backbone = backbones[0]
     if backbone.config.is_decoder:
         raise UsageError("--padding_free is for encoders; this model is configured as a decoder")
+    if backbone.config._attn_implementation == ATTENTION:
+        return  # hooked already: a second pair of hooks would pack the packed row again
     AttentionInterface.register(ATTENTION, packed_attention)
     AttentionMaskInterface.register(ATTENTION, _keep_two_dimensional_mask)
     backbone.config._attn_implementation = ATTENTION

@@ -61,6 +61,9 @@ class ImageClassificationRecipe(ClassificationRecipe):
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
             self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT))
             splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
+        on_device = augments_on_device(image, accelerator.device)
+        # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
+        image.augment_on = "device" if on_device else "loader"
         claim_output_dir(accelerator, run, self.data)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
@@ -83,9 +86,6 @@ class ImageClassificationRecipe(ClassificationRecipe):
         self.prepare_evaluation_loaders(plain_loaders)
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
-
-        on_device = augments_on_device(image, accelerator.device)
-        image.augment_on = "device" if on_device else "loader"  # run_config.yaml records where it ran
 
         def train_collate(split: str):
             transform = (CanvasTransform(self.processor, *self.image_size, image.augment == "randaugment")

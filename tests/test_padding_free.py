@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 from fixtures import make_tiny_model, sentences, write_csv
+from hf_transfer.recipes import sentiment
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 import hf_transfer.padding_free as padding_free
 from hf_transfer.config import TrainArgs, UsageError, parse
 from hf_transfer.padding_free import enable_padding_free
-from hf_transfer.recipes import sentiment
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def test_packed_forward_and_backward_equal_the_padded_ones(tiny_models, name):
     padded = AutoModelForSequenceClassification.from_pretrained(tiny_models[name]).eval()
     packed = copy.deepcopy(padded)
     enable_padding_free(packed)
+    enable_padding_free(packed)  # a second call changes nothing
     batch = padded_batch(AutoTokenizer.from_pretrained(tiny_models[name]), TEXTS)
     assert (batch["attention_mask"] == 0).any()  # there is padding to leave out
     expected, actual = padded(**batch).logits, packed(**batch).logits

@@ -3,11 +3,12 @@ jitters and applies RandAugment-style ops to the whole batch, so DataLoader work
 
 Each image's augmentation is drawn in the loader from its example's seed, by the same `draw_augmentation` the
 PIL path (`TrainTransform`) applies per image, so the two paths augment an example alike. The loader hands over
-each image resized (antialiased, by PIL) to a canvas twice the model's input size, as uint8; here one
-`grid_sample` takes every image's crop box (with its flip) from its canvas at twice the output size, and an
-average pool halves it, which antialiases the last downscale. Ops follow PIL's definitions (ImageEnhance,
-ImageOps, `Image.rotate`/`transform` filling grey), in the same order; every image computes each op and keeps the
-ones drawn for it, so nothing reads a device value back to the host.
+each image resized (antialiased, by PIL) to a uint8 canvas 1.5x the model's input size; here one `grid_sample`
+takes every image's crop box (with its flip) from its canvas at twice the output size, and an average pool halves
+it, which antialiases the last downscale. Ops follow PIL's definitions (ImageEnhance, ImageOps,
+`Image.rotate`/`transform` filling grey) in the same order, up to resampling (bilinear where PIL's geometric ops
+take the nearest pixel) and rounding (PIL rounds to 8 bits after each op). Every image computes each op and keeps
+the ones drawn for it, and the constants move to the device once, so nothing waits on the device.
 """
 
 import math
@@ -79,8 +80,8 @@ def geometric_matrix(name: str, sign: int, width: int, height: int) -> tuple[flo
 
 
 class CanvasTransform:
-    """The loader's side of `--augment_on device`: each image resized to a canvas of twice the model's input size
-    (uint8) and its drawn augmentation as tensors; `DeviceAugment` does the rest on the device."""
+    """The loader's side of `--augment_on device`: each image resized to a uint8 canvas CANVAS_SCALE times the
+    model's input size, and its drawn augmentation as tensors; `DeviceAugment` does the rest on the device."""
 
     def __init__(self, processor, height: int, width: int, randaugment: bool):
         self.randaugment = randaugment
@@ -116,11 +117,13 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> t
 
 def _equalize(x: torch.Tensor) -> torch.Tensor:
     """ImageOps.equalize, per image and channel, on 8-bit levels."""
-    levels = (x * 255).round().long()
+    levels = (x * 255).round().long().clamp(0, 255)
     batch, channels = levels.shape[:2]
     offsets = torch.arange(batch * channels, device=x.device).view(batch, channels, 1, 1) * 256
-    histogram = torch.bincount((levels + offsets).flatten(), minlength=batch * channels * 256)
-    histogram = histogram.view(batch * channels, 256)
+    index = (levels + offsets).flatten()
+    # scatter_add_ rather than bincount, which reads the indices' range back to the host
+    histogram = torch.zeros(batch * channels * 256, dtype=torch.long, device=x.device).scatter_add_(
+        0, index, torch.ones_like(index)).view(batch * channels, 256)
     top = 255 - histogram.flip(1).ne(0).int().argmax(1)  # the highest level present
     step = (histogram.sum(1) - histogram.gather(1, top[:, None]).squeeze(1)) // 255
     below = histogram.cumsum(1) - histogram  # pixels under each level
@@ -130,10 +133,9 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Sharpness: blend with PIL's SMOOTH filter; the one-pixel border stays as it is."""
-    kernel = torch.tensor([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype, device=x.device) / 13
-    smooth = F.conv2d(x.flatten(0, 1).unsqueeze(1), kernel.view(1, 1, 3, 3)).view(*x.shape[:2], *(
-        size - 2 for size in x.shape[2:]))
+    """ImageEnhance.Sharpness: blend with PIL's SMOOTH filter (3x3 ones, 5 at the centre, over 13); the one-pixel
+    border stays as it is."""
+    smooth = (9 * F.avg_pool2d(x, 3, stride=1) + 4 * x[..., 1:-1, 1:-1]) / 13
     degenerate = x.clone()
     degenerate[..., 1:-1, 1:-1] = smooth
     return _blend(degenerate, x, factor)
@@ -169,7 +171,7 @@ def _pil_affine_to_theta(matrices: torch.Tensor, width: int, height: int) -> tor
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Resample each image through its theta; what falls outside is filled grey, as PIL fills it."""
-    grey = torch.tensor(GREY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255
+    grey = GREY[0] / 255  # one level on every channel
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x - grey, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + grey
 
@@ -200,6 +202,9 @@ class DeviceAugment:
     @torch.no_grad()
     def pixels(self, canvas: torch.Tensor, augmentation: dict[str, torch.Tensor]) -> torch.Tensor:
         x = canvas.float() / 255
+        if self.mean.device != x.device:
+            self.mean, self.std, self.identity = (t.to(x.device) for t in (self.mean, self.std, self.identity))
+            self.geometric = {name: thetas.to(x.device) for name, thetas in self.geometric.items()}
         batch = x.shape[0]
         box, flip = augmentation["box"].float(), augmentation["flip"]
         # Output pixel (u, v) in [-1, 1] reads canvas point (centre + half-size * u, ...), mirrored when flipped.
@@ -218,15 +223,15 @@ class DeviceAugment:
         x = _blend(_grey_level(x).expand_as(x), x, saturation)
         for slot in range(augmentation["ops"].shape[1]):
             x = self.apply_ops(x, augmentation["ops"][:, slot], augmentation["signs"][:, slot].to(x.dtype))
-        return ((x * self.rescale - self.mean.to(x.device)) / self.std.to(x.device)).contiguous()
+        return ((x * self.rescale - self.mean) / self.std).contiguous()
 
     def apply_ops(self, x: torch.Tensor, ops: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
         """One slot's ops: each image gets the op drawn for it. The geometric ops share one warp per batch."""
-        theta = self.identity.to(x.device).expand(x.shape[0], 2, 3)
+        theta = self.identity.expand(x.shape[0], 2, 3)
         warped = torch.zeros_like(ops, dtype=torch.bool)
         for name, thetas in self.geometric.items():
             chosen = ops == RANDAUGMENT_OP_NAMES.index(name)
-            theta = torch.where(chosen.view(-1, 1, 1), thetas.to(x.device)[(signs > 0).long()], theta)
+            theta = torch.where(chosen.view(-1, 1, 1), thetas[(signs > 0).long()], theta)
             warped |= chosen
         out = torch.where(warped.view(-1, 1, 1, 1), _warp(x, theta), x)
         for name, op in POINT_OPS.items():
