@@ -17,9 +17,10 @@ One run trains the same randomly initialised Wav2Vec2 (or Whisper encoder) three
 feature_extraction` only the head trains, no side augments, and ours trains it on features cached in one pass
 (text_classification.py says how that run is timed):
 
-  ours     hf_transfer's `Loop`, fed as recipes/audio_classification.py feeds it: the recipe's `audio_collator`
-           decoding and augmenting each batch with its defaults (leading silence, random crop, gain, white noise),
-           `GroupedShuffleSampler` length grouping, the feature encoder frozen;
+  ours     hf_transfer's `Loop`, fed as recipes/audio_classification.py feeds it: the recipe's collator decoding
+           and augmenting each batch with its defaults (leading silence, random crop, gain, white noise) where
+           --augment_on puts it, as the recipe's flag does (`auto`: gain and noise on the GPU for Wav2Vec2, else in
+           the loader), `GroupedShuffleSampler` length grouping, the feature encoder frozen;
   trainer  `transformers.Trainer` as run_audio_classification.py drives it: each clip decoded and passed through
            the feature extractor per example, `default_data_collator`, the feature encoder frozen;
   trainer_tuned  the same Trainer with --num_workers DataLoader workers decoding and extracting in parallel (pinned
@@ -74,6 +75,7 @@ from transformers import (
 from hf_transfer.config import ModelArgs, StrategyArgs
 from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.audio import (
+    AUGMENT_PLACES,
     AudioArgs,
     audio_collator,
     freeze_feature_encoder,
@@ -81,6 +83,7 @@ from hf_transfer.modalities.audio import (
     read_audio,
     set_spec_augment,
 )
+from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window
 from hf_transfer.strategies import apply_strategy
 
@@ -116,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     add_run_arguments(parser)
+    parser.add_argument("--augment_on", choices=AUGMENT_PLACES, default="auto",
+                        help="where ours augments (the recipe's flag): auto = on the GPU for Wav2Vec2")
     parser.add_argument("--num_workers", type=int, default=default_dataloader_workers(),
                         help="DataLoader workers of ours and trainer_tuned (the example's Trainer keeps its 0); "
                              "default: what the recipes use on this machine")
@@ -188,9 +193,18 @@ def run_ours(args, feature_extractor, model, clips, labels, device, workdir: str
                 for clip, label in zip(clips, labels)]
     # Feature extraction: no augmentation, so that the frozen backbone's features repeat and are cached.
     train_args = loop_arguments(args, workdir)
-    train = audio_collator(feature_extractor, "audio", audio, args.strategy == "full", train_args.torch_compile)
+    on_device = augments_on_ours_device(args, feature_extractor, device)
+    train = (raw_wave_collator(feature_extractor, "audio", audio, train_args.torch_compile) if on_device else
+             audio_collator(feature_extractor, "audio", audio, args.strategy == "full", train_args.torch_compile))
     return run_loop(args, train_args, model, examples, [length] * len(examples), train,
-                    audio_collator(feature_extractor, "audio", audio, False), device, workdir)
+                    audio_collator(feature_extractor, "audio", audio, False), device, workdir,
+                    DeviceWaveAugment(feature_extractor) if on_device else None)
+
+
+def augments_on_ours_device(args, feature_extractor, device: torch.device) -> bool:
+    """Where ours augments (full fine-tuning only), as the recipe decides it for --augment_on."""
+    settings = AudioArgs(max_duration_seconds=args.clip_seconds, augment_on=args.augment_on)
+    return args.strategy == "full" and augments_on_device(settings, feature_extractor, device)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -247,8 +261,13 @@ def main(argv=None) -> list[dict]:
                                                     False),
              "trainer_tuned": lambda workdir: run_trainer(args, feature_extractor, model(), clips, labels, device,
                                                           workdir, True)}
-    return compare(sides, args, device, data,
-                   lambda side, line: {"audio_seconds_per_s": line["samples_per_s"] * args.clip_seconds})
+    place = "device" if augments_on_ours_device(args, feature_extractor, device) else "loader"
+
+    def extra(side: str, line: dict) -> dict:
+        return {"audio_seconds_per_s": line["samples_per_s"] * args.clip_seconds,
+                **({"augment_on": place} if side == "ours" else {})}
+
+    return compare(sides, args, device, data, extra)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
-"""What the audio recipe's DataLoader spends per training clip: decoding, the augmentation (`augment`: time shift,
-crop, gain, noise) and Wav2Vec2's feature extractor, so that one can see whether moving the augmentation to the
-GPU, as the image recipe's `--augment_on device` does, would pay.
+"""What the audio recipe's DataLoader spends per training clip, with the augmentation in the loader and with
+`--augment_on device` (the loader decodes, delays and crops; gain, noise and the feature extractor's normalisation
+run on the device), and the device's own time for its part.
 
     # CPU: the first 256 FSDD recordings (BENCHMARKS.md has the exact line measured)
     OMP_NUM_THREADS=1 python bench/audio_loader.py --audio_dir ../shared/data/fsdd/recordings
     # CPU smoke (tests/test_bench.py): synthetic clips
     python bench/audio_loader.py --synthetic 8 --repeats 1
 
-Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). One process: the milliseconds
-are what each DataLoader worker spends per clip, best of --repeats passes after a warm-up pass. stdout holds one
-JSON line.
+Run from the repository root (`PYTHONPATH=.` where hf_transfer is not installed). One process: the numbers are
+what each DataLoader worker delivers, best of --repeats passes after a warm-up pass, batches of 32. The loader
+path's time is also split into decoding, augmentation and Wav2Vec2's feature extractor. The device's part runs on
+CUDA when there is one, synchronised before its clock stops. stdout holds one JSON line.
 """
 
 import argparse
@@ -20,11 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
+from accelerate.utils import send_to_device
 from transformers import Wav2Vec2FeatureExtractor
 
-from hf_transfer.modalities.audio import AudioArgs, augment, read_audio
+from hf_transfer.modalities.audio import AudioArgs, audio_collator, augment, read_audio
+from hf_transfer.modalities.audio_augment import DeviceWaveAugment, raw_wave_collator
 
 RATE = 16000
+BATCH_SIZE = 32
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,14 +43,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def best_ms_per_clip(run, clips: int, repeats: int) -> float:
-    run()  # warm-up
+def best_seconds(run, repeats: int) -> float:
+    """The fastest of `repeats` calls of `run`, after one warm-up call."""
+    run()
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    return min(seconds) / clips * 1000
+    return min(seconds)
 
 
 def main(argv=None) -> dict:
@@ -54,6 +60,8 @@ def main(argv=None) -> dict:
         if args.audio_dir:
             paths = sorted(str(path) for path in Path(args.audio_dir).rglob("*")
                            if path.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))[:args.clips]
+            if not paths:
+                raise SystemExit(f"no wav, flac, mp3 or ogg files under --audio_dir {args.audio_dir}")
             data = f"{len(paths)} clips of {args.audio_dir}"
         else:
             rng = np.random.default_rng(0)
@@ -63,21 +71,40 @@ def main(argv=None) -> dict:
             data = f"synthetic:{args.synthetic} 0.5 s FLAC"
         settings = AudioArgs()  # the recipe's default augmentation
         max_samples = round(settings.max_duration_seconds * RATE)
+        extractor = Wav2Vec2FeatureExtractor(sampling_rate=RATE)
+        examples = [{"audio": path, "labels": 0, "augment_seed": i} for i, path in enumerate(paths)]
+        batches = [examples[i:i + BATCH_SIZE] for i in range(0, len(examples), BATCH_SIZE)]
         waves = [read_audio(path, RATE) for path in paths]
         augmented = [augment(wave, RATE, max_samples, settings, np.random.default_rng(i))
                      for i, wave in enumerate(waves)]
-        extractor = Wav2Vec2FeatureExtractor(sampling_rate=RATE)
-        ms = {
-            "decode": best_ms_per_clip(lambda: [read_audio(path, RATE) for path in paths], len(paths), args.repeats),
-            "augment": best_ms_per_clip(lambda: [augment(wave, RATE, max_samples, settings, np.random.default_rng(i))
-                                                 for i, wave in enumerate(waves)], len(paths), args.repeats),
-            "feature_extractor": best_ms_per_clip(
+        seconds = {
+            "decode": best_seconds(lambda: [read_audio(path, RATE) for path in paths], args.repeats),
+            "augment": best_seconds(lambda: [augment(wave, RATE, max_samples, settings, np.random.default_rng(i))
+                                             for i, wave in enumerate(waves)], args.repeats),
+            "feature_extractor": best_seconds(
                 lambda: extractor(augmented, sampling_rate=RATE, padding=True, return_attention_mask=True,
-                                  return_tensors="pt"), len(paths), args.repeats),
+                                  return_tensors="pt"), args.repeats),
         }
-    total = sum(ms.values())
-    line = {"data": data, "ms_per_clip": ms, "augment_share": ms["augment"] / total,
-            "clips_per_s_per_worker": 1000 / total}
+        collators = {"loader": audio_collator(extractor, "audio", settings, True),
+                     "device": raw_wave_collator(extractor, "audio", settings)}
+        rates = {place: len(paths) / best_seconds(lambda: [collate(batch) for batch in batches], args.repeats)
+                 for place, collate in collators.items()}
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        raw = [send_to_device(collators["device"](batch), device) for batch in batches]
+        device_augment = DeviceWaveAugment(extractor)
+
+        def augment_on_device():
+            for batch in raw:
+                device_augment(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        device_rate = len(paths) / best_seconds(augment_on_device, args.repeats)
+    line = {"data": data, "ms_per_clip": {part: value / len(paths) * 1000 for part, value in seconds.items()},
+            "loader_clips_per_s": rates, "loader_ratio": rates["device"] / rates["loader"],
+            "device_clips_per_s": device_rate,
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads()}
     print(json.dumps(line), flush=True)
     if args.output_json:
         with open(args.output_json, "a") as handle:

@@ -29,17 +29,18 @@ python3 bench/text_classification.py --model_config bert-base --train_file .carr
   --max_steps 768 --output_json "$OUT/text-bert-base-features.jsonl"
 python3 bench/audio_classification.py --model_config whisper-tiny --mixed_precision bf16 \
   --strategy feature_extraction --synthetic 1024 --max_steps 96 --output_json "$OUT/audio-whisper-tiny-features.jsonl"
-# CUDA graphs over the 32-token buckets, both sides compiled in torch.compile's "reduce-overhead" mode (last: compiling
-# takes a few minutes, and a side that fails loses only this line)
+# CUDA graphs over the 32-token buckets, both sides compiled in torch.compile's "reduce-overhead" mode (compiling
+# takes minutes, and a side that fails loses only this line)
 python3 bench/text_classification.py --model_config bert-base --train_file .carry/bench/sst2-train.tsv \
   --tokenizer .carry/bench/tokenizer --mixed_precision bf16 --batch_size 32 --max_steps 300 --warmup_steps 100 \
   --torch_compile_mode reduce-overhead --output_json "$OUT/text-bert-base-cudagraphs.jsonl"
 # Image augmentation: where its cost goes (the loader's share per image, the GPU's for its part), then ViT-B/16 with
 # the augmentation in the loader, beside the default run above that augments on the GPU
 python3 bench/image_augmentation.py --synthetic 256 --output_json "$OUT/image-augmentation.jsonl"
+python3 bench/audio_loader.py --synthetic 256 --output_json "$OUT/audio-loader.jsonl"
 python3 bench/image_classification.py --model_config vit-base --mixed_precision bf16 --peak_tflops 989 \
   --max_steps 150 --warmup_steps 30 --augment_on loader --output_json "$OUT/image-vit-base-loader-augment.jsonl"
-# Padding-free encoder layers (ours only; length-grouped batches leave about 3 % padding to remove)
+# Ours with padding-free encoder layers, beside both Trainer sides (length-grouped batches leave about 3 % padding)
 python3 bench/text_classification.py --model_config bert-base --train_file .carry/bench/sst2-train.tsv \
   --tokenizer .carry/bench/tokenizer --mixed_precision bf16 --batch_size 32 --max_steps 300 --warmup_steps 50 \
   --padding_free --output_json "$OUT/text-bert-base-padding-free.jsonl"

@@ -27,6 +27,7 @@ from hf_transfer.modalities.audio import (
     prepare_audio_splits,
     set_spec_augment,
 )
+from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models import load_model, model_path
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
@@ -63,6 +64,9 @@ class AudioClassificationRecipe(ClassificationRecipe):
             self.processor = load_feature_extractor(run.model, model_path(run.model))
             self.rate = self.processor.sampling_rate
             self.data, column, self.skipped = prepare_audio_splits(self.data, run.data, audio, self.rate)
+        on_device = augments_on_device(audio, self.processor, accelerator.device)
+        # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
+        audio.augment_on = "device" if on_device else "loader"
         claim_output_dir(accelerator, run, self.data)
         for split, files in self.skipped.items():
             accelerator.print(f"--bad_audio skip: left out {len(files)} audio file(s) of the {split} split: "
@@ -89,7 +93,10 @@ class AudioClassificationRecipe(ClassificationRecipe):
         # DANN runs the backbone on target batches every step: no cached features.
         per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
                     or self.adapting)
-        train_collate = audio_collator(self.processor, column, audio, True, run.train.torch_compile)
+        # Fixed-length training batches under --torch_compile (one shape) and SpecAugment (see `audio_collator`).
+        train_collate = (raw_wave_collator(self.processor, column, audio,
+                                           run.train.torch_compile or bool(audio.spec_augment)) if on_device
+                         else audio_collator(self.processor, column, audio, True, run.train.torch_compile))
 
         def lengths(clips):
             return clips["length"] if run.train.length_grouping else None
@@ -103,7 +110,8 @@ class AudioClassificationRecipe(ClassificationRecipe):
                                        inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, lengths(target), train_collate, run.train, workers,
-                                           accelerator.device))
+                                           accelerator.device),
+                                       DeviceWaveAugment(self.processor) if on_device else None)
 
     def details(self) -> dict[str, str]:
         audio = self.run.modality

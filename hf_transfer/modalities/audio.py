@@ -27,6 +27,7 @@ from hf_transfer.modalities.whisper_inputs import is_whisper
 AUDIO_COLUMN_GUESSES = ("audio", "path", "file", "filename")
 AUDIO_LAYOUT = FolderLayout("audio", (".wav", ".flac", ".mp3", ".ogg"))
 BAD_AUDIO = ("error", "skip")
+AUGMENT_PLACES = ("auto", "loader", "device")
 NOISE_SNR_SPAN_DB = 20  # training noise SNR is drawn from [noise_snr_db, noise_snr_db + this]
 
 
@@ -52,6 +53,12 @@ class AudioArgs:
         default=20.0,
         metadata={"help": f"Training: add white noise at a random signal-to-noise ratio between this and "
                           f"{NOISE_SNR_SPAN_DB} dB more (lower = noisier; 0 = off)."},
+    )
+    augment_on: str = field(
+        default="auto",
+        metadata={"help": "Where the gain and noise are applied in training: loader (in the DataLoader workers) | "
+                          "device (on the training device; models that read raw samples: Wav2Vec2, HuBERT, WavLM) | "
+                          "auto (device on a GPU where the model reads raw samples, else loader)."},
     )
     spec_augment: float = field(
         default=0.0,
@@ -83,6 +90,8 @@ class AudioArgs:
         for name in ("gain_db", "time_shift_seconds", "noise_snr_db"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name} must be >= 0 (0 = off); got {getattr(self, name)}")
+        if self.augment_on not in AUGMENT_PLACES:
+            raise UsageError(f"--augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {self.augment_on!r}")
         if not 0 <= self.spec_augment < 1:
             raise UsageError(f"--spec_augment must be in [0, 1); got {self.spec_augment}")
 
@@ -225,18 +234,39 @@ def crop(wave: np.ndarray, max_samples: int, rng: np.random.Generator | None = N
     return wave[start:start + max_samples]
 
 
+@dataclass(frozen=True)
+class WaveAugmentation:
+    """One clip's draw: samples of leading silence, where the crop starts in the delayed clip, the gain factor, and
+    the noise's signal-to-noise ratio in dB (None: no noise)."""
+
+    delay: int
+    start: int
+    gain: float
+    snr_db: float | None
+
+
+def draw_wave_augmentation(length: int, sampling_rate: int, max_samples: int, args: AudioArgs,
+                           rng: np.random.Generator) -> WaveAugmentation:
+    """Draw one clip's augmentation from its own generator; both places (`--augment_on`) use it."""
+    delay = int(rng.integers(0, round(args.time_shift_seconds * sampling_rate) + 1)) if args.time_shift_seconds else 0
+    extra = length + delay - max_samples
+    start = int(rng.integers(0, extra + 1)) if extra > 0 else 0
+    gain = 10 ** (rng.uniform(-args.gain_db, args.gain_db) / 20) if args.gain_db else 1.0
+    snr_db = rng.uniform(args.noise_snr_db, args.noise_snr_db + NOISE_SNR_SPAN_DB) if args.noise_snr_db else None
+    return WaveAugmentation(delay, start, gain, snr_db)
+
+
+def shift_and_crop(wave: np.ndarray, draw: WaveAugmentation, max_samples: int) -> np.ndarray:
+    return np.concatenate([np.zeros(draw.delay, dtype=wave.dtype), wave])[draw.start:draw.start + max_samples]
+
+
 def augment(wave: np.ndarray, sampling_rate: int, max_samples: int, args: AudioArgs,
             rng: np.random.Generator) -> np.ndarray:
-    """Training-time changes: leading silence, a random crop, gain, white noise."""
-    if args.time_shift_seconds:
-        delay = int(rng.integers(0, round(args.time_shift_seconds * sampling_rate) + 1))
-        wave = np.concatenate([np.zeros(delay, dtype=wave.dtype), wave])
-    wave = crop(wave, max_samples, rng)
-    if args.gain_db:
-        wave = wave * np.float32(10 ** (rng.uniform(-args.gain_db, args.gain_db) / 20))
-    if args.noise_snr_db:
-        snr_db = rng.uniform(args.noise_snr_db, args.noise_snr_db + NOISE_SNR_SPAN_DB)
-        noise_power = np.mean(wave ** 2) / 10 ** (snr_db / 10)
+    """Training-time changes in the loader: leading silence, a random crop, gain, white noise."""
+    draw = draw_wave_augmentation(len(wave), sampling_rate, max_samples, args, rng)
+    wave = shift_and_crop(wave, draw, max_samples) * np.float32(draw.gain)
+    if draw.snr_db is not None:
+        noise_power = np.mean(wave ** 2) / 10 ** (draw.snr_db / 10)
         wave = wave + (rng.standard_normal(len(wave)) * np.sqrt(noise_power)).astype(wave.dtype)
     return wave
 
