@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import send_to_device
 from safetensors.torch import load_file, save_file
@@ -92,7 +92,9 @@ def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
     accelerator = Accelerator(mixed_precision=choose_mixed_precision(args.mixed_precision, kwargs.get("cpu", False)),
                               gradient_accumulation_steps=args.gradient_accumulation_steps,
                               log_with=None if args.report_to == "none" else args.report_to, project_dir=output_dir,
-                              **kwargs)
+                              # Batches from pinned memory (the loaders pin on CUDA) copy to the GPU without
+                              # the host waiting for the copy: the step's kernels queue behind it.
+                              dataloader_config=DataLoaderConfiguration(non_blocking=True), **kwargs)
     args.mixed_precision = accelerator.mixed_precision
     return accelerator
 
@@ -220,7 +222,7 @@ class SecondaryStream:
             self.restore(self.epoch + 1, 0)
             return self.next()
         self.batches += 1
-        return send_to_device(batch, self.device)
+        return send_to_device(batch, self.device, non_blocking=True)
 
 
 class Loop:

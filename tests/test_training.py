@@ -245,3 +245,11 @@ def test_predict_and_evaluate_run_on_the_gpu_when_there_is_one(tiny_bert, sentim
     assert inference_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert inference_device() == torch.device("cpu")
+
+
+def test_batches_copy_to_the_device_without_the_host_waiting(tmp_path):
+    from hf_transfer.config import TrainArgs
+    from hf_transfer.loop import new_accelerator
+
+    accelerator = new_accelerator(TrainArgs(output_dir=str(tmp_path)), str(tmp_path), cpu=True)
+    assert accelerator.dataloader_config.non_blocking and accelerator.non_blocking
