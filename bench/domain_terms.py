@@ -98,7 +98,8 @@ def score(folder: Path, output_dir: Path, base: str) -> dict:
     rows = list(csv.DictReader(open(folder / "test.csv")))
     references = [normalize(row["transcript"], speech) for row in rows]
     path = resolve_model(base)[0]
-    base_model, base_processor = AutoModelForSpeechSeq2Seq.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path)
+    base_model = AutoModelForSpeechSeq2Seq.from_pretrained(path).eval()
+    base_processor = AutoProcessor.from_pretrained(path)
     # The cheap baseline: the term list as the previous-context prompt Whisper conditions on.
     prompt = base_processor.get_prompt_ids(", ".join((folder / "terms.txt").read_text().splitlines()) + ".",
                                            return_tensors="pt")

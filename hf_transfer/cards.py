@@ -96,9 +96,9 @@ def _trust_lines(ctx: CardContext, prefix: str) -> list[str]:
     split = "test" if prefix == "test" else "validation"
     lines = []
     if any(key.endswith("_ci_low") for key in results):
+        items = "utterances" if f"{prefix}_wer" in results else "items"
         lines.append(f"Brackets give {settings['confidence_level']:.0%} bootstrap intervals over the "
-                     f"{results[f'{prefix}_samples']:,} {split} {'utterances' if f'{prefix}_wer' in results else 'items'}"
-                     f" ({settings['bootstrap_resamples']} resamples).")
+                     f"{results[f'{prefix}_samples']:,} {split} {items} ({settings['bootstrap_resamples']} resamples).")
     chosen = ["the best checkpoint"] + (["the decision threshold"] if "decision_threshold" in results else []) + (
         ["the temperature"] if "calibration_temperature" in results else [])
     chosen_text = f"{', '.join(chosen[:-1]) + ' and ' if len(chosen) > 1 else ''}{chosen[-1]}"
@@ -202,7 +202,8 @@ def render_card(ctx: CardContext) -> ModelCard:
         strategy_text=_strategy_text(settings), trainable=ctx.trainable, total=ctx.total, data_lines=data_lines,
         hyperparameters={k: settings[k] for k in HYPERPARAMETERS if settings.get(k) is not None},
         limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
-        trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [], group_column=settings.get("group_column"),
+        trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [],
+        group_column=settings.get("group_column"),
         decision=_decision(ctx.results), pooling=pooling,
     )
     return ModelCard(text)

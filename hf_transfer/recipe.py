@@ -137,8 +137,8 @@ def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict
     `argv` (the recipe's defaults < --config < flags), and the same settings flat, without card or push, for each run
     to change."""
     module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
-    recipe_class = next(value for value in vars(module).values()
-                        if isinstance(value, type) and issubclass(value, Recipe) and value.__module__ == module.__name__)
+    recipe_class = next(value for value in vars(module).values() if isinstance(value, type)
+                        and issubclass(value, Recipe) and value.__module__ == module.__name__)
     base = parse(argv, None, module.DEFAULTS, task=recipe_class.task.name, modality=recipe_class.modality)
     settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
     settings.update(push_to_hub=False, write_card=False)

@@ -31,8 +31,9 @@ FROM_SCRATCH_NOTE = ("random weights: features that training has not shaped yet 
 
 @dataclass
 class ShiftArgs:
-    model: str | None = field(default=None, metadata={"help": "The checkpoint whose features are compared (Hub id, folder "
-                                                       f"or builtin:NAME; `{RANDOM_PREFIX}MODEL`: random weights)."})
+    model: str | None = field(default=None, metadata={"help": "The checkpoint whose features are compared (Hub id, "
+                                                       f"folder or builtin:NAME; `{RANDOM_PREFIX}MODEL`: random "
+                                                       "weights)."})
     target_train_file: str | None = field(default=None,
                                           metadata={"help": "Target-domain data (labels optional)."})
     target_train_dir: str | None = field(default=None, metadata={"help": "Folder of target-domain files."})

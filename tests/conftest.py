@@ -42,7 +42,8 @@ def fake_hub(monkeypatch):
         # for subprocesses, which import huggingface_hub afresh.
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
         # With hf_xet installed, huggingface_hub 2.4 uploads every LFS file through Xet storage whatever the
         # server says; the fake only speaks classic LFS. is_xet_available() reads this constant at call time.

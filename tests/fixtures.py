@@ -285,5 +285,6 @@ def make_tiny_whisper(folder: Path) -> Path:
                                                pad_token_id=50256, no_timestamps_token_id=50362,
                                                is_multilingual=False, max_length=16)
     model.save_pretrained(folder)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(chunk_length=1), tokenizer=tokenizer).save_pretrained(folder)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(chunk_length=1),
+                     tokenizer=tokenizer).save_pretrained(folder)
     return folder

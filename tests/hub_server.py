@@ -308,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
             # "oid" of the file already there lets the client skip unchanged files (sha256 for LFS, git sha1 else)
             old = existing.get(path)
             oid = None if old is None else hashlib.sha256(old).hexdigest() if is_lfs else git_blob_sha1(old)
-            answers.append({"path": path, "uploadMode": "lfs" if is_lfs else "regular", "shouldIgnore": False, "oid": oid})
+            answers.append({"path": path, "uploadMode": "lfs" if is_lfs else "regular", "shouldIgnore": False,
+                            "oid": oid})
         return 200, {"files": answers, "commitOid": self.hub.heads[(key, revision)]}
 
     def lfs_batch(self, body, prefix, repo):

@@ -199,7 +199,8 @@ def test_every_strategy_trains_and_writes_its_outputs(trained, strategy):
     assert results["train_steps"] == 4
     assert results["test_samples"] == 8 and results["eval_samples"] == 6
     for name in ("README.md", "eval_report.md", "confusion_matrix.png", "run_config.yaml", "config.json",
-                 "preprocessor_config.json", "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"):
+                 "preprocessor_config.json",
+                 "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"):
         assert (output_dir / name).is_file(), name
     card = (output_dir / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card
@@ -227,7 +228,8 @@ def test_lora_round_trip_keeps_projector_and_classifier(trained, tones):
     saved_keys = list(load_file(str(output_dir / "adapter_model.safetensors")))
     assert any(".projector." in k for k in saved_keys) and any(".classifier." in k for k in saved_keys)
     # The reloaded model scores the test split exactly as the run did (one batch, as the run's eval loader).
-    data, audio = DataArgs(train_dir=str(tones / "train"), test_dir=str(tones / "test")), AudioArgs(max_duration_seconds=0.25)
+    data = DataArgs(train_dir=str(tones / "train"), test_dir=str(tones / "test"))
+    audio = AudioArgs(max_duration_seconds=0.25)
     prepared, column, _ = prepare_audio_splits(load_labelled_splits(data, seed=42, layout=AUDIO_LAYOUT), data, audio,
                                                RATE)
     collate = audio_collator(extractor, column, audio, False)

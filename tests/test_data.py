@@ -35,7 +35,8 @@ def test_every_file_format_loads_with_string_labels(tmp_path, suffix):
 
 def test_hub_split_parts_map_to_train_validation_test(monkeypatch):
     # LibriSpeech's splits are train.100, train.360, validation, test: the first train part is used.
-    parts = {name: datasets.Dataset.from_dict({"text": [name]}) for name in ("train.100", "train.360", "validation", "test")}
+    parts = {name: datasets.Dataset.from_dict({"text": [name]})
+             for name in ("train.100", "train.360", "validation", "test")}
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config: datasets.DatasetDict(parts))
     splits, sources = load_raw_splits(data_args(dataset_name="openslr/librispeech_asr", dataset_config_name="clean"))
     assert {split: dataset["text"][0] for split, dataset in splits.items()} == {

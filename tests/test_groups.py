@@ -37,7 +37,8 @@ def test_given_splits_that_share_groups_with_train_are_flagged(tmp_path):
     rows = grouped_rows(num_groups=4)
     train = write_csv(tmp_path / "train.csv", [r for r in rows if r["speaker"] != "s03"])
     test = write_csv(tmp_path / "test.csv", [r for r in rows if r["speaker"] in ("s00", "s03")][:20])
-    with pytest.warns(UserWarning, match="test.csv: 1 speaker group\\(s\\) of the test split also appear in train \\(s00\\)"):
+    with pytest.warns(UserWarning,
+                      match="test.csv: 1 speaker group\\(s\\) of the test split also appear in train \\(s00\\)"):
         load_labelled_splits(DataArgs(train_file=str(train), test_file=str(test), group_column="speaker"), seed=0)
 
 

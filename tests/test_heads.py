@@ -71,7 +71,8 @@ def test_a_two_head_model_trains_on_two_streams_saves_reloads_and_predicts_with_
 
     folder = tmp_path / "model"
     save_model(accelerator.unwrap_model(loop.model), tokenizer, folder, None)
-    save_config(parse([], {"model_name_or_path": str(tiny_bert), "strategy": strategy, "dataset_name": "local/two-tasks"}), folder / "run_config.yaml")
+    save_config(parse([], {"model_name_or_path": str(tiny_bert), "strategy": strategy,
+                           "dataset_name": "local/two-tasks"}), folder / "run_config.yaml")
     model.eval()
     for seed, (head, labels) in enumerate(HEADS.items()):
         texts = [row["text"] for row in sentences(12, tuple(labels), seed=10 + seed)]
@@ -90,7 +91,8 @@ def test_a_multi_head_folder_asks_which_head(tiny_bert, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     folder = tmp_path / "model"
     save_model(two_head_model(tiny_bert), tokenizer, folder, None)
-    save_config(parse([], {"model_name_or_path": str(tiny_bert), "strategy": "full", "dataset_name": "local/two-tasks"}), folder / "run_config.yaml")
+    save_config(parse([], {"model_name_or_path": str(tiny_bert), "strategy": "full",
+                           "dataset_name": "local/two-tasks"}), folder / "run_config.yaml")
     with pytest.raises(UsageError, match=r"several heads \(sentiment, topic\): name one with --head"):
         load_trained(folder, require_finished=False)
     with pytest.raises(UsageError, match="no head 'colour'; this model has sentiment, topic"):

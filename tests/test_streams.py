@@ -38,8 +38,8 @@ def train(output_dir, policy, seen=None, save_steps=4, **settings) -> dict:
     torch.manual_seed(0)
     model = TwoInputs()
     args = TrainArgs(output_dir=str(output_dir), max_train_steps=12, logging_steps=1, eval_steps=4,
-                     save_total_limit=3, learning_rate=0.05, warmup_ratio=0.0, mixed_precision="no", save_steps=save_steps,
-                     **settings)
+                     save_total_limit=3, learning_rate=0.05, warmup_ratio=0.0, mixed_precision="no",
+                     save_steps=save_steps, **settings)
     accelerator = new_accelerator(args, str(output_dir), cpu=True)
 
     def compute_loss(model, batch, progress):

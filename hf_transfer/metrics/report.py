@@ -144,7 +144,8 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
               "|---|" + "---:|" * len(prefixes)]
     for metric in HEADLINE:
         if any(f"{p}_{metric}" in results for p in prefixes):
-            lines.append(f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |")
+            cells = " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes)
+            lines.append(f"| {metric} | {cells} |")
     lines += ["", "Macro averages weigh every class equally; weighted ones follow the class sizes. "
               + ("`f1`, `precision` and `recall` are for the positive class "
                  f"`{names[1]}`." if len(names) == 2 else "")]

@@ -20,8 +20,9 @@ def intervals_note(bootstrap: Bootstrap, num_items: int, unit: str = "items") ->
 
 
 def selection_note(has_test: bool, decision: Decision | None = None) -> list[str]:
-    chosen = "the best checkpoint" + (", the decision threshold" if decision and decision.threshold is not None else "") \
-        + (" and the temperature" if decision and decision.temperature != 1.0 else "")
+    threshold = ", the decision threshold" if decision and decision.threshold is not None else ""
+    chosen = "the best checkpoint" + threshold + (" and the temperature" if decision and decision.temperature != 1.0
+                                                  else "")
     test = (" The test split was used once, for this report; nothing was chosen on it." if has_test else
             " There is no test split: the validation scores above also chose the model, so they are optimistic.")
     return ["", "## How the model was selected", "", f"{chosen[0].upper() + chosen[1:]} came from the validation "

@@ -34,7 +34,8 @@ NOISE_SNR_SPAN_DB = 20  # training noise SNR is drawn from [noise_snr_db, noise_
 @dataclass
 class AudioArgs:
     audio_column: str | None = field(
-        default=None, metadata={"help": "Column with the audio (file paths, or a Hub audio column); guessed if omitted."}
+        default=None,
+        metadata={"help": "Column with the audio (file paths, or a Hub audio column); guessed if omitted."}
     )
     max_duration_seconds: float = field(
         default=1.0,
