@@ -72,10 +72,9 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_transfer.config import ModelArgs, StrategyArgs
+from hf_transfer.config import AUGMENT_PLACES, ModelArgs, StrategyArgs
 from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.audio import (
-    AUGMENT_PLACES,
     AudioArgs,
     audio_collator,
     freeze_feature_encoder,

@@ -14,18 +14,17 @@ CUDA when there is one, synchronised before its clock stops. stdout holds one JS
 """
 
 import argparse
-import json
+import contextlib
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from accelerate.utils import send_to_device
+from text_classification import augmentation_rates, best_seconds, describe, emit
 from transformers import Wav2Vec2FeatureExtractor
 
-from hf_transfer.modalities.audio import AudioArgs, audio_collator, augment, read_audio
+from hf_transfer.modalities.audio import AUDIO_LAYOUT, AudioArgs, audio_collator, augment, read_audio
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, raw_wave_collator
 
 RATE = 16000
@@ -43,23 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def best_seconds(run, repeats: int) -> float:
-    """The fastest of `repeats` calls of `run`, after one warm-up call."""
-    run()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         if args.audio_dir:
             paths = sorted(str(path) for path in Path(args.audio_dir).rglob("*")
-                           if path.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))[:args.clips]
+                           if path.suffix.lower() in AUDIO_LAYOUT.extensions)[:args.clips]
             if not paths:
                 raise SystemExit(f"no wav, flac, mp3 or ogg files under --audio_dir {args.audio_dir}")
             data = f"{len(paths)} clips of {args.audio_dir}"
@@ -87,28 +75,13 @@ def main(argv=None) -> dict:
         }
         collators = {"loader": audio_collator(extractor, "audio", settings, True),
                      "device": raw_wave_collator(extractor, "audio", settings)}
-        rates = {place: len(paths) / best_seconds(lambda: [collate(batch) for batch in batches], args.repeats)
-                 for place, collate in collators.items()}
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        raw = [send_to_device(collators["device"](batch), device) for batch in batches]
-        device_augment = DeviceWaveAugment(extractor)
-
-        def augment_on_device():
-            for batch in raw:
-                device_augment(batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-
-        device_rate = len(paths) / best_seconds(augment_on_device, args.repeats)
+        rates = augmentation_rates(collators, batches, DeviceWaveAugment(extractor), device, args.repeats)
     line = {"data": data, "ms_per_clip": {part: value / len(paths) * 1000 for part, value in seconds.items()},
-            "loader_clips_per_s": rates, "loader_ratio": rates["device"] / rates["loader"],
-            "device_clips_per_s": device_rate,
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads()}
-    print(json.dumps(line), flush=True)
-    if args.output_json:
-        with open(args.output_json, "a") as handle:
-            handle.write(json.dumps(line) + "\n")
+            "loader_clips_per_s": rates["loader"], "loader_ratio": rates["loader_ratio"],
+            "device_clips_per_s": rates["device"], "device": describe(device)}
+    with open(args.output_json, "a") if args.output_json else contextlib.nullcontext() as output:
+        emit(line, output)
     return line
 
 

@@ -17,13 +17,12 @@ stdout holds one JSON line per augmentation (basic, randaugment): `loader_images
 """
 
 import argparse
-import json
-import time
+import contextlib
 from pathlib import Path
 
 import torch
-from accelerate.utils import send_to_device
 from image_classification import synthetic_photos
+from text_classification import augmentation_rates, describe, emit
 
 from hf_transfer.modalities.image import IMAGE_LAYOUT, TrainTransform, image_collator
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
@@ -52,16 +51,6 @@ class Processor:
         self.image_mean, self.image_std = [0.5] * 3, [0.5] * 3
 
 
-def best_rate(count: int, run, repeats: int) -> float:
-    """Items per second of the fastest of `repeats` calls of `run` (each handles `count` items)."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return count / min(seconds)
-
-
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.image_dir:
@@ -81,33 +70,17 @@ def main(argv=None) -> list[dict]:
     processor, side = Processor(args.image_size), args.image_size
     device_augment = DeviceAugment(processor, side, side)
     lines = []
-    for augment in ("basic", "randaugment"):
-        collators = {"loader": image_collator(TrainTransform(processor, augment), data),
-                     "device": image_collator(CanvasTransform(processor, side, side, augment == "randaugment"), data)}
-        rates = {}
-        for place, collate in collators.items():
-            for batch in batches:  # warm-up pass
-                collate(batch)
-            rates[place] = best_rate(len(examples), lambda: [collate(batch) for batch in batches], args.repeats)
-        canvases = [send_to_device(collators["device"](batch), device) for batch in batches]
-
-        def augment_on_device():
-            for batch in canvases:
-                device_augment(batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-
-        augment_on_device()  # warm-up
-        line = {"augmentation": augment, "data": data, "image_size": side, "batch_size": args.batch_size,
-                "loader_images_per_s": rates, "loader_ratio": rates["device"] / rates["loader"],
-                "device_images_per_s": best_rate(len(examples), augment_on_device, args.repeats),
-                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                "threads": torch.get_num_threads()}
-        lines.append(line)
-        print(json.dumps(line), flush=True)
-        if args.output_json:
-            with open(args.output_json, "a") as handle:
-                handle.write(json.dumps(line) + "\n")
+    with open(args.output_json, "a") if args.output_json else contextlib.nullcontext() as output:
+        for augment in ("basic", "randaugment"):
+            collators = {"loader": image_collator(TrainTransform(processor, augment), data),
+                         "device": image_collator(CanvasTransform(processor, side, side, augment == "randaugment"),
+                                                  data)}
+            rates = augmentation_rates(collators, batches, device_augment, device, args.repeats)
+            line = {"augmentation": augment, "data": data, "image_size": side, "batch_size": args.batch_size,
+                    "loader_images_per_s": rates["loader"], "loader_ratio": rates["loader_ratio"],
+                    "device_images_per_s": rates["device"], "device": describe(device)}
+            lines.append(line)
+            emit(line, output)
     return lines
 
 

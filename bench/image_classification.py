@@ -61,10 +61,9 @@ from text_classification import (
 from torch.utils.data import Dataset
 from transformers import Trainer, ViTConfig, ViTForImageClassification, default_data_collator
 
-from hf_transfer.config import ModelArgs, StrategyArgs
+from hf_transfer.config import AUGMENT_PLACES, ModelArgs, StrategyArgs
 from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.image import (
-    AUGMENT_PLACES,
     ImageArgs,
     TrainTransform,
     augments_on_device,

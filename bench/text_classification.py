@@ -69,7 +69,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader, Dataset
 from transformers import (
     AutoTokenizer,
@@ -444,6 +444,38 @@ def matmul_peak_gflops(device: torch.device) -> dict[str, float]:
             torch.cuda.synchronize(device)
         peaks[name] = 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
     return peaks
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` calls of `run`, after one warm-up call (file cache, lazy imports, kernels)."""
+    run()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
+def augmentation_rates(collators: dict[str, Callable], batches: list[list[dict]], prepare_batch: Callable,
+                       device: torch.device, repeats: int) -> dict:
+    """For the loader-cost benches (image_augmentation.py, audio_loader.py): items a second that each place's
+    collator ("loader", "device") makes of `batches` in this one process (what each DataLoader worker delivers),
+    their ratio, and items a second that `prepare_batch`, the device's part, makes of the device collator's batches
+    on `device` (CUDA synchronised before its clock stops)."""
+    count = sum(map(len, batches))
+    loader = {place: count / best_seconds(lambda: [collate(batch) for batch in batches], repeats)
+              for place, collate in collators.items()}
+    prepared = [send_to_device(collators["device"](batch), device) for batch in batches]
+
+    def on_device():
+        for batch in prepared:
+            prepare_batch(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return {"loader": loader, "loader_ratio": loader["device"] / loader["loader"],
+            "device": count / best_seconds(on_device, repeats)}
 
 
 def describe(device: torch.device) -> str:

@@ -24,6 +24,7 @@ TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorb
 
 CLASSIFIER_POOLINGS = ("model", "mean", "cls")  # --pooling: the architecture's own head, or a pooled linear one
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # --torch_compile_mode: torch.compile's own names
+AUGMENT_PLACES = ("auto", "loader", "device")  # --augment_on (images, audio): where training augmentation runs
 
 
 class UsageError(ValueError):

@@ -20,14 +20,13 @@ from torch import nn
 from transformers import AutoFeatureExtractor, SequenceFeatureExtractor
 
 from hf_transfer.architectures import base_model
-from hf_transfer.config import DataArgs, ModelArgs, UsageError
+from hf_transfer.config import AUGMENT_PLACES, DataArgs, ModelArgs, UsageError, _check_choice
 from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
 from hf_transfer.modalities.whisper_inputs import is_whisper
 
 AUDIO_COLUMN_GUESSES = ("audio", "path", "file", "filename")
 AUDIO_LAYOUT = FolderLayout("audio", (".wav", ".flac", ".mp3", ".ogg"))
 BAD_AUDIO = ("error", "skip")
-AUGMENT_PLACES = ("auto", "loader", "device")
 NOISE_SNR_SPAN_DB = 20  # training noise SNR is drawn from [noise_snr_db, noise_snr_db + this]
 
 
@@ -91,8 +90,7 @@ class AudioArgs:
         for name in ("gain_db", "time_shift_seconds", "noise_snr_db"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name} must be >= 0 (0 = off); got {getattr(self, name)}")
-        if self.augment_on not in AUGMENT_PLACES:
-            raise UsageError(f"--augment_on must be one of {', '.join(AUGMENT_PLACES)}; got {self.augment_on!r}")
+        _check_choice("augment_on", self.augment_on, AUGMENT_PLACES)
         if not 0 <= self.spec_augment < 1:
             raise UsageError(f"--spec_augment must be in [0, 1); got {self.spec_augment}")
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from tqdm.auto import tqdm
 from transformers.image_utils import SizeDict
 
-from hf_transfer.config import DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
+from hf_transfer.config import AUGMENT_PLACES, DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
 from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve_paths
 from hf_transfer.modalities.image_augment import (
     GREY,
@@ -39,7 +39,6 @@ from hf_transfer.modalities.medical import Window, dicom_to_rgb, to_rgb
 IMAGE_LAYOUT = FolderLayout("image", (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".dcm"))
 IMAGE_COLUMN_GUESSES = ("image", "img", "path", "file", "filename")
 AUGMENTATIONS = ("none", "basic", "randaugment")
-AUGMENT_PLACES = ("auto", "loader", "device")
 BAD_IMAGES = ("error", "skip")
 # Model types whose position embeddings fix the input size (a different --image_size fails at the first batch).
 FIXED_SIZE_MODEL_TYPES = ("vit", "deit")
