@@ -73,7 +73,6 @@ from transformers import (
 )
 
 from hf_transfer.config import AUGMENT_PLACES, ModelArgs, StrategyArgs
-from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.audio import (
     AudioArgs,
     audio_collator,
@@ -84,7 +83,8 @@ from hf_transfer.modalities.audio import (
 )
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window
-from hf_transfer.strategies import apply_strategy
+from hf_transfer.models.strategies import apply_strategy
+from hf_transfer.training.loop import default_dataloader_workers
 
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {

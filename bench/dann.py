@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from hf_transfer.compare import compare_runs
+from hf_transfer.evaluation.compare import compare_runs
 
 
 def train(recipe: str, config: str, output_dir: Path, flags: list[str]) -> dict:

@@ -87,12 +87,12 @@ def generate(folder: Path, seed: int = 0) -> None:
 def score(folder: Path, output_dir: Path, base: str) -> dict:
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-    from hf_transfer.builtin import resolve_model
-    from hf_transfer.inference import load_trained
+    from hf_transfer.evaluation.inference import load_trained
     from hf_transfer.metrics import transcription_metrics
     from hf_transfer.modalities.audio import load_clip
     from hf_transfer.modalities.seq2seq import generate_text
     from hf_transfer.modalities.transcripts import SpeechArgs, normalize
+    from hf_transfer.models.builtin import resolve_model
 
     speech = SpeechArgs()
     rows = list(csv.DictReader(open(folder / "test.csv")))

@@ -62,7 +62,6 @@ from torch.utils.data import Dataset
 from transformers import Trainer, ViTConfig, ViTForImageClassification, default_data_collator
 
 from hf_transfer.config import AUGMENT_PLACES, ModelArgs, StrategyArgs
-from hf_transfer.loop import default_dataloader_workers
 from hf_transfer.modalities.image import (
     ImageArgs,
     TrainTransform,
@@ -73,7 +72,8 @@ from hf_transfer.modalities.image import (
     processor_transform,
 )
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
-from hf_transfer.strategies import apply_strategy
+from hf_transfer.models.strategies import apply_strategy
+from hf_transfer.training.loop import default_dataloader_workers
 
 # -----------------------------------------------------------------------------------------------------------------
 MODEL_CONFIGS = {

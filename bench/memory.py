@@ -10,7 +10,7 @@
     python bench/memory.py --model_config bert-tiny --steps 2 --batch_size 4
 
 For each strategy the model is built from its config (random init: memory does not depend on the weights), given
-the strategy by `hf_transfer.strategies.apply_strategy`, optimised by `build_optimizer` (fused AdamW, as every recipe
+the strategy by `models.strategies.apply_strategy`, optimised by `build_optimizer` (fused AdamW, as every recipe
 does), prepared by accelerate and trained `--steps` steps on random inputs of the model's usual training shape. The
 peak is `torch.cuda.max_memory_allocated` over those steps: weights, gradients, optimizer state and activations.
 Without CUDA each strategy runs in a forked child process, and the line gives its peak resident set size (VmHWM,
@@ -44,9 +44,9 @@ from transformers import (
 )
 
 from hf_transfer.config import StrategyArgs, TrainArgs
-from hf_transfer.loop import Progress, classification_loss
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
+from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
+from hf_transfer.training.loop import Progress, classification_loss
 
 # -----------------------------------------------------------------------------------------------------------------
 # name -> (task, model class, config). The transformers defaults of these configs are the base models' shapes:

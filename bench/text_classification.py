@@ -83,11 +83,11 @@ from transformers import (
 )
 
 from hf_transfer.config import COMPILE_MODES, StrategyArgs, TrainArgs
-from hf_transfer.features import training_inputs
-from hf_transfer.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
-from hf_transfer.padding_free import enable_padding_free
-from hf_transfer.sampling import LengthSortedSampler
-from hf_transfer.strategies import apply_strategy, build_optimizer
+from hf_transfer.data.sampling import LengthSortedSampler
+from hf_transfer.models.padding_free import enable_padding_free
+from hf_transfer.models.strategies import apply_strategy, build_optimizer
+from hf_transfer.training.features import training_inputs
+from hf_transfer.training.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
 
 # -----------------------------------------------------------------------------------------------------------------
 # Defaults, in one place. Throughput does not depend on the weights, so models start from random init.

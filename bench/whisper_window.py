@@ -24,9 +24,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoFeatureExtractor, WhisperForAudioClassification
 
-from hf_transfer.builtin import resolve_model
 from hf_transfer.modalities.audio import AudioArgs, audio_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window
+from hf_transfer.models.builtin import resolve_model
 
 
 def rows(path: str, per_class: int | None, seed: int = 0) -> list[dict]:

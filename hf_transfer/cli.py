@@ -5,30 +5,17 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from hf_transfer.config import UsageError
 from hf_transfer.console import library_output
+from hf_transfer.recipe import recipe_names
 
 ALLOW_PICKLE_HELP = "load pickle .bin weights when the folder has no safetensors (unpickling can run code)"
 HEAD_HELP = "for a model with several heads (one backbone, several tasks): the head to use"
 # The data's columns for `evaluate`, named as in training.
 COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
-
-
-def run_from_command_line(main: Callable) -> None:
-    """Run a recipe's `main` with the process's flags; bad input ends with a message, not a traceback."""
-    try:
-        main(argv=sys.argv[1:])
-    except UsageError as error:
-        sys.exit(f"error: {error}")
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in resources.files("hf_transfer.recipes").iterdir()
-                  if p.name.endswith(".py") and not p.name.startswith("_"))
 
 
 def list_recipes() -> None:
@@ -55,7 +42,7 @@ def train(recipe: str | None, flags: list[str]) -> None:
 
 def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: bool = False,
             head: str | None = None) -> None:
-    from hf_transfer.inference import load_trained, timed_predict
+    from hf_transfer.evaluation.inference import load_trained, timed_predict
 
     if file:
         path = Path(file)
@@ -143,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             train(args.recipe, rest)  # the recipe has its own --verbose
             return
         if args.command in ("rank", "shift", "study", "tune"):
-            importlib.import_module(f"hf_transfer.{args.command}").main(rest)  # its own flags
+            importlib.import_module(f"hf_transfer.selection.{args.command}").main(rest)  # its own flags
             return
         with library_output(getattr(args, "verbose", False)):
             run_command(args)
@@ -156,7 +143,7 @@ def run_command(args: argparse.Namespace) -> None:
     if args.command == "recipes":
         list_recipes()
     elif args.command == "evaluate":
-        from hf_transfer.inference import evaluate_folder
+        from hf_transfer.evaluation.inference import evaluate_folder
 
         report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
         results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
@@ -167,12 +154,12 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         predict(args.output_dir, args.inputs, args.file, args.allow_pickle, args.head)
     elif args.command == "push":
-        from hf_transfer.hub import push_folder
+        from hf_transfer.publish.hub import push_folder
 
         print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
                           token=args.token, merge_adapter=args.merge_adapter))
     elif args.command == "compare":
-        from hf_transfer.compare import compare_runs, format_comparison
+        from hf_transfer.evaluation.compare import compare_runs, format_comparison
         from hf_transfer.metrics.intervals import Bootstrap
 
         if not 0 < args.confidence_level < 1 or args.bootstrap_resamples < 1:
@@ -181,6 +168,6 @@ def run_command(args: argparse.Namespace) -> None:
                               Bootstrap(args.confidence_level, args.bootstrap_resamples, args.seed))
         print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     elif args.command == "merge":
-        from hf_transfer.merge import merge_adapter
+        from hf_transfer.publish.merge import merge_adapter
 
         print(f"Merged model: {merge_adapter(args.output_dir, args.out)}")

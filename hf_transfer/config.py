@@ -17,6 +17,7 @@ from transformers import HfArgumentParser
 from hf_transfer.io import atomic_write_text
 
 STRATEGIES = ("full", "feature_extraction", "partial", "lora")
+BUILTIN_PREFIX = "builtin:"  # a checkpoint or data set that works offline: models/builtin.py, data/builtin.py
 # --report_to choice -> (module it needs, how to install it).
 TRACKERS = {"tensorboard": ("tensorboard", "pip install 'hf-transfer-kit[tensorboard]'"),
             "trackio": ("trackio", "pip install trackio"), "wandb": ("wandb", "pip install wandb")}
@@ -237,7 +238,7 @@ class TrainArgs:
 
     def __post_init__(self):
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, ("linear", "cosine", "constant"))
-        if self.mixed_precision is not None:  # None: decided by hf_transfer.precision when training starts
+        if self.mixed_precision is not None:  # None: decided by hf_transfer.training.precision when training starts
             _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
         if self.torch_compile_mode is not None:
@@ -336,7 +337,7 @@ class HubArgs:
             raise UsageError("--push_to_hub needs the model card: drop --write_card false")
 
 
-ADAPTATIONS = ("none", "dann")  # see hf_transfer/adaptation.py
+ADAPTATIONS = ("none", "dann")  # see hf_transfer/training/adaptation.py
 
 
 @dataclass

@@ -7,29 +7,29 @@ from pathlib import Path
 import datasets
 from accelerate import Accelerator
 
-from hf_transfer.cards import CardContext, save_card
 from hf_transfer.config import RunConfig, save_config
-from hf_transfer.data import LabelledSplits, guess_column
-from hf_transfer.heads import MultiHeadModel, save_heads_spec
-from hf_transfer.hub import push_folder
-from hf_transfer.io import atomic_save_files, atomic_write_json
-from hf_transfer.loop import TrainState
-from hf_transfer.metrics.intervals import Bootstrap
-from hf_transfer.metrics.item_predictions import write_items
-from hf_transfer.metrics.operating_point import choose_decision
-from hf_transfer.metrics.report import TrainingCurves, write_report, write_transcription_report
-from hf_transfer.metrics.report_sections import (
+from hf_transfer.data.splits import LabelledSplits, guess_column
+from hf_transfer.evaluation.item_predictions import write_items
+from hf_transfer.evaluation.operating_point import choose_decision
+from hf_transfer.evaluation.report import TrainingCurves, write_report, write_transcription_report
+from hf_transfer.evaluation.report_sections import (
     calibration_section,
     groups_section,
     intervals_note,
     operating_point_section,
     selection_note,
 )
-from hf_transfer.metrics.scoring import score_classification, score_transcription
-from hf_transfer.models import base_model_id
-from hf_transfer.run_folder import mark_complete
-from hf_transfer.strategies import is_adapter
+from hf_transfer.evaluation.scoring import score_classification, score_transcription
+from hf_transfer.io import atomic_save_files, atomic_write_json
+from hf_transfer.metrics.intervals import Bootstrap
+from hf_transfer.models.heads import MultiHeadModel, save_heads_spec
+from hf_transfer.models.loading import base_model_id
+from hf_transfer.models.strategies import is_adapter
+from hf_transfer.publish.cards import CardContext, save_card
+from hf_transfer.publish.hub import push_folder
 from hf_transfer.tasks import Task
+from hf_transfer.training.loop import TrainState
+from hf_transfer.training.run_folder import mark_complete
 
 PREFIX = {"validation": "eval", "test": "test", "target_test": "target_test"}  # result keys of each split
 

@@ -6,14 +6,24 @@ order: setup -> train -> finish -> cleanup.
 """
 
 import importlib
+import sys
 from collections.abc import Callable
+from importlib import resources
 
 from accelerate import DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
-from hf_transfer.adaptation import (
+from hf_transfer.config import INVOCATION_ONLY, RunConfig, UsageError, parse
+from hf_transfer.console import library_output
+from hf_transfer.data.sampling import data_order
+from hf_transfer.data.splits import LabelledSplits
+from hf_transfer.evaluation.operating_point import check_decision_settings
+from hf_transfer.metrics import classification_metric_names, classification_metrics
+from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
+from hf_transfer.tasks import Task
+from hf_transfer.training.adaptation import (
     TARGET_TEST,
     TARGET_TRAIN,
     DomainAdversarial,
@@ -22,11 +32,8 @@ from hf_transfer.adaptation import (
     dann_loss,
     head_input_size,
 )
-from hf_transfer.config import INVOCATION_ONLY, RunConfig, parse
-from hf_transfer.console import library_output
-from hf_transfer.features import PATH_TEXT
-from hf_transfer.data import LabelledSplits
-from hf_transfer.loop import (
+from hf_transfer.training.features import PATH_TEXT
+from hf_transfer.training.loop import (
     Loop,
     auto_class_weights,
     check_metric_for_best_model,
@@ -34,20 +41,28 @@ from hf_transfer.loop import (
     new_accelerator,
     predict,
 )
-from hf_transfer.metrics import classification_metric_names, classification_metrics
-from hf_transfer.metrics.operating_point import check_decision_settings
-from hf_transfer.sampling import data_order
-from hf_transfer.strategies import apply_strategy, build_optimizer, count_parameters
-from hf_transfer.tasks import Task
-
 
 # The splits scored after training (those the data has): validation picks the operating point, the others are tests.
 EVALUATED_SPLITS = ("validation", "test", TARGET_TEST)
 
 
+def run_from_command_line(main: Callable) -> None:
+    """Run a recipe's `main` with the process's flags; bad input ends with a message, not a traceback."""
+    try:
+        main(argv=sys.argv[1:])
+    except UsageError as error:
+        sys.exit(f"error: {error}")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in resources.files("hf_transfer.recipes").iterdir()
+                  if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
 class Recipe:
     """The phases, and the steps of `setup` that every modality shares."""
 
+    name: str  # the recipe's file name in recipes/: the run record keeps it, to print the command that finishes a run
     task: Task
     modality: type | None = None  # the recipe's own settings dataclass (`ImageArgs`...): its fields become flags
     # Under DDP, whether some trainable weights may get no gradient in a step (LayerDrop skips whole layers).
@@ -185,7 +200,8 @@ class ClassificationRecipe(Recipe):
         def evaluate(model):
             return classification_metrics(*predict(self.accelerator, model, evaluation_loader))
 
-        names = classification_metric_names(self.data)
+        names = classification_metric_names(self.data.label_names, self.data.splits["validation"]["labels"],
+                                            self.data.sources["validation"])
         if not self.adapting:
             self.start_loop(model, train_loader, compute_loss, evaluate, names, prepare_batch=prepare_batch)
             return

@@ -1,6 +1,6 @@
 """The task registry: per task, the Auto class, the processor, what the model reads and how it predicts.
 
-Architecture knowledge (backbone, blocks, heads, LoRA targets) is in `hf_transfer.architectures`.
+Architecture knowledge (backbone, blocks, heads, LoRA targets) is in `hf_transfer.models.architectures`.
 """
 
 from collections.abc import Callable
@@ -21,13 +21,13 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from hf_transfer.architectures import is_encoder_decoder
-from hf_transfer.data import FolderLayout
+from hf_transfer.data.splits import FolderLayout
 from hf_transfer.modalities.audio import AUDIO_COLUMN_GUESSES, AUDIO_LAYOUT, audio_logits
 from hf_transfer.modalities.image import IMAGE_COLUMN_GUESSES, IMAGE_LAYOUT, image_logits, window_of
 from hf_transfer.modalities.seq2seq import transcribe_seq2seq_files
 from hf_transfer.modalities.text import TEXT_COLUMN_GUESSES, text_logits
 from hf_transfer.modalities.transcripts import transcribe_files
+from hf_transfer.models.architectures import is_encoder_decoder
 
 # (model, processor, run settings) -> a function from a batch of inputs (and their text pairs, or None) to logits,
 # preprocessed as the run evaluated.

@@ -13,10 +13,8 @@ report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; 
 
 from torch.utils.data import DataLoader
 
-from hf_transfer.cli import run_from_command_line
-from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import example_loader, training_inputs
-from hf_transfer.loop import dataloader_workers
+from hf_transfer.data.sampling import LengthSortedSampler
+from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
     AudioArgs,
@@ -29,11 +27,12 @@ from hf_transfer.modalities.audio import (
 )
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
-from hf_transfer.models import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
-from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import LengthSortedSampler
+from hf_transfer.models.loading import load_model, model_path
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
 from hf_transfer.tasks import TASKS
+from hf_transfer.training.features import example_loader, training_inputs
+from hf_transfer.training.loop import dataloader_workers
+from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["audio-classification"]
 MODALITY = AudioArgs
@@ -50,6 +49,7 @@ DEFAULTS = {
 
 
 class AudioClassificationRecipe(ClassificationRecipe):
+    name = "audio_classification"
     task = TASK
     modality = MODALITY
     # Under DDP some trainable weights get no gradient in a step: LayerDrop skips whole layers at random, and the
@@ -67,12 +67,12 @@ class AudioClassificationRecipe(ClassificationRecipe):
         on_device = augments_on_device(audio, self.processor, accelerator.device)
         # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
         audio.augment_on = "device" if on_device else "loader"
-        claim_output_dir(accelerator, run, self.data)
+        claim_output_dir(accelerator, run, self.data, self.name)
         for split, files in self.skipped.items():
             accelerator.print(f"--bad_audio skip: left out {len(files)} audio file(s) of the {split} split: "
                               + "; ".join(files))
 
-        model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
         self.whisper_window = (fit_whisper_window(model, self.processor, audio.max_duration_seconds,
                                                   audio.short_inputs) if is_whisper(model.config) else None)
         set_spec_augment(model, audio, self.rate)

@@ -12,11 +12,7 @@ report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; 
 
 from torch.utils.data import DataLoader
 
-from hf_transfer.adaptation import TARGET_TRAIN
-from hf_transfer.cli import run_from_command_line
-from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import example_loader, training_inputs
-from hf_transfer.loop import dataloader_workers
+from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
     BatchMixer,
@@ -34,10 +30,13 @@ from hf_transfer.modalities.image import (
     window_of,
 )
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
-from hf_transfer.models import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
-from hf_transfer.run_folder import claim_output_dir
+from hf_transfer.models.loading import load_model, model_path
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
 from hf_transfer.tasks import TASKS
+from hf_transfer.training.adaptation import TARGET_TRAIN
+from hf_transfer.training.features import example_loader, training_inputs
+from hf_transfer.training.loop import dataloader_workers
+from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["image-classification"]
 MODALITY = ImageArgs
@@ -53,6 +52,7 @@ DEFAULTS = {
 
 
 class ImageClassificationRecipe(ClassificationRecipe):
+    name = "image_classification"
     task = TASK
     modality = MODALITY
 
@@ -64,10 +64,10 @@ class ImageClassificationRecipe(ClassificationRecipe):
         on_device = augments_on_device(image, accelerator.device)
         # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
         image.augment_on = "device" if on_device else "loader"
-        claim_output_dir(accelerator, run, self.data)
+        claim_output_dir(accelerator, run, self.data, self.name)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
-        model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
         check_model_input_size(model.config, self.image_size)
         if run.strategy.strategy == "lora" and run.model.config_name:
             accelerator.print("note: LoRA on a randomly initialised model saves only the adapter and head; "

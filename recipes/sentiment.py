@@ -10,17 +10,16 @@ report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; 
 
 from torch.utils.data import DataLoader
 
-from hf_transfer.cli import run_from_command_line
-from hf_transfer.data import load_labelled_splits
-from hf_transfer.features import example_loader, training_inputs
-from hf_transfer.loop import dataloader_workers, text_padding_multiple
+from hf_transfer.data.sampling import LengthSortedSampler
+from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
-from hf_transfer.models import load_model, model_path
-from hf_transfer.padding_free import enable_padding_free
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe
-from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import LengthSortedSampler
+from hf_transfer.models.loading import load_model, model_path
+from hf_transfer.models.padding_free import enable_padding_free
+from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
 from hf_transfer.tasks import TASKS
+from hf_transfer.training.features import example_loader, training_inputs
+from hf_transfer.training.loop import dataloader_workers, text_padding_multiple
+from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["text-classification"]
 # The real thing for users with the Hub; every value can be overridden by a config file or a flag.
@@ -35,6 +34,7 @@ DEFAULTS = {
 
 
 class SentimentRecipe(ClassificationRecipe):
+    name = "sentiment"
     task = TASK
 
     def setup(self) -> None:
@@ -43,8 +43,8 @@ class SentimentRecipe(ClassificationRecipe):
             self.claim_labels(load_labelled_splits(run.data, run.train.seed))
             self.processor = load_tokenizer(run.model, model_path(run.model))
             splits = tokenize_splits(self.data, run.data, self.processor)
-        claim_output_dir(accelerator, run, self.data)
-        model = load_model(run.model, TASK, self.data.label_names, run.train.dropout)
+        claim_output_dir(accelerator, run, self.data, self.name)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
         padding_multiple = text_padding_multiple(run.train, accelerator.device)
         check_max_seq_length(model.config, run.data.max_seq_length, padding_multiple)
         self.apply_strategy(model)

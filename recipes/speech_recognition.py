@@ -21,10 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from hf_transfer import outputs
-from hf_transfer.architectures import base_model
-from hf_transfer.cli import run_from_command_line
 from hf_transfer.config import UsageError
-from hf_transfer.loop import dataloader_workers
+from hf_transfer.data.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
 from hf_transfer.metrics import transcription_metric_names, transcription_metrics
 from hf_transfer.modalities.audio import (
     describe_augmentation,
@@ -49,11 +47,12 @@ from hf_transfer.modalities.transcripts import (
     transcribe,
 )
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window
-from hf_transfer.models import build_model, load_config, model_path
-from hf_transfer.recipe import Recipe
-from hf_transfer.run_folder import claim_output_dir
-from hf_transfer.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples
+from hf_transfer.models.architectures import base_model
+from hf_transfer.models.loading import build_model, load_config, model_path
+from hf_transfer.recipe import Recipe, run_from_command_line
 from hf_transfer.tasks import SPEECH_SEQ2SEQ, TASKS, task_for
+from hf_transfer.training.loop import dataloader_workers
+from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["automatic-speech-recognition"]
 MODALITY = SpeechArgs
@@ -76,6 +75,7 @@ def ctc_loss(model, batch, progress):
 
 
 class SpeechRecognitionRecipe(Recipe):
+    name = "speech_recognition"
     task = TASK
     modality = MODALITY
     find_unused_parameters = True  # LayerDrop skips whole layers at random
@@ -94,7 +94,7 @@ class SpeechRecognitionRecipe(Recipe):
             self.rate = feature_extractor.sampling_rate
             self.data = load_transcribed_splits(run.data, speech, run.train.seed)
             self.data, column, self.skipped = prepare_speech_splits(self.data, run.data, speech, self.rate)
-        claim_output_dir(accelerator, run, self.data)
+        claim_output_dir(accelerator, run, self.data, self.name)
         for split, files in self.skipped.items():
             accelerator.print(f"left out {len(files)} clip(s) of the {split} split: " + "; ".join(files[:5])
                               + (" ..." if len(files) > 5 else ""))

@@ -6,7 +6,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 # fp32 unless a test asks otherwise, as `accelerate launch --mixed_precision no` would pin it: the tests score saved
-# models again in fp32 and compare with training's scores, which bf16 (hf_transfer.precision's pick on a CPU with
+# models again in fp32 and compare with training's scores, which bf16 (training.precision's pick on a CPU with
 # AVX512-BF16 or AMX) would shift.
 os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "no")
 

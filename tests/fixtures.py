@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from transformers import (
     AutoTokenizer,
-    EfficientNetForImageClassification,
     BertConfig,
-    GenerationConfig,
     BertForSequenceClassification,
     DebertaV2Config,
     DebertaV2ForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
+    EfficientNetForImageClassification,
+    GenerationConfig,
     RobertaConfig,
     RobertaForSequenceClassification,
     ViTConfig,
@@ -39,7 +39,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
-from hf_transfer.checkpoints.efficientnet import lite_config, lite_image_processor, set_identity_squeeze_excite
+from hf_transfer.models.checkpoints.efficientnet import lite_config, lite_image_processor, set_identity_squeeze_excite
 
 POSITIVE = ["great", "lovely", "excellent", "wonderful", "superb", "delightful", "fantastic", "brilliant"]
 NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "poor", "broken", "disappointing"]

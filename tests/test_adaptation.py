@@ -15,17 +15,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
-from hf_transfer.adaptation import (
+from hf_transfer.config import AdaptationArgs, TrainArgs, UsageError
+from hf_transfer.evaluation.inference import load_trained
+from hf_transfer.recipes import audio_classification, image_classification, sentiment
+from hf_transfer.selection.transferability import proxy_a_distance
+from hf_transfer.training.adaptation import (
     DomainAdversarial,
     dann_lambda,
     dann_loss,
-    proxy_a_distance,
     reverse_gradient,
 )
-from hf_transfer.config import AdaptationArgs, TrainArgs, UsageError
-from hf_transfer.inference import load_trained
-from hf_transfer.loop import Loop, classification_loss
-from hf_transfer.recipes import audio_classification, image_classification, sentiment
+from hf_transfer.training.loop import Loop, classification_loss
 
 
 def test_gradient_reversal_is_the_identity_forward_and_flips_the_gradient():

@@ -11,14 +11,13 @@ import torch
 import transformers
 from fixtures import AUDIO_RATE as RATE
 from fixtures import PITCH, launch_two_processes, tone, write_tones
-from hf_transfer.recipes import audio_classification
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError, parse
-from hf_transfer.data import load_labelled_splits
-from hf_transfer.inference import evaluate_folder, load_trained, predict
+from hf_transfer.data.splits import load_labelled_splits
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from hf_transfer.metrics import classification_metrics
 from hf_transfer.modalities.audio import (
     AUDIO_LAYOUT,
@@ -29,6 +28,7 @@ from hf_transfer.modalities.audio import (
     prepare_audio_splits,
     read_audio,
 )
+from hf_transfer.recipes import audio_classification
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "audio_classification.py"
 CONFIGS = Path(__file__).parents[1] / "recipes" / "configs"
@@ -314,7 +314,7 @@ def test_scores_do_not_depend_on_the_evaluation_batch_size(tones, tmp_path):
     in the run's evaluation and in `predict` (which answers in input order)."""
     from fixtures import make_tiny_wav2vec2
 
-    from hf_transfer.inference import predict
+    from hf_transfer.evaluation.inference import predict
 
     model = make_tiny_wav2vec2(tmp_path / "layer-norm", feat_extract_norm="layer")
     runs = {size: audio_classification.main(settings(model, tones, tmp_path / f"batch-{size}", strategy="full",

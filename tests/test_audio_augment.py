@@ -7,12 +7,12 @@ import soundfile as sf
 import torch
 import yaml
 from fixtures import tone
-from hf_transfer.recipes import audio_classification
 from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
 from hf_transfer.config import UsageError
 from hf_transfer.modalities.audio import AudioArgs, audio_collator
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
+from hf_transfer.recipes import audio_classification
 
 RATE = 16000
 

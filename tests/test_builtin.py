@@ -2,8 +2,8 @@
 
 import pytest
 
-from hf_transfer import builtin
 from hf_transfer.config import UsageError
+from hf_transfer.models import builtin
 
 
 def test_a_conversion_runs_once_and_a_failed_one_leaves_nothing(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hf_transfer.cli import main as cli
-from hf_transfer.inference import evaluate_folder
+from hf_transfer.evaluation.inference import evaluate_folder
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sentiment.py"
 

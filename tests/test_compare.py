@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from hf_transfer.cli import main
-from hf_transfer.compare import compare_runs
 from hf_transfer.config import UsageError
+from hf_transfer.evaluation.compare import compare_runs
+from hf_transfer.evaluation.item_predictions import classification_items, transcription_items, write_items
 from hf_transfer.metrics.intervals import error_counts
-from hf_transfer.metrics.item_predictions import classification_items, transcription_items, write_items
 
 NAMES = ["ant", "bee"]
 

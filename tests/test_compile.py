@@ -8,13 +8,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 from fixtures import sentences, write_csv
-from hf_transfer.recipes import sentiment
 from safetensors.torch import load_file
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader
 
 from hf_transfer.config import TrainArgs, UsageError, parse
-from hf_transfer.loop import COMPILE_TOKEN_BUCKET, Loop, text_padding_multiple
+from hf_transfer.recipes import sentiment
+from hf_transfer.training.loop import COMPILE_TOKEN_BUCKET, Loop, text_padding_multiple
 
 
 def reviews_of_many_lengths(folder) -> dict:

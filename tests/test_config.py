@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_transfer.cli import recipe_names
 from hf_transfer.config import UsageError, parse, save_config
+from hf_transfer.recipe import Recipe, recipe_names
 
 DEFAULTS = {"model_name_or_path": "google-bert/bert-base-uncased", "dataset_name": "stanfordnlp/sst2"}
 
@@ -128,3 +128,12 @@ def test_a_config_file_naming_a_setting_the_task_does_not_read_is_refused_unless
         parse([], config, defaults=DEFAULTS, task="audio-classification")
     config.write_text("max_seq_length: 128\ntext_column: null\n")  # as a saved run_config.yaml holds them
     assert parse([], config, defaults=DEFAULTS, task="audio-classification").data.max_seq_length == 128
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_each_recipe_records_its_own_name(name):
+    """The run record keeps `Recipe.name` for `finish_command`'s `hf-transfer train NAME`: it must be the file's."""
+    module = importlib.import_module(f"hf_transfer.recipes.{name}")
+    recipes = [value for value in vars(module).values()
+               if isinstance(value, type) and issubclass(value, Recipe) and value.__module__ == module.__name__]
+    assert [recipe.name for recipe in recipes] == [name]

@@ -6,7 +6,7 @@ import pytest
 from fixtures import sentences, write_csv
 
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import load_labelled_splits, load_raw_splits
+from hf_transfer.data.splits import load_labelled_splits, load_raw_splits
 
 
 def data_args(**kwargs) -> DataArgs:
@@ -166,7 +166,7 @@ def test_max_eval_samples_is_a_seeded_stratified_sample(tmp_path):
 
 
 def test_stratified_sample_keeps_shares_and_every_class():
-    from hf_transfer.sampling import stratified_sample
+    from hf_transfer.data.sampling import stratified_sample
 
     labels = [0] * 90 + [1] * 8 + [2] * 2
     picked = stratified_sample(labels, 10, seed=0)

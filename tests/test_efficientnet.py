@@ -7,17 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import TINY_EFFICIENTNET
-from hf_transfer.recipes import image_classification
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from hf_transfer import builtin
-from hf_transfer.architectures import encoder_layers, head_module_names
-from hf_transfer.checkpoints.efficientnet import convert, lite_config
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs, UsageError
-from hf_transfer.inference import load_trained, predict
-from hf_transfer.models import load_model
-from hf_transfer.strategies import apply_strategy, parameter_groups
+from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.models import builtin
+from hf_transfer.models.architectures import encoder_layers, head_module_names
+from hf_transfer.models.checkpoints.efficientnet import convert, lite_config
+from hf_transfer.models.loading import load_model
+from hf_transfer.models.strategies import apply_strategy, parameter_groups
+from hf_transfer.recipes import image_classification
 from hf_transfer.tasks import TASKS
 
 # (expand ratio, kernel, stride, in, out, repeats) per stage, stem and head widths: TINY_EFFICIENTNET spelled out.
@@ -150,7 +150,8 @@ def train_steps(model, steps: int = 3):
 
 
 def tiny(folder):
-    return load_model(ModelArgs(model_name_or_path=str(folder)), TASKS["image-classification"], ["a", "b"], None)
+    return load_model(ModelArgs(model_name_or_path=str(folder)), TASKS["image-classification"].auto_model,
+                      ["a", "b"], None)
 
 
 def test_a_few_training_steps_barely_move_the_running_statistics(tiny_efficientnet):

@@ -18,8 +18,8 @@ import yaml
 from safetensors.torch import load_file
 
 from hf_transfer import cli
-from hf_transfer.inference import load_trained, predict
-from hf_transfer.run_folder import RUN_RECORD, finish_command, read_record
+from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.training.run_folder import RUN_RECORD, finish_command, read_record
 
 KILLS = int(os.environ.get("HF_TRANSFER_FAULT_TEST", "1"))
 PHASES = ("training", "checkpoint", "final write")

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from hf_transfer.recipes import image_classification
 from safetensors.torch import load_file
 
 from hf_transfer.config import StrategyArgs
-from hf_transfer.features import PATH_TEXT, uses_cached_features
+from hf_transfer.recipes import image_classification
+from hf_transfer.training.features import PATH_TEXT, uses_cached_features
 
 
 @pytest.fixture(scope="module", autouse=True)

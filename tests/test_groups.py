@@ -6,7 +6,7 @@ import pytest
 from fixtures import sentences, write_csv
 
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import load_labelled_splits
+from hf_transfer.data.splits import load_labelled_splits
 
 
 def grouped_rows(num_groups=12, per_group=15, seed=0):
@@ -77,10 +77,10 @@ def test_per_group_metrics_on_a_fabricated_table():
 
 
 def test_speech_report_gives_intervals_and_the_worst_speaker(tmp_path):
+    from hf_transfer.evaluation.report import write_transcription_report
+    from hf_transfer.evaluation.report_sections import groups_section, intervals_note
+    from hf_transfer.evaluation.scoring import score_transcription
     from hf_transfer.metrics.intervals import Bootstrap
-    from hf_transfer.metrics.report import write_transcription_report
-    from hf_transfer.metrics.report_sections import groups_section, intervals_note
-    from hf_transfer.metrics.scoring import score_transcription
 
     references = ["one", "two", "three", "four"] * 5
     predictions = ["one", "too", "three", "four"] * 5  # speaker b says every "two"

@@ -3,16 +3,16 @@
 import pytest
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from fixtures import sentences
+from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding
 
 from hf_transfer.config import StrategyArgs, TrainArgs, UsageError, parse, save_config
-from hf_transfer.heads import MultiHeadModel, multi_head_loss
-from hf_transfer.inference import load_trained, predict
-from hf_transfer.loop import Loop
+from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.models.heads import MultiHeadModel, multi_head_loss
+from hf_transfer.models.strategies import apply_strategy, build_optimizer
 from hf_transfer.outputs import save_model
-from hf_transfer.strategies import apply_strategy, build_optimizer
+from hf_transfer.training.loop import Loop
 
 HEADS = {"sentiment": ["negative", "positive"], "topic": ["sport", "music", "food"]}
 

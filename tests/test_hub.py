@@ -8,7 +8,7 @@ from huggingface_hub import ModelCard
 
 from hf_transfer import cli
 from hf_transfer.config import UsageError
-from hf_transfer.hub import push_folder
+from hf_transfer.publish.hub import push_folder
 from hf_transfer.recipes import sentiment
 
 REPO = "user/tiny-sentiment"

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from fixtures import COLOURS, square, write_class_folder
-from hf_transfer.recipes import image_classification
 from safetensors.torch import load_file
 from transformers import (
     ConvNextConfig,
@@ -18,11 +17,10 @@ from transformers import (
     pipeline,
 )
 
-from hf_transfer.architectures import lora_target_modules
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import LabelledSplits
-from hf_transfer.inference import evaluate_folder, load_trained
+from hf_transfer.data.splits import LabelledSplits
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained
 from hf_transfer.modalities.image import (
     BatchMixer,
     ImageArgs,
@@ -32,6 +30,8 @@ from hf_transfer.modalities.image import (
     load_image,
     processor_transform,
 )
+from hf_transfer.models.architectures import lora_target_modules
+from hf_transfer.recipes import image_classification
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hf_transfer.recipes import image_classification
 from PIL import Image
 from transformers import ViTImageProcessorPil
 
@@ -18,6 +17,7 @@ from hf_transfer.modalities.image_augment import (
     CanvasTransform,
     DeviceAugment,
 )
+from hf_transfer.recipes import image_classification
 
 # Levels in [0, 1], unnormalised: what the ops see on either path.
 PLAIN = SimpleNamespace(rescale_factor=1 / 255, do_normalize=False, image_mean=None, image_std=None)

@@ -7,8 +7,8 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from hf_transfer import cli
 from hf_transfer.config import UsageError
-from hf_transfer.inference import load_trained
-from hf_transfer.merge import merge_adapter
+from hf_transfer.evaluation.inference import load_trained
+from hf_transfer.publish.merge import merge_adapter
 from hf_transfer.recipes import sentiment
 
 TEXTS = ["the film was great and lovely", "this phone was awful and broken", "our meal was superb"]
@@ -63,8 +63,8 @@ def test_merging_into_the_output_folder_is_refused(lora_output):
 
 def test_merge_takes_the_hub_repo_the_card_names(lora_output, fake_hub, tmp_path, monkeypatch):
     """The adapter card says `hf-transfer merge <repo_id>`: the pushed files are downloaded, then merged."""
-    from hf_transfer import merge
-    from hf_transfer.hub import push_folder
+    from hf_transfer.publish import merge
+    from hf_transfer.publish.hub import push_folder
 
     push_folder(lora_output, "user/tiny-lora")
     downloaded = []

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from hf_transfer.config import EvalArgs, UsageError
+from hf_transfer.evaluation.operating_point import Decision, choose_decision, choose_threshold
 from hf_transfer.metrics.calibration import (
+    TEMPERATURE_RANGE,
     apply_temperature,
     expected_calibration_error,
-    TEMPERATURE_RANGE,
     fit_temperature,
     reliability_bins,
 )
-from hf_transfer.metrics.operating_point import Decision, choose_decision, choose_threshold
 
 
 def test_ece_by_hand():
@@ -93,7 +93,7 @@ def test_bad_operating_point_flags(flags, message):
 
 
 def test_a_threshold_needs_two_classes():
-    from hf_transfer.metrics.operating_point import check_decision_settings
+    from hf_transfer.evaluation.operating_point import check_decision_settings
 
     with pytest.raises(UsageError, match="binary tasks; this one has 3 classes \\(a, b, c\\)"):
         check_decision_settings(EvalArgs(decision_threshold="auto"), ["a", "b", "c"])

@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 from fixtures import make_tiny_model, sentences, write_csv
-from hf_transfer.recipes import sentiment
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-import hf_transfer.padding_free as padding_free
+import hf_transfer.models.padding_free as padding_free
 from hf_transfer.config import TrainArgs, UsageError, parse
-from hf_transfer.padding_free import enable_padding_free
+from hf_transfer.models.padding_free import enable_padding_free
+from hf_transfer.recipes import sentiment
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from hf_transfer.config import UsageError, parse
-from hf_transfer.heads import MultiHeadModel
-from hf_transfer.inference import load_trained, predict
-from hf_transfer.merge import merge_adapter
-from hf_transfer.models import describe_new_weights
+from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.models.heads import MultiHeadModel
+from hf_transfer.models.loading import describe_new_weights
+from hf_transfer.publish.merge import merge_adapter
 from hf_transfer.recipes import sentiment
-from hf_transfer.study import strategy_overrides
+from hf_transfer.selection.study import strategy_overrides
 
 
 def train(tiny_bert, files, output_dir, **overrides) -> dict:

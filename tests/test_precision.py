@@ -1,4 +1,4 @@
-"""hf_transfer.precision: the user's choice, then the launcher's, then bf16 where the hardware runs it fast."""
+"""hf_transfer.training.precision: the user's choice, then the launcher's, then bf16 where the hardware runs it fast."""
 
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from hf_transfer import precision
 from hf_transfer.config import TrainArgs
+from hf_transfer.training import precision
 
 
 @pytest.fixture

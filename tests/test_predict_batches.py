@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_transfer.cli import main as cli
-from hf_transfer.inference import evaluate_folder, load_trained, predict
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from recipes import sentiment
 
 TEXTS = ["great", "an awful, broken and very long review of a film that nobody should watch again", "fine film",

@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import AutoModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from hf_transfer import embeddings
 from hf_transfer.cli import main as cli
 from hf_transfer.config import UsageError
-from hf_transfer.rank import main as rank
-from hf_transfer.rank import parse_candidate
+from hf_transfer.models import pooling
+from hf_transfer.selection import embeddings
+from hf_transfer.selection.rank import main as rank
+from hf_transfer.selection.rank import parse_candidate
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,9 +129,9 @@ def test_audio_mean_pooling_keeps_to_the_real_frames(tiny_whisper):
     """Whisper pads every clip to 30 s: the mean must cover the clip's frames (2 mel frames each), not the silence."""
     model = embeddings.load_backbone(str(tiny_whisper), random_init=False, seed=0)
     hidden = torch.arange(1500, dtype=torch.float32).reshape(1, 1500, 1)
-    mask = embeddings.position_mask(model, torch.tensor([[1] * 100 + [0] * 2900]), 1500)
+    mask = pooling.position_mask(model, torch.tensor([[1] * 100 + [0] * 2900]), 1500)
     assert mask.sum() == 50
-    assert embeddings.pool(hidden, mask, "mean").item() == pytest.approx(24.5)  # mean of 0..49
+    assert pooling.pool(hidden, mask, "mean").item() == pytest.approx(24.5)  # mean of 0..49
 
 
 def test_mean_pooling_ignores_padding(tiny_bert):
@@ -145,15 +146,15 @@ def test_mean_pooling_ignores_padding(tiny_bert):
         batch = tokenizer(texts, padding=True, return_tensors="pt")
         with torch.no_grad():
             hidden = model(**batch).last_hidden_state
-        return embeddings.pool(hidden, batch["attention_mask"], "mean")
+        return pooling.pool(hidden, batch["attention_mask"], "mean")
 
     alone, batched = features([short]), features([short, long])
     assert batched.shape == (2, 32)
     torch.testing.assert_close(batched[0], alone[0], atol=1e-5, rtol=1e-5)
     # Hand check of the masked mean: positions 2 and 3 are padding.
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0], [100.0, 100.0]]])
-    assert embeddings.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "mean").tolist() == [[2.0, 3.0]]
-    assert embeddings.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "cls").tolist() == [[1.0, 2.0]]
+    assert pooling.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "mean").tolist() == [[2.0, 3.0]]
+    assert pooling.pool(hidden, torch.tensor([[1, 1, 0, 0]]), "cls").tolist() == [[1.0, 2.0]]
 
 
 @pytest.mark.parametrize("spelled, expected", [

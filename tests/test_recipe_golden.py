@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 from fixtures import make_tiny_model, make_tiny_vit
-from hf_transfer.recipes import audio_classification, image_classification, sentiment, speech_recognition
 
-from hf_transfer.inference import load_trained, predict
+from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.recipes import audio_classification, image_classification, sentiment, speech_recognition
 
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("HF_TRANSFER_REGENERATE_GOLDEN") == "1"

@@ -4,10 +4,10 @@ import yaml
 from PIL import Image
 from sklearn import metrics as sk
 
-from hf_transfer.cards import CardContext, render_card
 from hf_transfer.config import parse
+from hf_transfer.evaluation.report import TrainingCurves, write_report
 from hf_transfer.metrics import classification_metrics
-from hf_transfer.metrics.report import TrainingCurves, write_report
+from hf_transfer.publish.cards import CardContext, render_card
 
 RNG = np.random.default_rng(0)
 

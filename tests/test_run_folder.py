@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader
 
 from hf_transfer import cli
 from hf_transfer.config import TrainArgs, UsageError
-from hf_transfer.hub import push_folder
-from hf_transfer.inference import evaluate_folder, load_trained, predict
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from hf_transfer.io import atomic_save_files, atomic_write_json
-from hf_transfer.loop import Loop, TrainingDiverged
+from hf_transfer.publish.hub import push_folder
 from hf_transfer.recipes import sentiment
-from hf_transfer.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
+from hf_transfer.training.loop import Loop, TrainingDiverged
+from hf_transfer.training.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
 
 
 def train(tiny_bert, sentiment_files, output_dir, **overrides) -> dict:

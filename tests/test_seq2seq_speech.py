@@ -3,14 +3,14 @@
 import json
 
 import pytest
-from hf_transfer.recipes import speech_recognition
 from transformers import AutoModelForSpeechSeq2Seq, pipeline
 
 from hf_transfer.cli import main as cli
 from hf_transfer.config import StrategyArgs, UsageError
-from hf_transfer.inference import evaluate_folder, load_trained
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained
 from hf_transfer.modalities.audio import load_clip
-from hf_transfer.strategies import apply_strategy
+from hf_transfer.models.strategies import apply_strategy
+from hf_transfer.recipes import speech_recognition
 
 
 def train(speech_data, whisper, output_dir, **overrides):
@@ -92,7 +92,7 @@ def test_spec_augment_is_refused_for_whisper(speech_data, tiny_whisper, tmp_path
 
 def test_the_load_line_counts_the_vocabulary_not_labels(tiny_whisper):
     """Whisper's config keeps num_labels = 2 by default: a speech recognition run must not report a 2-label head."""
-    from hf_transfer.models import describe_new_weights
+    from hf_transfer.models.loading import describe_new_weights
 
     model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_whisper)
     line = describe_new_weights(model, {"missing_keys": [], "mismatched_keys": []})

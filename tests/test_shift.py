@@ -7,8 +7,8 @@ from fixtures import sentences, write_csv
 
 from hf_transfer.cli import main as cli
 from hf_transfer.config import UsageError
-from hf_transfer.shift import FROM_SCRATCH_NOTE
-from hf_transfer.shift import main as shift
+from hf_transfer.selection.shift import FROM_SCRATCH_NOTE
+from hf_transfer.selection.shift import main as shift
 
 
 def run(tiny_bert, sentiment_files, target, tmp_path, model=None) -> dict:

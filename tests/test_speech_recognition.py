@@ -5,12 +5,12 @@ import json
 import pytest
 import soundfile as sf
 from fixtures import SPEECH_RATE as RATE
-from hf_transfer.recipes import speech_recognition
 from transformers import pipeline
 
 from hf_transfer.cli import main as cli
 from hf_transfer.config import UsageError
-from hf_transfer.inference import evaluate_folder, load_trained
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained
+from hf_transfer.recipes import speech_recognition
 
 
 def train(speech_data, output_dir, **overrides):

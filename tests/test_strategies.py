@@ -3,9 +3,9 @@ import torch
 from fixtures import TINY_TEXT_MODELS, make_tiny_model
 from transformers import AutoModelForSequenceClassification
 
-from hf_transfer.architectures import encoder_layers, head_module_names, lora_target_modules
 from hf_transfer.config import StrategyArgs, TrainArgs, UsageError
-from hf_transfer.strategies import apply_strategy, count_parameters, parameter_groups
+from hf_transfer.models.architectures import encoder_layers, head_module_names, lora_target_modules
+from hf_transfer.models.strategies import apply_strategy, count_parameters, parameter_groups
 
 # (architecture, head modules, LoRA targets) as transformers 5 names them.
 ARCHITECTURES = [

@@ -9,8 +9,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from hf_transfer.config import TrainArgs, UsageError
-from hf_transfer.loop import Loop, new_accelerator
-from hf_transfer.sampling import GroupedShuffleSampler
+from hf_transfer.data.sampling import GroupedShuffleSampler
+from hf_transfer.training.loop import Loop, new_accelerator
 
 
 class TwoInputs(torch.nn.Module):

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from fixtures import sentences, write_csv
 
-from hf_transfer import builtin
-from hf_transfer import study as study_module
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import load_labelled_splits
-from hf_transfer.study import main as study
+from hf_transfer.data.splits import load_labelled_splits
+from hf_transfer.models import builtin
+from hf_transfer.selection import study as study_module
+from hf_transfer.selection.study import main as study
 
 
 def flags(tiny_bert, sentiment_files, output_dir, *extra) -> list[str]:

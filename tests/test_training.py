@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_transfer.inference import load_trained
+from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.recipes import sentiment
 
 
@@ -89,7 +89,7 @@ def test_reload_gives_the_predictions_of_the_end_of_training(tiny_bert, sentimen
             plain_logits = model(**batch).logits
     # The saved test predictions came from the in-memory model at the end of training: compare scores.
     results = json.loads((tmp_path / "all_results.json").read_text())
-    from hf_transfer.inference import evaluate_folder
+    from hf_transfer.evaluation.inference import evaluate_folder
 
     again = evaluate_folder(tmp_path, str(sentiment_files["test"]), tmp_path / "evaluation")
     assert again["test_roc_auc"] == pytest.approx(results["test_roc_auc"], abs=1e-6)
@@ -116,7 +116,7 @@ def test_sentence_pair_model_is_scored_on_both_columns(tiny_bert, tmp_path):
     from fixtures import sentences, write_csv
 
     from hf_transfer.cli import main as cli
-    from hf_transfer.inference import evaluate_folder
+    from hf_transfer.evaluation.inference import evaluate_folder
 
     def pairs(count, seed):  # the label shows in the second sentence only
         return [{"premise": "a review", "hypothesis": row["text"], "label": row["label"]}
@@ -166,7 +166,7 @@ def test_metric_for_best_model_is_checked_before_training(tiny_bert, sentiment_f
     from fixtures import sentences, write_csv
 
     from hf_transfer.config import UsageError
-    from hf_transfer.loop import Loop
+    from hf_transfer.training.loop import Loop
 
     validation = write_csv(tmp_path / "val.csv", [row for row in sentences(20) if row["label"] == "negative"])
     monkeypatch.setattr(Loop, "fit", lambda self: pytest.fail("training started"))
@@ -225,7 +225,7 @@ def test_dataloader_workers_are_sized_from_the_cpus(monkeypatch, cpus, local_pro
     import os
 
     from hf_transfer.config import TrainArgs
-    from hf_transfer.loop import dataloader_workers
+    from hf_transfer.training.loop import dataloader_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda: start_method)
@@ -234,8 +234,8 @@ def test_dataloader_workers_are_sized_from_the_cpus(monkeypatch, cpus, local_pro
 
 
 def test_predict_and_evaluate_run_on_the_gpu_when_there_is_one(tiny_bert, sentiment_files, tmp_path, monkeypatch):
-    from hf_transfer.inference import inference_device
-    from hf_transfer.inference import predict as predict_texts
+    from hf_transfer.evaluation.inference import inference_device
+    from hf_transfer.evaluation.inference import predict as predict_texts
 
     run(tiny_bert, sentiment_files, tmp_path, strategy="lora", max_train_steps=2)
     model, tokenizer, settings = load_trained(tmp_path)
@@ -249,7 +249,7 @@ def test_predict_and_evaluate_run_on_the_gpu_when_there_is_one(tiny_bert, sentim
 
 def test_batches_copy_to_the_device_without_the_host_waiting(tmp_path):
     from hf_transfer.config import TrainArgs
-    from hf_transfer.loop import new_accelerator
+    from hf_transfer.training.loop import new_accelerator
 
     accelerator = new_accelerator(TrainArgs(output_dir=str(tmp_path)), str(tmp_path), cpu=True)
     assert accelerator.dataloader_config.non_blocking and accelerator.non_blocking

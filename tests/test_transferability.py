@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hf_transfer.transferability import (
+from hf_transfer.selection.transferability import (
     LOGME_MAX_STEPS,
     LOGME_TOLERANCE,
     h_score,
@@ -114,7 +114,7 @@ def test_knn_and_probe_accuracies():
 def test_features_too_small_for_float32_are_scored_as_their_scaled_up_twins():
     """A random-init EfficientNet's deep features shrink to a few float32 subnormals, spread less than the smallest
     one: standardising them in float32 divided by zero."""
-    from hf_transfer.rank import score_features
+    from hf_transfer.selection.rank import score_features
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 30)

@@ -9,7 +9,7 @@ from fixtures import sentences, write_csv
 from transformers import pipeline
 
 from hf_transfer.cli import main as cli
-from hf_transfer.inference import evaluate_folder, load_trained, predict
+from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from hf_transfer.recipes import sentiment
 
 

@@ -11,8 +11,8 @@ from fixtures import launch_two_processes
 
 from hf_transfer.config import UsageError
 from hf_transfer.recipes import sentiment
-from hf_transfer.tune import TuneArgs, tune
-from hf_transfer.tune import main as tune_main
+from hf_transfer.selection.tune import TuneArgs, tune
+from hf_transfer.selection.tune import main as tune_main
 
 
 def recipe_flags(tiny_bert, sentiment_files) -> list[str]:

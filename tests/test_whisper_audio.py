@@ -8,12 +8,12 @@ import torch
 import transformers
 from fixtures import AUDIO_RATE as RATE
 from fixtures import PITCH
-from hf_transfer.recipes import audio_classification
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from hf_transfer.cli import main as cli
-from hf_transfer.inference import load_trained
+from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.modalities.audio import audio_logits, load_clip
+from hf_transfer.recipes import audio_classification
 
 
 @pytest.fixture(scope="module")

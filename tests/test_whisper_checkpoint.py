@@ -15,11 +15,11 @@ from transformers import (
     pipeline,
 )
 
-from hf_transfer import builtin
-from hf_transfer.checkpoints.ctranslate2 import DTYPES, read_model_bin
-from hf_transfer.checkpoints.whisper import convert_whisper
 from hf_transfer.config import UsageError
 from hf_transfer.modalities.audio import read_audio
+from hf_transfer.models import builtin
+from hf_transfer.models.checkpoints.ctranslate2 import DTYPES, read_model_bin
+from hf_transfer.models.checkpoints.whisper import convert_whisper
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
             "<|startofprev|>", "<|notimestamps|>"]

@@ -8,8 +8,6 @@ import evaluate
 import numpy as np
 from sklearn import metrics as sk
 
-from hf_transfer.data import LabelledSplits
-
 LABEL_FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
 
 
@@ -93,14 +91,14 @@ def classification_metrics(probabilities: np.ndarray, references: np.ndarray,
     return results
 
 
-def classification_metric_names(data: LabelledSplits, split: str = "validation") -> dict[str, str | None]:
-    """Each metric `classification_metrics` gives for `data`'s classes, mapped to None, or to why it is undefined on
-    `split` (ROC AUC when a class has no example there)."""
-    num_labels = len(data.label_names)
+def classification_metric_names(label_names: list[str], labels: list[int], source: str) -> dict[str, str | None]:
+    """Each metric `classification_metrics` gives for these classes, mapped to None, or to why it is undefined on
+    the split `source` whose label ids are `labels` (ROC AUC when a class has no example there)."""
+    num_labels = len(label_names)
     names = dict.fromkeys(classification_metrics(np.eye(num_labels), np.arange(num_labels)))
-    present = set(data.splits[split]["labels"])
-    absent = [name for i, name in enumerate(data.label_names) if i not in present]
+    present = set(labels)
+    absent = [name for i, name in enumerate(label_names) if i not in present]
     if absent:
-        names["roc_auc"] = (f"ROC AUC is undefined on {data.sources[split]}: class(es) "
+        names["roc_auc"] = (f"ROC AUC is undefined on {source}: class(es) "
                             f"{', '.join(map(repr, absent[:5]))} have no example there")
     return names

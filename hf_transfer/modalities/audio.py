@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from transformers import AutoFeatureExtractor, SequenceFeatureExtractor
 
-from hf_transfer.architectures import base_model
 from hf_transfer.config import AUGMENT_PLACES, DataArgs, ModelArgs, UsageError, _check_choice
-from hf_transfer.data import FolderLayout, LabelledSplits, guess_column
+from hf_transfer.data.splits import FolderLayout, LabelledSplits, guess_column
 from hf_transfer.modalities.whisper_inputs import is_whisper
+from hf_transfer.models.architectures import base_model
 
 AUDIO_COLUMN_GUESSES = ("audio", "path", "file", "filename")
 AUDIO_LAYOUT = FolderLayout("audio", (".wav", ".flac", ".mp3", ".ogg"))

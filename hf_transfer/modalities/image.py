@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers.image_utils import SizeDict
 
 from hf_transfer.config import AUGMENT_PLACES, DataArgs, ModelArgs, UsageError, _check_choice, _check_positive
-from hf_transfer.data import FolderLayout, LabelledSplits, guess_column, resolve_paths
+from hf_transfer.data.splits import FolderLayout, LabelledSplits, guess_column, resolve_paths
 from hf_transfer.modalities.image_augment import (
     GREY,
     POSTERIZE_BITS,

@@ -7,7 +7,7 @@ from datasets import DatasetDict
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from hf_transfer.config import DataArgs, ModelArgs, UsageError
-from hf_transfer.data import LabelledSplits, guess_column
+from hf_transfer.data.splits import LabelledSplits, guess_column
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document", "utterance", "question", "sentence1")
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
-from hf_transfer.architectures import base_model
 from hf_transfer.config import DataArgs, UsageError
-from hf_transfer.data import LabelledSplits, check_group_column, grouped_holdout, guess_column, load_raw_splits
+from hf_transfer.data.sampling import random_sample
+from hf_transfer.data.splits import LabelledSplits, check_group_column, grouped_holdout, guess_column, load_raw_splits
 from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
-from hf_transfer.sampling import random_sample
+from hf_transfer.models.architectures import base_model
 
 TRANSCRIPT_COLUMN_GUESSES = ("transcript", "transcription", "text", "sentence", "words")
 WORD_DELIMITER, PAD, UNK = "|", "[PAD]", "[UNK]"

@@ -1,1 +1,0 @@
-"""Converters from checkpoints packaged in other formats to transformers folders (see `hf_transfer.builtin`)."""

@@ -1,0 +1,1 @@
+"""Models: architectures, built-in checkpoints and their converters, heads, pooling, loading, strategies."""

@@ -1,0 +1,1 @@
+"""Converters from checkpoints packaged in other formats to transformers folders (see `hf_transfer.models.builtin`)."""

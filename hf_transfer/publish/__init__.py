@@ -1,0 +1,1 @@
+"""Publishing: model cards, pushing to the Hub, merging adapters."""

@@ -1,0 +1,88 @@
+"""Push a trained output folder to the Hub in one commit: model, tokenizer, card, report and plots."""
+
+import shlex
+import tempfile
+from fnmatch import fnmatch
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi
+
+# HTTPError: the base class of the HTTP client's own errors (refused connection, timeout) and of HfHubHTTPError;
+# huggingface_hub lets network failures through unwrapped.
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
+
+from hf_transfer.config import UsageError
+from hf_transfer.evaluation.inference import read_run_config
+from hf_transfer.publish.cards import CONTEXT_FILE, retarget_card
+from hf_transfer.publish.merge import merge_adapter as merge_into
+
+# Weights, model and tokenizer/processor configs, vocabularies, sentencepiece models.
+MODEL_FILES = ["*.safetensors", "*.json", "*.txt", "*.model"]
+# What a reader gets besides the model and the card: the report and its plots, the metrics, the run's settings.
+REPORT_FILES = ["eval_report.md", "all_results.json", "train_log.json", "run_config.yaml", "*.png"]
+
+
+def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                token: str | None = None, merge_adapter: bool = False, commit_message: str | None = None) -> str:
+    """Upload a run's output folder to `repo_id` (created if missing) in one commit; return the repo's URL.
+
+    `token=None` lets huggingface_hub find one (HF_TOKEN, then your login). The output folder is never changed.
+    """
+    folder = Path(output_dir)
+    read_run_config(folder)  # a clear error for a folder that is not a run's output
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="hf_transfer-merged-") as scratch:
+        model_dir = Path(scratch) if merge_adapter else folder
+        if merge_adapter:
+            merge_into(folder, model_dir)
+        # The card is re-rendered to name this repo; everything else goes up exactly as it is on disk.
+        card = retarget_card(folder, repo_id, merged=merge_adapter).encode()
+        files = {path.name: path for path in _files(folder, REPORT_FILES) + _files(model_dir, MODEL_FILES)}
+        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
+        operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_commit(
+                repo_id, operations, revision=revision,
+                commit_message=commit_message or f"Upload {'merged model' if merge_adapter else 'model'} "
+                                                 "trained with hf_transfer",
+            )
+        except HFValidationError as error:
+            raise UsageError(f"--repo_id {repo_id!r} is not a valid repo id: {error}") from None
+        except (HTTPError, ConnectionError) as error:
+            retry = _retry_command(folder, repo_id, private, revision, merge_adapter)
+            raise UsageError(f"push to {repo_id} failed ({_describe(error, api.endpoint)}). "
+                             f"Nothing in {folder} was changed; retry with: {retry}") from None
+    return f"{repo_url}/tree/{revision}" if revision else str(repo_url)
+
+
+def _files(folder: Path, patterns: list[str]) -> list[Path]:
+    """Top-level files of `folder` that match `patterns`: subfolders hold checkpoints, `evaluation/` reruns and
+    tracker logs, hidden files are scratch, and the card is uploaded re-rendered."""
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and not path.name.startswith(".") and path.name not in ("README.md", CONTEXT_FILE)
+                  and any(fnmatch(path.name, pattern) for pattern in patterns))
+
+
+def _describe(error: Exception, endpoint: str) -> str:
+    if not isinstance(error, HfHubHTTPError):
+        return f"could not reach {endpoint}: {error}"
+    status = error.response.status_code
+    text = f"HTTP {status}: {error.server_message or str(error).splitlines()[0]}"
+    if status in (401, 403):
+        text += "; check that your token (--token, HF_TOKEN or `hf auth login`) may write to this repo"
+    return text
+
+
+def _retry_command(folder: Path, repo_id: str, private: bool, revision: str | None, merge_adapter: bool) -> str:
+    """The same push as a command line. The token stays out of it: error messages end up in logs."""
+    parts = ["hf-transfer", "push", str(folder), "--repo_id", repo_id]
+    if private:
+        parts.append("--private")
+    if revision:
+        parts += ["--revision", revision]
+    if merge_adapter:
+        parts.append("--merge_adapter")
+    return shlex.join(parts)

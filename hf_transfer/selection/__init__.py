@@ -1,0 +1,1 @@
+"""Choosing what to transfer: ranking checkpoints, domain shift, studies of strategies, hyperparameter search."""

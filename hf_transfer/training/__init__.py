@@ -1,0 +1,1 @@
+"""Training: the loop, its precision, cached features, domain adaptation, output folders and checkpoints."""
