@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import transformers
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
@@ -46,7 +47,7 @@ from transformers import (
 from hf_transfer.config import StrategyArgs, TrainArgs
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import TASKS
-from hf_transfer.training.loop import Progress, classification_loss
+from hf_transfer.training.loop import Progress, logits_loss
 
 # -----------------------------------------------------------------------------------------------------------------
 # name -> (task, model class, config). The transformers defaults of these configs are the base models' shapes:
@@ -143,7 +144,7 @@ def measure(strategy_name: str, args) -> dict:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     optimizer = build_optimizer(model, strategy, TrainArgs(mixed_precision=args.mixed_precision), accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
-    compute_loss = classification_loss(None, 0.0)
+    compute_loss = logits_loss(F.cross_entropy)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
     for step in range(args.steps):

@@ -66,6 +66,7 @@ from collections.abc import Callable
 
 import accelerate
 import torch
+import torch.nn.functional as F
 import transformers
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
@@ -87,7 +88,7 @@ from hf_transfer.data.sampling import LengthSortedSampler
 from hf_transfer.models.padding_free import enable_padding_free
 from hf_transfer.models.strategies import apply_strategy, build_optimizer
 from hf_transfer.training.features import training_inputs
-from hf_transfer.training.loop import Loop, classification_loss, default_dataloader_workers, text_padding_multiple
+from hf_transfer.training.loop import Loop, default_dataloader_workers, logits_loss, text_padding_multiple
 
 # -----------------------------------------------------------------------------------------------------------------
 # Defaults, in one place. Throughput does not depend on the weights, so models start from random init.
@@ -332,7 +333,7 @@ def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list
     inputs = training_inputs(accelerator, model, strategy, train_args, False, plain, plain["validation"], examples,
                              lengths, train_collate, args.num_workers)
     attach_counter(inputs.model, clock)
-    compute_loss, evaluate = clocked(classification_loss(None, 0.0), clock, train_args.gradient_accumulation_steps)
+    compute_loss, evaluate = clocked(logits_loss(F.cross_entropy), clock, train_args.gradient_accumulation_steps)
     optimizer = build_optimizer(model, strategy, train_args, accelerator.device)
     Loop(accelerator, inputs.model, optimizer, inputs.train_loader, compute_loss, evaluate, train_args, workdir,
          prepare_batch=prepare_batch).fit()

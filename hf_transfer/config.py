@@ -96,6 +96,13 @@ class DataArgs:
         default=None, metadata={"help": "Second text column, for sentence-pair tasks (NLI, paraphrase)."}
     )
     label_column: str | None = field(default=None, metadata={"help": "Column with the label (guessed if omitted)."})
+    problem_type: str | None = field(
+        default=None,
+        metadata={"help": "single_label_classification | multi_label_classification (several labels per row: a list "
+                          "in JSON, else separated by --label_separator; empty is none) | regression (a number per "
+                          "row). Default: regression for a label column of numbers with fractions, else single-label."},
+    )
+    label_separator: str = field(default="|", metadata={"help": "Separates a multi-label cell's labels in CSV/TSV."})
     validation_split_percentage: float = field(
         default=10.0, metadata={"help": "Percent of train held out (stratified) when there is no validation split."}
     )
@@ -124,6 +131,11 @@ class DataArgs:
             )
         for name in ("max_train_samples", "max_eval_samples", "samples_per_class", "max_seq_length"):
             _check_positive(name, getattr(self, name))
+        if self.problem_type is not None:
+            _check_choice("problem_type", self.problem_type,
+                          ("single_label_classification", "multi_label_classification", "regression"))
+        if not self.label_separator.strip():
+            raise UsageError("--label_separator can't be empty or spaces")
 
 
 @dataclass
@@ -186,6 +198,8 @@ class TrainArgs:
                                 "where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
+    regression_loss: str = field(
+        default="mse", metadata={"help": "mse | huber | l1: the loss of a regression, on standardised targets."})
     dropout: float | None = field(default=None, metadata={"help": "Override the checkpoint's dropout rates."})
     class_weights: str = field(
         default="none", metadata={"help": "none | auto (inverse class frequency, for imbalanced data)."}
@@ -195,8 +209,9 @@ class TrainArgs:
     )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."})
-    metric_for_best_model: str = field(
-        default="accuracy", metadata={"help": "Validation metric that picks the best checkpoint."})
+    metric_for_best_model: str | None = field(
+        default=None, metadata={"help": "Validation metric that picks the best checkpoint. Default: accuracy, "
+                                        "f1_micro (multi-label) or rmse (regression)."})
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement."}
     )
@@ -241,6 +256,7 @@ class TrainArgs:
         if self.mixed_precision is not None:  # None: decided by hf_transfer.training.precision when training starts
             _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("class_weights", self.class_weights, ("none", "auto"))
+        _check_choice("regression_loss", self.regression_loss, ("mse", "huber", "l1"))
         if self.torch_compile_mode is not None:
             _check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
             self.torch_compile = True
@@ -426,7 +442,8 @@ CLASSIFICATION = ("text-classification", "image-classification", "audio-classifi
 ONLY_FOR = {
     **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
     **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
-    **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling"), CLASSIFICATION),
+    **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling", "problem_type",
+                     "label_separator", "regression_loss"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
     "padding_free": ("text-classification",),

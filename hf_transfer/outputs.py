@@ -19,14 +19,17 @@ from hf_transfer.evaluation.report_sections import (
     operating_point_section,
     selection_note,
 )
-from hf_transfer.evaluation.scoring import score_classification, score_transcription
+from hf_transfer.evaluation.scoring import score_classification, score_target, score_transcription
+from hf_transfer.evaluation.target_report import write_target_report
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
+from hf_transfer.metrics.multilabel import best_f1_thresholds
 from hf_transfer.models.heads import MultiHeadModel, save_heads_spec
 from hf_transfer.models.loading import base_model_id
 from hf_transfer.models.strategies import is_adapter
 from hf_transfer.publish.cards import CardContext, save_card
 from hf_transfer.publish.hub import push_folder
+from hf_transfer.targets import MULTI_LABEL, target_for
 from hf_transfer.tasks import Task
 from hf_transfer.training.loop import TrainState
 from hf_transfer.training.run_folder import mark_complete
@@ -118,6 +121,45 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
     return results
 
 
+def write_target_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task,
+                         data: LabelledSplits, predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
+                         extra_details: dict[str, str] | None = None) -> dict:
+    """Multi-label and regression: each split's (scores, references) scored with the target's metrics and their
+    intervals; a multi-label model's thresholds, one per label, chosen on validation (--decision_threshold auto) and
+    saved in config.json; then everything written."""
+    results = _run_results(accelerator, data, state)
+    target = target_for(data.problem_type)
+    bootstrap = Bootstrap(run.evaluation.confidence_level, run.evaluation.bootstrap_resamples)
+    thresholds = None
+    if data.problem_type == MULTI_LABEL:
+        thresholds = (best_f1_thresholds(*predictions["validation"]) if run.evaluation.decision_threshold == "auto"
+                      else [0.5] * len(data.label_names))
+        accelerator.unwrap_model(model).config.decision_thresholds = thresholds  # for predict and evaluate
+        results["decision_thresholds"] = thresholds
+    settings, scored = run.to_dict(), {}
+    for split, (scores, references) in predictions.items():
+        scored[split] = score_target(target, scores, references, thresholds, data.label_names,
+                                     item_inputs(data.splits[split], settings, task), bootstrap)
+        results.update({f"{PREFIX[split]}_{k}": v for k, v in scored[split].results.items()})
+        results[f"{PREFIX[split]}_samples"] = len(references)
+    report_split = "test" if "test" in predictions else "validation"
+
+    def report(output_dir: Path, summary: dict) -> dict:
+        best = scored[report_split]
+        sections = (intervals_note(bootstrap, len(best.references))
+                    + selection_note("test" in predictions,
+                                   per_label_thresholds=run.evaluation.decision_threshold == "auto"))
+        per_label = write_target_report(output_dir, target, results, report_split, data.sources[report_split],
+                                        best.probabilities, best.references, best.predictions, data.label_names,
+                                        summary, _training_curves(run, state), sections)
+        for split, split_scores in scored.items():
+            write_items(output_dir, split, split_scores.items)
+        return {"per_class": per_label, "report_split": report_split, "group_rows": []}
+
+    publish(accelerator, model, processor, run, task, data, state, results, parameter_counts, extra_details, report)
+    return results
+
+
 def write_transcription_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task,
                                 data: LabelledSplits, transcripts: dict, state: TrainState,
                                 parameter_counts: tuple[int, int], extra_details: dict[str, str] | None = None,
@@ -194,7 +236,7 @@ def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Ta
                 processor_class=task.processor_class, label_names=data.label_names, results=results,
                 split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
                 trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
-                extra_details=extra_details, **card_fields,
+                extra_details=extra_details, problem_type=data.problem_type, **card_fields,
             ), output_dir)
         mark_complete(output_dir)  # last: a folder without it is an unfinished run
         accelerator.print(f"Wrote model, report{' and card' if run.hub.write_card else ''} to {output_dir}")

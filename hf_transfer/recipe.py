@@ -20,8 +20,10 @@ from hf_transfer.console import library_output
 from hf_transfer.data.sampling import data_order
 from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.evaluation.operating_point import check_decision_settings
-from hf_transfer.metrics import classification_metric_names, classification_metrics
+from hf_transfer.metrics import classification_metric_names
+from hf_transfer.models.architectures import output_layers
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
+from hf_transfer.targets import SINGLE_LABEL, loss_function, target_for
 from hf_transfer.tasks import Task
 from hf_transfer.training.adaptation import (
     TARGET_TEST,
@@ -35,9 +37,8 @@ from hf_transfer.training.adaptation import (
 from hf_transfer.training.features import PATH_TEXT
 from hf_transfer.training.loop import (
     Loop,
-    auto_class_weights,
     check_metric_for_best_model,
-    classification_loss,
+    logits_loss,
     new_accelerator,
     predict,
 )
@@ -164,6 +165,7 @@ class ClassificationRecipe(Recipe):
     """A recipe whose model gives class logits: text, image and audio classification."""
 
     cached_features = False  # a frozen backbone's features computed once, and only the head trained on them
+    standardiser = None  # a regression's target scaling, folded into the head after training
 
     @property
     def adapting(self) -> bool:
@@ -173,7 +175,13 @@ class ClassificationRecipe(Recipe):
         """Checks the decision settings against the labels; `self.data` is `data`, with the target-domain splits
         (`--target_train_file`, `--target_test_file`...) added, for the modality to prepare like the others."""
         run = self.run
-        check_decision_settings(run.evaluation, data.label_names)
+        self.target = target_for(data.problem_type, run.data.label_separator)
+        check_decision_settings(run.evaluation, data.label_names, data.problem_type)
+        if run.train.metric_for_best_model is None:
+            run.train.metric_for_best_model = self.target.primary_metric
+        if run.data.group_column and data.problem_type != SINGLE_LABEL:
+            raise UsageError(f"--group_column: per-group scores are for single-label classification so far, not "
+                             f"{data.problem_type}")
         adaptation = run.adaptation
         if any((adaptation.target_train_file, adaptation.target_train_dir, adaptation.target_test_file,
                 adaptation.target_test_dir)):
@@ -183,25 +191,39 @@ class ClassificationRecipe(Recipe):
                                      run.data.label_column)
         self.data = data
 
-    def classification_loss(self, labels: list[int]) -> Callable:
-        """Cross-entropy with --class_weights (from `labels`, the training split's) and --label_smoothing."""
-        return classification_loss(self.class_weights(labels), self.run.train.label_smoothing)
+    def loss_function(self, labels: list) -> Callable:
+        """(float logits, labels) -> the target's loss (`targets.loss_function`) with the run's --class_weights,
+        --label_smoothing and --regression_loss; `labels` are the training split's. A regression keeps its
+        standardiser, to fold it into the head after training."""
+        args = self.run.train
+        loss = loss_function(self.target, labels, len(self.data.label_names), args.class_weights,
+                             args.label_smoothing, args.regression_loss)
+        self.standardiser = getattr(loss, "standardiser", None)
+        return loss
 
-    def class_weights(self, labels: list[int]):
-        if self.run.train.class_weights != "auto":
-            return None
-        return auto_class_weights(labels, len(self.data.label_names))
+    def training_scores(self, logits):
+        """Scores of the model while it trains: a regression's outputs are still standardised."""
+        scores = self.target.scores(logits)
+        return scores if self.standardiser is None else self.standardiser.in_units(scores)
 
-    def start_classification_loop(self, model, train_loader, compute_loss: Callable, evaluation_loader,
-                                  target_loader=None, prepare_batch: Callable | None = None) -> None:
+    def metric_names(self) -> dict[str, str | None]:
+        if self.data.problem_type == SINGLE_LABEL:
+            return classification_metric_names(self.data.label_names, self.data.splits["validation"]["labels"],
+                                               self.data.sources["validation"])
+        return dict.fromkeys(self.target.metric_names())
+
+    def start_classification_loop(self, model, train_loader, evaluation_loader, target_loader=None,
+                                  prepare_batch: Callable | None = None, compute_loss: Callable | None = None) -> None:
         """Train `model` on the labelled stream, scored on `evaluation_loader` (source validation: it also picks the
         best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too.
-        `prepare_batch`: see `Loop`."""
+        `prepare_batch`: see `Loop`. `compute_loss` defaults to the target's loss on the model's logits."""
+        if compute_loss is None:
+            compute_loss = logits_loss(self.loss_function(self.data.splits["train"]["labels"]))
         def evaluate(model):
-            return classification_metrics(*predict(self.accelerator, model, evaluation_loader))
+            scores, references = predict(self.accelerator, model, evaluation_loader, self.training_scores)
+            return self.target.metrics(scores, references, self.target.decide(scores))
 
-        names = classification_metric_names(self.data.label_names, self.data.splits["validation"]["labels"],
-                                            self.data.sources["validation"])
+        names = self.metric_names()
         if not self.adapting:
             self.start_loop(model, train_loader, compute_loss, evaluate, names, prepare_batch=prepare_batch)
             return
@@ -226,11 +248,16 @@ class ClassificationRecipe(Recipe):
         # The loop trained a head on cached features, or the model with its domain discriminator: `self.model` is
         # the classifier alone.
         model = self.model if self.cached_features or self.adapting else self.loop.model
+        if self.standardiser is not None:  # from here on the model answers in the user's units
+            for layer in output_layers(self.accelerator.unwrap_model(self.model)):
+                self.standardiser.fold_into(layer)
         predictions = {}
         for split, loader in self.eval_loaders.items():  # each split's rows back in the data's order
             positions = data_order(self.eval_read_orders[split])
-            predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader))
-        return outputs.write_outputs(
+            predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
+                                                                           self.target.scores))
+        write = outputs.write_outputs if self.data.problem_type == SINGLE_LABEL else outputs.write_target_outputs
+        return write(
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
             parameter_counts=(self.trainable, self.total),
             extra_details={**self.details(), **self.feature_extraction_details(), **self.adaptation_details()},

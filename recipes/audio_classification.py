@@ -72,7 +72,8 @@ class AudioClassificationRecipe(ClassificationRecipe):
             accelerator.print(f"--bad_audio skip: left out {len(files)} audio file(s) of the {split} split: "
                               + "; ".join(files))
 
-        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout,
+                           self.data.problem_type)
         self.whisper_window = (fit_whisper_window(model, self.processor, audio.max_duration_seconds,
                                                   audio.short_inputs) if is_whisper(model.config) else None)
         set_spec_augment(model, audio, self.rate)
@@ -106,8 +107,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers)
         self.cached_features = inputs.cached
         target = self.target_split(self.data.splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, self.classification_loss(clips["labels"]),
-                                       inputs.evaluation_loader,
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, lengths(target), train_collate, run.train, workers,
                                            accelerator.device),

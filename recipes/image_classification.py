@@ -12,6 +12,7 @@ report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; 
 
 from torch.utils.data import DataLoader
 
+from hf_transfer.config import UsageError
 from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.image import (
     IMAGE_LAYOUT,
@@ -32,6 +33,7 @@ from hf_transfer.modalities.image import (
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
 from hf_transfer.models.loading import load_model, model_path
 from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.targets import SINGLE_LABEL
 from hf_transfer.tasks import TASKS
 from hf_transfer.training.adaptation import TARGET_TRAIN
 from hf_transfer.training.features import example_loader, training_inputs
@@ -60,6 +62,9 @@ class ImageClassificationRecipe(ClassificationRecipe):
         run, accelerator, image = self.run, self.accelerator, self.run.modality
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
             self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT))
+            if (image.mixup_alpha or image.cutmix_alpha) and self.data.problem_type != SINGLE_LABEL:
+                raise UsageError(f"--mixup_alpha and --cutmix_alpha mix one-class targets: single-label "
+                                 f"classification only, not {self.data.problem_type}")
             splits = image_splits(self.data, run.data, image.image_column, image.bad_images)
         on_device = augments_on_device(image, accelerator.device)
         # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
@@ -67,7 +72,8 @@ class ImageClassificationRecipe(ClassificationRecipe):
         claim_output_dir(accelerator, run, self.data, self.name)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
-        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout,
+                           self.data.problem_type)
         check_model_input_size(model.config, self.image_size)
         if run.strategy.strategy == "lora" and run.model.config_name:
             accelerator.print("note: LoRA on a randomly initialised model saves only the adapter and head; "
@@ -96,19 +102,19 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
                                  workers)
         self.cached_features = inputs.cached
+        compute_loss = None  # the target's loss
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
                                accelerator.process_index)
             accelerator.register_for_checkpointing(mixer)
-            compute_loss = mixed_loss(mixer, self.class_weights(splits["train"]["labels"]), run.train.label_smoothing)
-        else:
-            compute_loss = self.classification_loss(splits["train"]["labels"])
+            compute_loss = mixed_loss(mixer, self.loss_function(self.data.splits["train"]["labels"]))
         target = self.target_split(splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, compute_loss, inputs.evaluation_loader,
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, None, train_collate(TARGET_TRAIN), run.train, workers,
                                            accelerator.device),
-                                       DeviceAugment(self.processor, *self.image_size) if on_device else None)
+                                       DeviceAugment(self.processor, *self.image_size) if on_device else None,
+                                       compute_loss)
 
     def details(self) -> dict[str, str]:
         return image_details(self.run.modality, self.image_size)

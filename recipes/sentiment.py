@@ -44,7 +44,8 @@ class SentimentRecipe(ClassificationRecipe):
             self.processor = load_tokenizer(run.model, model_path(run.model))
             splits = tokenize_splits(self.data, run.data, self.processor)
         claim_output_dir(accelerator, run, self.data, self.name)
-        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout)
+        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout,
+                           self.data.problem_type)
         padding_multiple = text_padding_multiple(run.train, accelerator.device)
         check_max_seq_length(model.config, run.data.max_seq_length, padding_multiple)
         self.apply_strategy(model)
@@ -71,8 +72,7 @@ class SentimentRecipe(ClassificationRecipe):
                                  workers)
         self.cached_features = inputs.cached
         target = self.target_split(splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader,
-                                       self.classification_loss(splits["train"]["labels"]), inputs.evaluation_loader,
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
                                        None if target is None else example_loader(
                                            target, lengths(target), collate, run.train, workers, accelerator.device))
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from fixtures import sentences, write_csv
 from safetensors.torch import load_file
@@ -25,7 +26,7 @@ from hf_transfer.training.adaptation import (
     dann_loss,
     reverse_gradient,
 )
-from hf_transfer.training.loop import Loop, classification_loss
+from hf_transfer.training.loop import Loop, logits_loss
 
 
 def test_gradient_reversal_is_the_identity_forward_and_flips_the_gradient():
@@ -88,7 +89,7 @@ def train_features(adapt: bool, tmp_path) -> float:
                                shuffle=True, generator=torch.Generator().manual_seed(1))
     target_loader = DataLoader([{"inputs": x, "labels": torch.tensor(-1)} for x in target], batch_size=32,
                                shuffle=True, generator=torch.Generator().manual_seed(2))
-    class_loss = classification_loss(None, 0.0)
+    class_loss = logits_loss(F.cross_entropy)
     if adapt:
         trained = DomainAdversarial(model, 8, AdaptationArgs(adaptation="dann", target_train_file="unused.csv",
                                                              discriminator_hidden_size=32), class_loss)

@@ -70,7 +70,7 @@ def smoke_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     argvs = [command + ["--output_json", str(folder / f"{name}.jsonl")] for name, command in SMOKES.items()]
     result = subprocess.run([sys.executable, "-c", RUN_IN_TURN.format(argvs=argvs)], cwd=ROOT, check=False,
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, f"a bench failed:\n{result.stderr[-3000:]}"
     files = {name: (folder / f"{name}.jsonl").read_text() for name in SMOKES}
     assert result.stdout == "".join(files.values())  # stdout holds the JSON lines and nothing else

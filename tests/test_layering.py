@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("hf_transfer", "hf_transfer.config", "hf_transfer.io", "hf_transfer.console"),
     ("hf_transfer.metrics",),
+    ("hf_transfer.targets",),
     ("hf_transfer.data",),
     ("hf_transfer.models",),
     ("hf_transfer.modalities",),

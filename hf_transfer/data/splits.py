@@ -5,19 +5,19 @@ Modality-specific work (tokenising, decoding images or audio) happens in `hf_tra
 
 import csv
 import io
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import ClassLabel, DatasetDict
+from datasets import DatasetDict
 from sklearn.model_selection import StratifiedGroupKFold
 
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data.builtin import resolve_dataset
 from hf_transfer.data.sampling import stratified_sample
+from hf_transfer.targets import SINGLE_LABEL, Cells, MultiLabel, SingleLabel, Target, infer_problem_type, target_for
 
 FILE_FORMATS = {
     ".csv": ("csv", {}),
@@ -39,12 +39,14 @@ def row_name(source: str, row: int) -> str:
 
 @dataclass
 class LabelledSplits:
-    """`train`, `validation` and maybe `test`, each with an int `labels` column; names in id order."""
+    """`train`, `validation` and maybe `test`, each with a `labels` column as the target encodes it (a class id, a
+    0/1 per label, or a number); `label_names` are the head's outputs in order."""
 
     splits: DatasetDict
     label_names: list[str]
     sources: dict[str, str]
     file_rows: dict[str, list[int]] = field(default_factory=dict)  # split -> each example's row in its file
+    problem_type: str = SINGLE_LABEL
 
     def row_name(self, split: str, index: int) -> str:
         """The file's own row number of example `index` of `split` (after shuffles and the carved validation)."""
@@ -236,34 +238,20 @@ def guess_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...
                      f"Name it with --{what.replace(' ', '_')}_column")
 
 
-def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, str]) -> tuple[DatasetDict, list[str]]:
-    feature = splits["train"].features[label_column]
-    if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-        value_to_id = {i: i for i in range(len(names))}
-    else:
-        values = splits["train"][label_column]
-        kinds = {type(v) for v in values}
-        if kinds <= {int, bool}:
-            ordered = sorted(set(values))
-        elif kinds == {str}:
-            ordered = sorted(set(values))
-        else:
-            raise UsageError(f"{sources['train']}: column {label_column!r} mixes label types "
-                             f"({', '.join(sorted(k.__name__ for k in kinds))}); use all strings or all ints")
-        names = [str(v) for v in ordered]
-        value_to_id = {v: i for i, v in enumerate(ordered)}
+def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, str], file_rows: dict[str, list[int]],
+                   target: Target) -> tuple[DatasetDict, list[str]]:
+    """Each split's label cells as the target's `labels` column; the output names from the training split."""
+    def cells(split: str) -> Cells:
+        rows = file_rows[split]
+        return Cells(splits[split][label_column], lambda index: row_name(sources[split], rows[index]), label_column,
+                     sources[split], splits[split].features[label_column])
 
+    names = target.label_names(cells("train"), splits["train"].features[label_column])
     encoded = DatasetDict()
     for split, dataset in splits.items():
-        values = dataset[label_column]
-        unseen = sorted({str(v) for v in values if v not in value_to_id})
-        if unseen:
-            raise UsageError(f"{sources[split]}: label(s) {', '.join(map(repr, unseen))} in the {split} split "
-                             f"never appear in the training data (known: {', '.join(names)})")
-        ids = [value_to_id[v] for v in values]
-        dataset = dataset.remove_columns(label_column).add_column("labels", ids)
-        encoded[split] = dataset.cast_column("labels", ClassLabel(names=names))
+        labels = target.encode(cells(split), names, split)
+        dataset = dataset.remove_columns(label_column).add_column("labels", labels)
+        encoded[split] = dataset.cast_column("labels", target.feature(names))
     return encoded, names
 
 
@@ -338,29 +326,36 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         if label_column not in dataset.column_names:
             raise UsageError(f"{sources[split]}: no label column {label_column!r}; "
                              f"columns are {', '.join(dataset.column_names)}")
-    for split, dataset in splits.items():
-        for index, value in enumerate(dataset[label_column]):
-            if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas reads an empty cell as NaN
-                raise UsageError(f"{row_name(sources[split], index + 1)}: the label cell ({label_column!r}) is empty")
-    splits, names = _encode_labels(splits, label_column, sources)
-    if len(names) < 2:
-        raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
-                         "a classifier needs at least two")
-
+    problem_type = data.problem_type or infer_problem_type(splits["train"][label_column]) or SINGLE_LABEL
+    if problem_type != (data.problem_type or SINGLE_LABEL):
+        print(f"{sources['train']}: the labels in {label_column!r} are numbers with fractions: training a regression "
+              "(pass --problem_type to say otherwise)")
+    target = target_for(problem_type, data.label_separator)
     splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
                           for split, dataset in splits.items()})
+    splits, names = _encode_labels(splits, label_column, sources, {s: d[FILE_ROW] for s, d in splits.items()}, target)
+    if isinstance(target, SingleLabel) and len(names) < 2:
+        raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
+                         "a classifier needs at least two")
+    if isinstance(target, MultiLabel) and not names:
+        raise UsageError(f"{sources['train']}: no label in column {label_column!r}")
+    single = isinstance(target, SingleLabel)
+    if data.samples_per_class and not single:
+        raise UsageError(f"--samples_per_class counts examples per class: single-label classification only, not "
+                         f"{problem_type}; use --max_train_samples")
+
     if data.group_column:
         check_group_column(splits, sources, data.group_column)
     if "validation" not in splits and carve_validation and data.group_column:
         splits["train"], splits["validation"] = grouped_holdout(
-            splits["train"], data.group_column, data.validation_split_percentage, seed, True, sources["train"])
+            splits["train"], data.group_column, data.validation_split_percentage, seed, single, sources["train"])
         sources["validation"] = (f"{sources['train']} ({len(set(splits['validation'][data.group_column]))} "
                                  f"{data.group_column} group(s) held out)")
     elif "validation" not in splits and carve_validation:
         try:
             carved = splits["train"].train_test_split(
-                test_size=data.validation_split_percentage / 100, seed=seed, stratify_by_column="labels"
-            )
+                test_size=data.validation_split_percentage / 100, seed=seed,
+                stratify_by_column="labels" if single else None)
         except ValueError as error:
             raise UsageError(f"{sources['train']}: can't hold out a stratified validation split ({error}); "
                              "give --validation_file or change --validation_split_percentage") from None
@@ -375,10 +370,12 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         for split in ("validation", "test"):
             if split in splits and data.max_eval_samples < len(splits[split]):
                 splits[split] = splits[split].select(
-                    stratified_sample(splits[split]["labels"], data.max_eval_samples, seed))
+                    stratified_sample(splits[split]["labels"], data.max_eval_samples, seed) if single
+                    else sorted(np.random.default_rng(seed).permutation(len(splits[split]))[:data.max_eval_samples]))
     file_rows = {split: dataset[FILE_ROW] for split, dataset in splits.items()}
     splits = DatasetDict({split: dataset.remove_columns(FILE_ROW) for split, dataset in splits.items()})
-    return LabelledSplits(splits=splits, label_names=names, sources=sources, file_rows=file_rows)
+    return LabelledSplits(splits=splits, label_names=names, sources=sources, file_rows=file_rows,
+                          problem_type=problem_type)
 
 
 def _is_unlabelled(dataset: datasets.Dataset, data: DataArgs, label_column_default: str | None) -> bool:

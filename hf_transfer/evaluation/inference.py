@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 import yaml
@@ -13,7 +14,14 @@ from peft import PeftModel
 from transformers import AutoConfig, AutoModel
 
 from hf_transfer.config import UsageError
-from hf_transfer.data.splits import LABEL_COLUMN_GUESSES, guess_column, load_class_folder, load_file, resolve_paths
+from hf_transfer.data.splits import (
+    LABEL_COLUMN_GUESSES,
+    guess_column,
+    load_class_folder,
+    load_file,
+    resolve_paths,
+    row_name,
+)
 from hf_transfer.evaluation.item_predictions import write_items
 from hf_transfer.evaluation.operating_point import Decision
 from hf_transfer.evaluation.report import write_report, write_transcription_report
@@ -23,13 +31,15 @@ from hf_transfer.evaluation.report_sections import (
     intervals_note,
     operating_point_section,
 )
-from hf_transfer.evaluation.scoring import score_classification, score_transcription
+from hf_transfer.evaluation.scoring import score_classification, score_target, score_transcription
+from hf_transfer.evaluation.target_report import write_target_report
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
 from hf_transfer.modalities.audio import clip_lengths
 from hf_transfer.modalities.transcripts import TRANSCRIPT_COLUMN_GUESSES, SpeechArgs, normalize, normalized_transcripts
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.models.heads import MultiHeadModel, is_multi_head
+from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL, Cells, target_for
 from hf_transfer.tasks import TASKS, Task, task_for
 from hf_transfer.training.run_folder import require_complete
 
@@ -127,6 +137,19 @@ def _batch_predictor(task: Task, model, processor, settings: dict) -> Callable[[
                                  for path, text in zip(paths, task.transcribe(model, processor, paths))]
     logits_of = task.logits(model, processor, settings)
     id2label = model.config.id2label
+    target = target_for(model.config.problem_type or SINGLE_LABEL)
+    if target.problem_type == MULTI_LABEL:
+        thresholds = model.config.decision_thresholds  # one per label, chosen on validation
+
+        def tag(batch: list[str], pairs: list[str] | None) -> list[dict]:
+            scores = target.scores(logits_of(batch, pairs).float()).numpy()
+            return [{kind: item, "labels": [id2label[i] for i in np.flatnonzero(on)],
+                     "scores": {id2label[i]: float(p) for i, p in enumerate(row)}}
+                    for item, row, on in zip(batch, scores, target.decide(scores, thresholds))]
+        return tag
+    if target.problem_type == REGRESSION:
+        return lambda batch, pairs: [{kind: item, id2label[0]: float(value)} for item, value in
+                                     zip(batch, target.scores(logits_of(batch, pairs).float()).tolist())]
     decision = Decision.from_config(model.config)  # the temperature and threshold chosen on validation, if any
 
     def classify(batch: list[str], pairs: list[str] | None) -> list[dict]:
@@ -217,7 +240,9 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
         groups = [str(v) for v in dataset[guess_column(dataset.column_names, group_column, (), "group", source)]]
     report_dir = Path(report_dir)
     summary = {"model": str(output_dir), "strategy": settings["strategy"], "evaluated on": source}
-    score = _score_transcripts if target == "transcript" else _score_labels
+    problem_type = getattr(model.config, "problem_type", None) or SINGLE_LABEL
+    score = (_score_transcripts if target == "transcript" else _score_labels if problem_type == SINGLE_LABEL
+             else _score_targets)
     evaluation = Evaluation(source, report_dir, summary, groups, group_column, bootstrap)
     results = score(model, processor, settings, dataset, values, evaluation)
     atomic_write_json(report_dir / "all_results.json", results)
@@ -268,6 +293,38 @@ def _score_labels(model, processor, settings, dataset, values, evaluation: Evalu
     write_report(report_dir, results, "test", source, probabilities, references, names, evaluation.summary, None,
                  scored.predictions, sections)
     write_items(report_dir, "test", scored.items)
+    return results
+
+
+def _score_targets(model, processor, settings, dataset, values, evaluation: Evaluation) -> dict:
+    """A multi-label or regression model on a labelled file: labels encoded as training encoded them."""
+    source = evaluation.source
+    if evaluation.groups:
+        raise UsageError(f"--group_column: per-group scores are for single-label classification so far, not "
+                         f"{model.config.problem_type}")
+    target = target_for(model.config.problem_type, settings.get("label_separator") or "|")
+    label = guess_column(dataset.column_names, settings.get("label_column"), LABEL_COLUMN_GUESSES, "label", source)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    references = np.asarray(target.encode(
+        Cells(dataset[label], lambda index: row_name(source, index + 1), label, source), names, "test"))
+    pair_column = settings.get("text_pair_column")
+    pairs = dataset[guess_column(dataset.column_names, pair_column, (), "text pair", source)] if pair_column else None
+    predictions, per_second = timed_predict(model, processor, settings, values, pairs)
+    if target.problem_type == MULTI_LABEL:
+        scores = np.asarray([[p["scores"][n] for n in names] for p in predictions])
+    else:
+        scores = np.asarray([p[names[0]] for p in predictions])
+    inputs = values if pairs is None else [f"{text} || {pair}" for text, pair in zip(values, pairs)]
+    thresholds = getattr(model.config, "decision_thresholds", None)
+    scored = score_target(target, scores, references, thresholds, names, inputs, evaluation.bootstrap)
+    results = {f"test_{k}": v for k, v in scored.results.items()}
+    results.update(test_samples=len(references), test_samples_per_second=per_second)
+    if thresholds:
+        results["decision_thresholds"] = thresholds
+    write_target_report(evaluation.report_dir, target, results, "test", source, scores, references,
+                        scored.predictions, names, evaluation.summary, None,
+                        intervals_note(evaluation.bootstrap, len(references)))
+    write_items(evaluation.report_dir, "test", scored.items)
     return results
 
 

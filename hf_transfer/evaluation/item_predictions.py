@@ -1,6 +1,7 @@
 """Per-item predictions, saved beside a run's results (`test_predictions.jsonl`) so two runs can be compared on
 the very same items. One JSON object a line: `id`, `input` (text or file path), `reference`, `prediction`, plus
-`probabilities` (classification, after calibration) or edit counts (speech recognition), and `group` when known.
+`probabilities` (classification, after calibration), `scores` (multi-label: reference and prediction are label
+lists) or edit counts (speech recognition), and `group` when known; a regression's are numbers.
 """
 
 import json
@@ -20,6 +21,20 @@ def classification_items(inputs: list[str], probabilities: np.ndarray, reference
     return [{"id": i, "input": inputs[i], **({"group": groups[i]} if groups else {}),
              "reference": names[references[i]], "prediction": names[predictions[i]],
              "probabilities": {name: float(p) for name, p in zip(names, probabilities[i])}}
+            for i in range(len(references))]
+
+
+def multilabel_items(inputs: list[str], scores: np.ndarray, references: np.ndarray, predictions: np.ndarray,
+                     names: list[str]) -> list[dict]:
+    def labels(row):
+        return [name for name, on in zip(names, row) if on]
+    return [{"id": i, "input": inputs[i], "reference": labels(references[i]), "prediction": labels(predictions[i]),
+             "scores": {name: float(p) for name, p in zip(names, scores[i])}}
+            for i in range(len(references))]
+
+
+def regression_items(inputs: list[str], predictions: np.ndarray, references: np.ndarray) -> list[dict]:
+    return [{"id": i, "input": inputs[i], "reference": float(references[i]), "prediction": float(predictions[i])}
             for i in range(len(references))]
 
 

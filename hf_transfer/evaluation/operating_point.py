@@ -11,6 +11,7 @@ from sklearn import metrics as sk
 
 from hf_transfer.config import EvalArgs, UsageError
 from hf_transfer.metrics.calibration import apply_temperature, fit_temperature
+from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,19 @@ class Decision:
                    threshold=getattr(config, "decision_threshold", None))
 
 
-def check_decision_settings(evaluation: EvalArgs, label_names: list[str]) -> None:
-    """Before training: a threshold on the positive class needs exactly two classes."""
+def check_decision_settings(evaluation: EvalArgs, label_names: list[str], problem_type: str = SINGLE_LABEL) -> None:
+    """Before training: a threshold on the positive class needs exactly two classes; a multi-label model gets one
+    threshold per label, for F1; a regression has no operating point."""
+    if problem_type != SINGLE_LABEL and evaluation.calibrate != "none":
+        raise UsageError(f"--calibrate {evaluation.calibrate} fits a softmax temperature: single-label "
+                         f"classification only, not {problem_type}")
+    if problem_type == REGRESSION and evaluation.decision_threshold != "argmax":
+        raise UsageError("--decision_threshold is for classification; a regression predicts a number")
+    if problem_type == MULTI_LABEL:
+        if evaluation.decision_threshold == "auto" and evaluation.threshold_goal != "f1":
+            raise UsageError("a multi-label model's thresholds are chosen per label for F1: drop --threshold_goal, "
+                             "--target_recall and --target_precision")
+        return
     if evaluation.decision_threshold == "auto" and len(label_names) != 2:
         raise UsageError(f"--decision_threshold auto is for binary tasks; this one has {len(label_names)} classes "
                          f"({', '.join(label_names)}). Leave it at argmax (--calibrate temperature still applies)")

@@ -103,21 +103,21 @@ def plot_learning_curve(curves: TrainingCurves, path: Path) -> None:
     save_figure(figure, path)
 
 
-def _learning_curve_section(output_dir: Path, curves: TrainingCurves | None) -> list[str]:
+def learning_curve_section(output_dir: Path, curves: TrainingCurves | None) -> list[str]:
     if curves is None or not (curves.train_losses or curves.history):
         return []
     plot_learning_curve(curves, output_dir / "learning_curve.png")
     return ["", "## Learning curve", "", "![learning curve](learning_curve.png)"]
 
 
-def _format(value) -> str:
+def format_value(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def with_interval(results: dict, key: str) -> str:
     """`0.9031 [0.8834, 0.9212]` when the results hold a bootstrap interval for `key`."""
     if results.get(f"{key}_ci_low") is None:
-        return _format(results.get(key))
+        return format_value(results.get(key))
     return f"{results[key]:.4f} [{results[f'{key}_ci_low']:.4f}, {results[f'{key}_ci_high']:.4f}]"
 
 
@@ -158,13 +158,13 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
     lines += [f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |" for i, name in enumerate(names)]
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "## ROC curve", "", "![ROC curve](roc_curve.png)"]
     lines += sections
-    lines += _learning_curve_section(output_dir, curves)
+    lines += learning_curve_section(output_dir, curves)
     if history:
         metric_keys = [f"eval_{m}" for m in HEADLINE if f"eval_{m}" in history[0]]
         lines += ["", "## Validation during training", "",
                   "| step | epoch | " + " | ".join(k.removeprefix("eval_") for k in metric_keys) + " |",
                   "|---:|---:|" + "---:|" * len(metric_keys)]
-        lines += [f"| {h['step']} | {h['epoch']} | " + " | ".join(_format(h.get(k)) for k in metric_keys) + " |"
+        lines += [f"| {h['step']} | {h['epoch']} | " + " | ".join(format_value(h.get(k)) for k in metric_keys) + " |"
                   for h in history]
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")
     return rows
@@ -190,5 +190,5 @@ def write_transcription_report(output_dir: Path, results: dict, examples: list[d
     if history:
         lines += ["", "## Validation during training", "", "| step | epoch | wer | cer |", "|---:|---:|---:|---:|"]
         lines += [f"| {h['step']} | {h['epoch']} | {h['eval_wer']:.4f} | {h['eval_cer']:.4f} |" for h in history]
-    lines += _learning_curve_section(Path(output_dir), curves)
+    lines += learning_curve_section(Path(output_dir), curves)
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")

@@ -19,8 +19,9 @@ def intervals_note(bootstrap: Bootstrap, num_items: int, unit: str = "items") ->
                 "difference between two runs on the same items."]
 
 
-def selection_note(has_test: bool, decision: Decision | None = None) -> list[str]:
-    threshold = ", the decision threshold" if decision and decision.threshold is not None else ""
+def selection_note(has_test: bool, decision: Decision | None = None, per_label_thresholds: bool = False) -> list[str]:
+    threshold = (", the decision threshold" if decision and decision.threshold is not None
+                 else ", each label's threshold (its best F1)" if per_label_thresholds else "")
     chosen = "the best checkpoint" + threshold + (" and the temperature" if decision and decision.temperature != 1.0
                                                   else "")
     test = (" The test split was used once, for this report; nothing was chosen on it." if has_test else

@@ -147,6 +147,21 @@ def transcription_intervals(predictions: list[str], references: list[str],
     return intervals
 
 
+# --- any per-item metric ----------------------------------------------------------------------------------------
+def item_intervals(metrics: Callable[..., dict], arrays: tuple[np.ndarray, ...],
+                   bootstrap: Bootstrap = Bootstrap()) -> dict:
+    """`{metric}_ci_low` / `{metric}_ci_high` for every metric `metrics(*arrays)` gives (multi-label, regression),
+    resampling the items (the first axis of each array); a metric undefined on the full set gets no interval."""
+    draws = [metrics(*(array[d] for array in arrays)) for d in bootstrap.indices(len(arrays[0]))]
+    intervals = {}
+    for metric, value in metrics(*arrays).items():
+        if value is None:
+            continue
+        low, high = bootstrap.percentiles(draw[metric] for draw in draws)
+        intervals[f"{metric}_ci_low"], intervals[f"{metric}_ci_high"] = low, high
+    return intervals
+
+
 # --- two runs on the same items -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedDifference:

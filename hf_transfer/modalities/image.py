@@ -357,14 +357,13 @@ class BatchMixer:
         return pixel_values, keep * targets + (1 - keep) * targets.flip(0)
 
 
-def mixed_loss(mixer: BatchMixer, class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
-    """Cross-entropy against the mixer's soft targets: the Loop's `compute_loss` when mixup or CutMix is on."""
+def mixed_loss(mixer: BatchMixer, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """`loss` (single-label cross-entropy, which takes soft targets) against the mixer's mixed targets: the Loop's
+    `compute_loss` when mixup or CutMix is on."""
 
     def compute_loss(model, batch, progress):
         pixel_values, targets = mixer(batch["pixel_values"], batch["labels"])
-        logits = model(pixel_values=pixel_values).logits
-        weight = None if class_weights is None else class_weights.to(logits.device)
-        return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=label_smoothing)
+        return loss(model(pixel_values=pixel_values).logits.float(), targets)
 
     return compute_loss
 

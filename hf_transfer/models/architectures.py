@@ -103,3 +103,14 @@ def fixed_parameter_names(model: nn.Module) -> list[str]:
     if getattr(model.config, "model_type", "") == "efficientnet" and model.config.squeeze_expansion_ratio == 0:
         return [name for name, _ in model.named_parameters() if ".squeeze_excite." in name]
     return []
+
+
+def output_layers(model: nn.Module) -> list[nn.Linear]:
+    """The task head's one-output linear layers: a regression's output, where its target scaling is folded in
+    (under LoRA both the trained copy and the original, so either one loads in the user's units)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = [module for name in head_module_names(base) for module in base.get_submodule(name).modules()
+              if isinstance(module, nn.Linear) and module.out_features == 1]
+    if not layers:
+        raise RuntimeError(f"no one-output linear layer in the head of {type(base).__name__}")
+    return layers

@@ -122,12 +122,13 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     return line
 
 
-def load_model(model_args: ModelArgs, auto_model: type, label_names: list[str], dropout: float | None
-               ) -> PreTrainedModel | MultiHeadModel:
-    """A classifier for `label_names`: the architecture's own (`auto_model`, under `--pooling model`), or a linear
-    head on the backbone's pooled output."""
+def load_model(model_args: ModelArgs, auto_model: type, label_names: list[str], dropout: float | None,
+               problem_type: str = "single_label_classification") -> PreTrainedModel | MultiHeadModel:
+    """A model with one output per name in `label_names` (a class, a label, or a regression's target): the
+    architecture's own head (`auto_model`, under `--pooling model`), or a linear head on the backbone's pooled
+    output. `problem_type` goes to config.json, so `pipeline()` applies softmax, sigmoid or nothing."""
     config = load_config(model_args, dropout, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                         label2id={name: i for i, name in enumerate(label_names)})
+                         label2id={name: i for i, name in enumerate(label_names)}, problem_type=problem_type)
     if model_args.pooling == "model":
         model = build_model(model_args, auto_model, config)
     else:

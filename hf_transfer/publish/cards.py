@@ -12,10 +12,17 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hf_transfer.evaluation.report import with_interval
 from hf_transfer.io import atomic_write_json, atomic_write_text
 from hf_transfer.metrics.calibration import BINS
+from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)",
                 "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)", "roc_auc": "ROC AUC",
+                "f1_micro": "F1 (micro)", "f1_samples": "F1 (samples)", "map": "Mean average precision",
+                "subset_accuracy": "Subset accuracy", "hamming_loss": "Hamming loss",
+                "mse": "MSE", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "pearson": "Pearson r",
+                "spearman": "Spearman ρ",
                 "wer": "WER", "cer": "CER"}
+# model-index metric types that are not the name's first word (`f1_macro` is type f1, config macro).
+WHOLE_METRIC_TYPES = ("roc_auc", "subset_accuracy", "hamming_loss")
 STRATEGY_TEXT = {
     "full": "full fine-tuning (every weight trained)",
     "feature_extraction": "feature extraction (backbone frozen, new head trained)",
@@ -54,6 +61,7 @@ class CardContext:
     extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
     examples: list[dict] | None = None  # speech recognition: reference and predicted transcripts
     group_rows: list[dict] | None = None  # per-group scores on the report split, with --group_column
+    problem_type: str = SINGLE_LABEL
 
 
 def _strategy_text(settings: dict) -> str:
@@ -129,18 +137,23 @@ def _eval_results(ctx: CardContext) -> list[EvalResult]:
             evals.append(EvalResult(
                 task_type=ctx.pipeline_tag, dataset_type=dataset_name, dataset_name=dataset_name,
                 dataset_config=settings["dataset_config_name"], dataset_split=split,
-                metric_type=metric.split("_")[0] if metric != "roc_auc" else "roc_auc",
+                metric_type=metric if metric in WHOLE_METRIC_TYPES else metric.split("_")[0],
                 metric_name=pretty, metric_value=round(value, 4),
-                metric_config=metric.split("_")[1] if metric.startswith(("f1_", "precision_", "recall_")) else None,
+                metric_config=(metric.split("_")[1] if metric.startswith(("f1_", "precision_", "recall_"))
+                               and metric not in WHOLE_METRIC_TYPES else None),
             ))
     return evals
 
 
-def _decision(results: dict) -> dict | None:
-    """The saved operating point, when it differs from the plain top class."""
-    if "decision_threshold" not in results and "calibration_temperature" not in results:
+def _decision(results: dict, label_names: list[str]) -> dict | None:
+    """The saved operating point, when it differs from the plain top class (or, multi-label, from 0.5 everywhere)."""
+    thresholds = results.get("decision_thresholds")
+    if thresholds and all(t == 0.5 for t in thresholds):
+        thresholds = None
+    if "decision_threshold" not in results and "calibration_temperature" not in results and not thresholds:
         return None
-    return {"temperature": results.get("calibration_temperature"), "threshold": results.get("decision_threshold")}
+    return {"temperature": results.get("calibration_temperature"), "threshold": results.get("decision_threshold"),
+            "thresholds": thresholds and {name: round(t, 4) for name, t in zip(label_names, thresholds)}}
 
 
 def render_card(ctx: CardContext) -> ModelCard:
@@ -163,8 +176,18 @@ def render_card(ctx: CardContext) -> ModelCard:
     split_name = "test" if split == "test" else "validation"
     if f"{split}_accuracy" in ctx.results:
         headline = f"{ctx.results[f'{split}_accuracy']:.1%} accuracy on its {split_name} split"
+    elif f"{split}_f1_micro" in ctx.results:
+        headline = f"a micro-averaged F1 of {ctx.results[f'{split}_f1_micro']:.3f} on its {split_name} split"
+    elif f"{split}_rmse" in ctx.results:
+        headline = f"an RMSE of {ctx.results[f'{split}_rmse']:.4g} on its {split_name} split"
     else:
         headline = f"a word error rate of {ctx.results[f'{split}_wer']:.1%} on its {split_name} split"
+    names = ", ".join(ctx.label_names)
+    what_it_does = {
+        SINGLE_LABEL: f"classifies {ctx.modality} into {len(ctx.label_names)} labels: {names}",
+        MULTI_LABEL: f"tags {ctx.modality} with any of {len(ctx.label_names)} labels (several or none each): {names}",
+        REGRESSION: f"predicts `{names}`, a number, from {ctx.modality}",
+    }[ctx.problem_type]
     data_lines = [f"{name}: {ctx.split_sizes[name]:,} examples from `{ctx.split_sources[name]}`"
                   for name in ("train", "validation", "test") if name in ctx.split_sizes]
     if ctx.label_names:
@@ -172,11 +195,16 @@ def render_card(ctx: CardContext) -> ModelCard:
     data_lines += [f"{key}: {value}" for key, value in (ctx.extra_details or {}).items()]
     limitations = [f"Trained on {ctx.split_sizes['train']:,} examples; expect lower accuracy on {ctx.modality} "
                    "unlike them (other domains, speakers, styles or languages)."]
-    if ctx.per_class:
+    if ctx.problem_type == REGRESSION:
+        limitations.append("Predictions outside the range of the training targets are extrapolations; check the "
+                           "residual plot in `eval_report.md` for where the errors grow.")
+    elif ctx.per_class:
         smallest = min(ctx.per_class, key=lambda row: row["f1"])
         limitations += [
-            f"The weakest class on the {ctx.report_split} split is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
-            "The model knows only the labels above: every input gets one of them, even when none applies.",
+            f"The weakest {'label' if ctx.problem_type == MULTI_LABEL else 'class'} on the {ctx.report_split} split "
+            f"is `{smallest['label']}` (F1 {smallest['f1']:.3f}).",
+            "The model knows only the labels above: every input gets one of them, even when none applies."
+            if ctx.problem_type == SINGLE_LABEL else "The model knows only the labels above.",
         ]
     elif ctx.auto_class == "AutoModelForCTC":
         limitations.append("It spells only the characters of its training transcripts, with greedy CTC decoding "
@@ -203,7 +231,8 @@ def render_card(ctx: CardContext) -> ModelCard:
         limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
         trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [],
         group_column=settings.get("group_column"),
-        decision=_decision(ctx.results), pooling=pooling,
+        decision=_decision(ctx.results, ctx.label_names), pooling=pooling, what_it_does=what_it_does,
+        problem_type=ctx.problem_type,
     )
     return ModelCard(text)
 

@@ -34,7 +34,7 @@ from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json, atomic_write_text
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.recipe import recipe_names, runs_of
-from hf_transfer.training.loop import LOWER_IS_BETTER
+from hf_transfer.targets import SINGLE_LABEL, lower_is_better, target_for
 
 # name -> (kind, low, high, log) or ("categorical", choices): what `--search` may name.
 SEARCH_SPACE = {
@@ -158,9 +158,11 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
     optuna = _optuna()
     recipe_class, base, settings = runs_of(args.recipe, recipe_argv)
     names = searched(args, settings)
-    metric = base.train.metric_for_best_model.removeprefix("eval_")
+    # A metric named by the user, else the target's (study and tune search single-label runs by default).
+    metric = (base.train.metric_for_best_model
+              or target_for(base.data.problem_type or SINGLE_LABEL).primary_metric).removeprefix("eval_")
     key = f"eval_{metric}"
-    direction = "minimize" if key.endswith(LOWER_IS_BETTER) else "maximize"
+    direction = "minimize" if lower_is_better(key) else "maximize"
     output = Path(args.output_dir)
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if args.pruning else optuna.pruners.NopPruner()

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import send_to_device
@@ -28,10 +27,10 @@ from transformers import get_scheduler
 from hf_transfer.config import TrainArgs, UsageError
 from hf_transfer.io import atomic_write_json
 from hf_transfer.models.strategies import trainable_state_dict
+from hf_transfer.targets import lower_is_better
 from hf_transfer.training.precision import choose_mixed_precision
 from hf_transfer.training.run_folder import checkpoint_dirs, copy_record, resolve_checkpoint
 
-LOWER_IS_BETTER = ("loss", "wer", "cer")
 # How a run with several streams draws them: `together`, one batch of every stream in each micro-batch
 # (domain adaptation: labelled source and unlabelled target); `round_robin`, one stream per micro-batch, in turn,
 # the first stream last (several tasks, one head each).
@@ -143,27 +142,25 @@ def compile_model(model: torch.nn.Module, mode: str | None) -> None:
     model.compile(dynamic=False, mode=mode)
 
 
-def classification_loss(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
-    """Cross-entropy on the model's logits, computed here so class weights and smoothing apply."""
+def logits_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """`compute_loss` for a model with logits: `loss(float logits, labels)` (a target's, `targets.loss_function`)."""
 
     def compute_loss(model, batch, progress: Progress):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits
-        weight = None if class_weights is None else class_weights.to(logits.device)
-        return F.cross_entropy(logits.float(), batch["labels"], weight=weight, label_smoothing=label_smoothing)
+        return loss(model(**inputs).logits.float(), batch["labels"])
 
     return compute_loss
 
 
-def auto_class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
-    """Inverse class frequency, scaled so a balanced data set gets weight 1 everywhere."""
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(-1)
 
 
 @torch.no_grad()
-def predict(accelerator: Accelerator, model, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and references over the whole split, gathered from every process. The forward runs at
+def predict(accelerator: Accelerator, model, loader, scores: Callable[[torch.Tensor], torch.Tensor] = softmax
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """`scores` of the logits (class probabilities by default; a target's `scores`) and the references over the
+    whole split, gathered from every process. The forward runs at
     the run's precision whether or not accelerate prepared `model` (a head trained on cached features scores the
     bare model); the loader's preprocessing stays outside autocast (Whisper's feature extractor can't return bf16)."""
     model.eval()
@@ -173,7 +170,7 @@ def predict(accelerator: Accelerator, model, loader) -> tuple[np.ndarray, np.nda
         with accelerator.autocast():
             logits = model(**inputs).logits.float()
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
-        probabilities.append(logits.softmax(-1).cpu())
+        probabilities.append(scores(logits).cpu())
         references.append(labels.cpu())
     model.train()
     return torch.cat(probabilities).numpy(), torch.cat(references).numpy()
@@ -194,7 +191,7 @@ def check_metric_for_best_model(metric: str, metrics: dict[str, str | None]) -> 
 def _is_better(value: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True
-    return value < best if metric.endswith(LOWER_IS_BETTER) else value > best
+    return value < best if lower_is_better(metric) else value > best
 
 
 class SecondaryStream:
