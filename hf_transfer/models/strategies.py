@@ -143,10 +143,25 @@ def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, 
     )
 
 
+def _trainable_entries(model: nn.Module) -> dict[str, torch.Tensor]:
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {name: tensor for name, tensor in model.state_dict().items() if name not in frozen}
+
+
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only what trains (plus buffers): enough to restore the best weights without copying a frozen backbone."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items() if name not in frozen}
+    return {name: tensor.detach().cpu().clone() for name, tensor in _trainable_entries(model).items()}
+
+
+def load_trainable_state_dict(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load what `trainable_state_dict` saved, strictly: every trainable tensor and nothing else (torch's
+    strict=True would also ask for the frozen ones). Checked before loading, so a mismatch changes nothing."""
+    expected = _trainable_entries(model)
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        raise RuntimeError(f"{source} does not fit the model: missing {', '.join(missing) or 'none'}; "
+                           f"unexpected {', '.join(unexpected) or 'none'}")
+    model.load_state_dict(weights, strict=False)  # the frozen tensors are the only ones left out
 
 
 def is_adapter(model: nn.Module) -> bool:
