@@ -137,10 +137,7 @@ class Recipe:
         --metric_for_best_model first and starts the trackers."""
         run = self.run
         check_metric_for_best_model(run.train.metric_for_best_model, metric_names)
-        optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device)
-        for module in extra_modules:
-            optimizer.add_param_group({"params": list(module.parameters()), "lr": run.train.learning_rate,
-                                       "weight_decay": run.train.weight_decay})
+        optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device, extra_modules)
         self.loop = Loop(self.accelerator, model, optimizer, streams, compute_loss, evaluate, run.train,
                          run.train.output_dir, policy=policy, prepare_batch=prepare_batch)
         if run.train.report_to != "none":

@@ -120,23 +120,26 @@ def _layer_depths(model: nn.Module) -> dict[str, int]:
     return depths
 
 
-def parameter_groups(model: nn.Module, strategy: StrategyArgs, train: TrainArgs) -> list[dict]:
-    """AdamW groups: no weight decay on biases and norms (1-d tensors); layer-wise LR decay when asked."""
+def parameter_groups(model: nn.Module, strategy: StrategyArgs, train: TrainArgs,
+                     extra_modules: tuple[nn.Module, ...] = ()) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms (1-d tensors); layer-wise LR decay when asked. Modules
+    trained beside the model (DANN's discriminator, in `extra_modules`) take the base learning rate."""
     use_decay = strategy.layerwise_lr_decay < 1 and strategy.strategy in ("full", "partial")
     depths = _layer_depths(model) if use_decay else {}
+    rated = [(train.learning_rate * strategy.layerwise_lr_decay ** depths.get(name, 0), param)
+             for name, param in model.named_parameters() if param.requires_grad]
+    rated += [(train.learning_rate, param) for module in extra_modules for param in module.parameters()]
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr = train.learning_rate * strategy.layerwise_lr_decay ** depths.get(name, 0)
+    for lr, param in rated:
         weight_decay = train.weight_decay if param.ndim >= 2 else 0.0
         groups.setdefault((lr, weight_decay), []).append(param)
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, device: torch.device):
+def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, device: torch.device,
+                    extra_modules: tuple[nn.Module, ...] = ()):
     return torch.optim.AdamW(
-        parameter_groups(model, strategy, train),
+        parameter_groups(model, strategy, train, extra_modules),
         lr=train.learning_rate,
         betas=(train.adam_beta1, train.adam_beta2),
         fused=device.type in ("cuda", "cpu"),
