@@ -144,14 +144,20 @@ class Recipe:
             self.accelerator.init_trackers("hf_transfer", config=run.to_dict())
 
 
+def recipe_class_of(recipe: str) -> type[Recipe]:
+    """The Recipe class that the recipe module `recipe` defines."""
+    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
+    return next(value for value in vars(module).values() if isinstance(value, type)
+                and issubclass(value, Recipe) and value.__module__ == module.__name__)
+
+
 def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict]:
     """For commands that start many runs of one recipe (study cells, tune trials): its class, its settings from
     `argv` (the recipe's defaults < --config < flags), and the same settings flat, without card or push, for each run
     to change."""
-    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
-    recipe_class = next(value for value in vars(module).values() if isinstance(value, type)
-                        and issubclass(value, Recipe) and value.__module__ == module.__name__)
-    base = parse(argv, None, module.DEFAULTS, task=recipe_class.task.name, modality=recipe_class.modality)
+    recipe_class = recipe_class_of(recipe)
+    defaults = importlib.import_module(recipe_class.__module__).DEFAULTS
+    base = parse(argv, None, defaults, task=recipe_class.task.name, modality=recipe_class.modality)
     settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
     settings.update(push_to_hub=False, write_card=False)
     return recipe_class, base, settings

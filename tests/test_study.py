@@ -73,6 +73,8 @@ def test_budgets_nest_for_a_seed(tmp_path):
     (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
     (["--recipe", "sentiment", "--learning_rates", "adapter=1e-3"], "--learning_rates adapter=1e-3: name one of"),
     (["--recipe", "sentiment", "--learning_rates", "lora=fast"], "--learning_rates lora=fast: the rate after"),
+    (["--recipe", "speech_recognition"], "--recipe speech_recognition: study compares classifiers by accuracy; "
+                                         "choose one of audio_classification, image_classification, sentiment"),
 ])
 def test_bad_study_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):

@@ -27,7 +27,7 @@ from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json
 from hf_transfer.models.builtin import resolve_model
-from hf_transfer.recipe import recipe_names, runs_of
+from hf_transfer.recipe import ClassificationRecipe, recipe_class_of, recipe_names, runs_of
 from hf_transfer.training.run_folder import read_record
 
 ALL = "all"
@@ -60,6 +60,10 @@ class StudyArgs:
     def __post_init__(self):
         if self.recipe not in recipe_names():
             raise UsageError(f"--recipe {self.recipe}: choose one of {', '.join(recipe_names())}")
+        classifiers = [name for name in recipe_names() if issubclass(recipe_class_of(name), ClassificationRecipe)]
+        if self.recipe not in classifiers:  # cells are scored by accuracy, at a number of labels per class
+            raise UsageError(f"--recipe {self.recipe}: study compares classifiers by accuracy; choose one of "
+                             f"{', '.join(classifiers)}")
         for spelled in self.strategies:
             strategy_overrides(spelled, "")
         for budget in self.samples_per_class:
