@@ -121,8 +121,10 @@ def cell_name(strategy: str, budget: str, seed: int) -> str:
 
 
 def is_finished(folder: Path) -> bool:
+    """The cell's run completed and the study recorded it: study_cell.json is written last, so a study killed just
+    before it runs the cell again (its wall time is part of the result)."""
     record = read_record(folder) if folder.is_dir() else None
-    return bool(record and record["complete"]) and (folder / "all_results.json").is_file()
+    return bool(record and record["complete"]) and (folder / "study_cell.json").is_file()
 
 
 def run_cell(recipe_class, settings: dict, folder: Path) -> float:
