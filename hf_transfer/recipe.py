@@ -138,24 +138,27 @@ class Recipe:
         --metric_for_best_model first and starts the trackers."""
         run = self.run
         check_metric_for_best_model(run.train.metric_for_best_model, metric_names)
-        optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device)
-        for module in extra_modules:
-            optimizer.add_param_group({"params": list(module.parameters()), "lr": run.train.learning_rate,
-                                       "weight_decay": run.train.weight_decay})
+        optimizer = build_optimizer(self.model, run.strategy, run.train, self.accelerator.device, extra_modules)
         self.loop = Loop(self.accelerator, model, optimizer, streams, compute_loss, evaluate, run.train,
                          run.train.output_dir, policy=policy, prepare_batch=prepare_batch)
         if run.train.report_to != "none":
             self.accelerator.init_trackers("hf_transfer", config=run.to_dict())
 
 
+def recipe_class_of(recipe: str) -> type[Recipe]:
+    """The Recipe class that the recipe module `recipe` defines."""
+    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
+    return next(value for value in vars(module).values() if isinstance(value, type)
+                and issubclass(value, Recipe) and value.__module__ == module.__name__)
+
+
 def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict]:
     """For commands that start many runs of one recipe (study cells, tune trials): its class, its settings from
     `argv` (the recipe's defaults < --config < flags), and the same settings flat, without card or push, for each run
     to change."""
-    module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
-    recipe_class = next(value for value in vars(module).values() if isinstance(value, type)
-                        and issubclass(value, Recipe) and value.__module__ == module.__name__)
-    base = parse(argv, None, module.DEFAULTS, task=recipe_class.task.name, modality=recipe_class.modality)
+    recipe_class = recipe_class_of(recipe)
+    defaults = importlib.import_module(recipe_class.__module__).DEFAULTS
+    base = parse(argv, None, defaults, task=recipe_class.task.name, modality=recipe_class.modality)
     settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
     settings.update(push_to_hub=False, write_card=False)
     return recipe_class, base, settings

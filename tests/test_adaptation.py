@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
+from hf_transfer import recipe
 from hf_transfer.config import AdaptationArgs, TrainArgs, UsageError
 from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.recipes import audio_classification, image_classification, sentiment
@@ -135,6 +136,25 @@ def test_a_dann_run_logs_the_discriminator_scores_the_target_and_saves_a_plain_c
     model, _, settings = load_trained(out)
     assert settings["adaptation"] == "dann"
     assert "domain adaptation: DANN" in (out / "README.md").read_text()
+
+
+def test_the_discriminator_gets_no_weight_decay_on_biases_and_norms(tiny_bert, sentiment_files, tmp_path,
+                                                                    monkeypatch):
+    """As --weight_decay's help says, and as the classifier's own weights are grouped."""
+    built = []
+
+    class SpiedLoop(recipe.Loop):
+        def __init__(self, accelerator, model, optimizer, *args, **kwargs):
+            built.append((model, optimizer))
+            super().__init__(accelerator, model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(recipe, "Loop", SpiedLoop)
+    run_sentiment(tiny_bert, sentiment_files, tmp_path, max_train_steps=1, weight_decay=0.1)
+    (adversarial, optimizer), = built
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    got = {name: decay[id(p)] for name, p in adversarial.discriminator.named_parameters()}
+    assert got == {name: 0.1 if p.ndim >= 2 else 0.0 for name, p in adversarial.discriminator.named_parameters()}
+    assert got["1.bias"] == 0.0 and got["0.weight"] == 0.1  # a norm's bias; a linear layer's weight
 
 
 @pytest.mark.parametrize("overrides, message", [

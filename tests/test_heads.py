@@ -63,7 +63,7 @@ def test_a_two_head_model_trains_on_two_streams_saves_reloads_and_predicts_with_
         return {"accuracy": torch.stack(right).mean().item()}
 
     loop = Loop(accelerator, model, build_optimizer(model, strategy_args, args, accelerator.device), streams,
-                multi_head_loss, evaluate, args, args.output_dir, policy="round_robin")
+                multi_head_loss(), evaluate, args, args.output_dir, policy="round_robin")
     state = loop.fit()
     first, last = state.train_losses[0], state.train_losses[-1]
     for head in HEADS:  # each head's loss is logged, and falls
@@ -99,3 +99,23 @@ def test_a_multi_head_folder_asks_which_head(tiny_bert, tmp_path):
         load_trained(folder, require_finished=False, head="colour")
     with pytest.raises(UsageError, match="every head needs two labels or more"):
         MultiHeadModel(AutoModel.from_pretrained(tiny_bert), {"one": ["only"]})
+
+
+def test_each_head_trains_with_its_class_weights_and_the_label_smoothing(tiny_bert):
+    """--class_weights and --label_smoothing apply to a multi-head run as to a one-head one: per head, its weights."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = two_head_model(tiny_bert).eval()  # no dropout: the same logits on every call
+    batch = {name: next(iter(stream(tokenizer, labels, 8, seed))) for seed, (name, labels) in enumerate(HEADS.items())}
+    weights = {"topic": torch.tensor([1.0, 2.0, 3.0])}  # the sentiment head: unweighted
+    got = multi_head_loss(weights, label_smoothing=0.2)(model, batch, None)
+    with torch.no_grad():
+        logits = {name: model(head=name, **{k: v for k, v in inputs.items() if k != "labels"}).logits
+                  for name, inputs in batch.items()}
+    expected = {name: torch.nn.functional.cross_entropy(logits[name], batch[name]["labels"],
+                                                        weight=weights.get(name), label_smoothing=0.2)
+                for name in HEADS}
+    for name in HEADS:
+        torch.testing.assert_close(got[f"{name}_loss"], expected[name])
+    torch.testing.assert_close(got["loss"], expected["sentiment"] + expected["topic"])
+    plain = multi_head_loss()(model, batch, None)["topic_loss"]
+    assert not torch.isclose(plain, got["topic_loss"])

@@ -181,3 +181,15 @@ def test_bad_input_fails_before_any_forward_pass(tiny_bert, tiny_vit, sentiment_
     with pytest.raises(UsageError, match=message):
         rank(["--models", *models, *text_flags(sentiment_files, tmp_path), *extra])
     assert forward_passes == []
+
+
+def test_fingerprint_takes_texts_longer_than_a_file_name(tmp_path):
+    """A news article is no file name: longer than the system allows (255 bytes), it is hashed as text, no OSError."""
+    article = "word " * 200
+    assert embeddings.data_fingerprint([article]) != embeddings.data_fingerprint([article + "more"])
+    # A file's size is still part of its fingerprint.
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"ab")
+    before = embeddings.data_fingerprint([str(clip)])
+    clip.write_bytes(b"abc")
+    assert embeddings.data_fingerprint([str(clip)]) != before

@@ -9,6 +9,7 @@ import stat
 import pytest
 import torch
 from accelerate import Accelerator
+from datasets import ClassLabel, Dataset
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
@@ -82,6 +83,17 @@ def test_an_unfinished_folder_is_refused_with_the_command_that_finishes_it(finis
     model, tokenizer, settings = load_trained(folder)
     assert predict(model, tokenizer, settings, ["the film was great and lovely"])[0]["label"] in ("negative",
                                                                                                  "positive")
+
+
+def test_evaluate_reads_integer_class_labels_as_training_does(finished, sentiment_files, tmp_path):
+    """A split saved from the Hub (`to_parquet`) stores its labels as ClassLabel ids; training reads them by name."""
+    by_id = Dataset.from_csv(str(sentiment_files["test"]))
+    by_id = by_id.cast_column("label", ClassLabel(names=["negative", "positive"]))
+    assert isinstance(by_id[0]["label"], int)
+    by_id.to_parquet(tmp_path / "test.parquet")
+    expected = evaluate_folder(finished, str(sentiment_files["test"]), tmp_path / "by_name")
+    results = evaluate_folder(finished, str(tmp_path / "test.parquet"), tmp_path / "by_id")
+    assert results["test_accuracy"] == expected["test_accuracy"] and results["test_samples"] == 40
 
 
 def test_a_file_changed_after_the_run_finished_is_refused(finished, tmp_path):

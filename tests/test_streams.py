@@ -1,11 +1,13 @@
 """The loop's named streams: how they are drawn, what compute_loss sees, and bit-exact resume with two streams."""
 
 import json
+import re
 import shutil
 
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from hf_transfer.config import TrainArgs, UsageError
@@ -116,3 +118,32 @@ def test_weights_saved_at_the_end_match_the_best_evaluation(tmp_path):
     best = max(result["eval"], key=lambda entry: entry["eval_accuracy"])
     assert -result["weights"]["source.weight"].abs().sum().item() == pytest.approx(best["eval_accuracy"])
     assert not (tmp_path / "checkpoints" / "best").exists()
+
+
+def test_best_weights_that_do_not_fit_the_model_are_refused(tmp_path):
+    """restore_best loads strictly: a trainable tensor missing from the file, or one the model lacks, is an error
+    (a skipped tensor would leave the end-of-training weights in a model said to hold the best ones)."""
+    model = TwoInputs()
+    model.target.requires_grad_(False)  # frozen: left out of the best weights, and not missed when they load
+    args = TrainArgs(output_dir=str(tmp_path), mixed_precision="no")
+    loop = Loop(new_accelerator(args, str(tmp_path), cpu=True), model, torch.optim.SGD(model.parameters(), lr=0.1),
+                {"source": shuffled_loader(4, 0)}, None, None, args, tmp_path)
+    best = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    loop._save_best()
+    assert set(load_file(loop.best_path)) == {"source.weight", "source.bias"}
+    with torch.no_grad():
+        model.source.weight.zero_()
+    loop.restore_best()
+    torch.testing.assert_close(model.state_dict(), best, rtol=0, atol=0)
+
+    for tamper, message in ((lambda weights: weights.pop("source.bias"), r"missing source\.bias"),
+                            (lambda weights: weights.update(extra=torch.ones(1)), "unexpected extra")):
+        loop._save_best()
+        weights = load_file(loop.best_path)
+        tamper(weights)
+        save_file(weights, loop.best_path)
+        with torch.no_grad():
+            model.source.weight.zero_()
+        with pytest.raises(RuntimeError, match=f"{re.escape(str(loop.best_path))}.*{message}"):
+            loop.restore_best()
+        assert not model.source.weight.any()  # nothing was half loaded

@@ -56,6 +56,23 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     assert len(again["cells"]) == 16
 
 
+def test_a_study_killed_after_a_cell_finished_but_before_its_study_record_continues(tiny_bert, sentiment_files,
+                                                                                     tmp_path, monkeypatch):
+    """The cell's run is complete but study_cell.json (its wall time) was never written: that cell runs again."""
+    argv = ["--recipe", "sentiment", "--strategies", "full", "--samples_per_class", "all", "--seeds", "0",
+            "--output_dir", str(tmp_path), "--model_name_or_path", str(tiny_bert),
+            "--train_file", str(sentiment_files["train"]), "--max_train_steps", "1"]
+    study(argv)
+    cell = tmp_path / "cells" / "full__kall__seed0"
+    (cell / "study_cell.json").unlink()
+    ran = []
+    real = study_module.run_cell
+    monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name)
+                        or real(recipe_class, settings, folder))
+    again = study(argv)
+    assert ran == ["full__kall__seed0"] and again["cells"][0]["wall_seconds"] > 0
+
+
 def test_budgets_nest_for_a_seed(tmp_path):
     path = write_csv(tmp_path / "train.csv", sentences(200, seed=0))
     picked = {}
@@ -73,6 +90,8 @@ def test_budgets_nest_for_a_seed(tmp_path):
     (["--recipe", "sentiment", "--samples_per_class", "0"], "--samples_per_class 0"),
     (["--recipe", "sentiment", "--learning_rates", "adapter=1e-3"], "--learning_rates adapter=1e-3: name one of"),
     (["--recipe", "sentiment", "--learning_rates", "lora=fast"], "--learning_rates lora=fast: the rate after"),
+    (["--recipe", "speech_recognition"], "--recipe speech_recognition: study compares classifiers by accuracy; "
+                                         "choose one of audio_classification, image_classification, sentiment"),
 ])
 def test_bad_study_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):

@@ -49,17 +49,24 @@ def weights(output_dir):
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_resume_continues_the_same_run(tiny_bert, sentiment_files, tmp_path, strategy):
-    settings = dict(strategy=strategy, max_train_steps=12, save_steps=4, save_total_limit=3, eval_steps=4,
+    """Resumed inside the first epoch and inside the second (144 training examples: 9 batches an epoch), where the
+    order must be the second epoch's (accelerate before 1.15 drew the first's again)."""
+    settings = dict(strategy=strategy, max_train_steps=16, save_steps=4, save_total_limit=4, eval_steps=4,
                     dropout=0.1)  # dropout on: resuming must restore the random state too
     whole, _ = run(tiny_bert, sentiment_files, tmp_path / "whole", **settings)
-    # An interrupted run: only what was on disk at step 4 survives.
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-4", tmp_path / "resumed" / "checkpoints" / "step-4")
-    resumed, _ = run(tiny_bert, sentiment_files, tmp_path / "resumed", resume_from_checkpoint="latest", **settings)
-    assert resumed == whole
-    expected, actual = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+    expected = weights(tmp_path / "whole")
+    for step, epoch in ((4, 0), (12, 1)):
+        checkpoint = tmp_path / "whole" / "checkpoints" / f"step-{step}"
+        assert json.loads((checkpoint / "train_state.json").read_text())["epoch"] == epoch
+        # An interrupted run: only what was on disk at that step survives.
+        folder = tmp_path / f"resumed-{step}"
+        shutil.copytree(checkpoint, folder / "checkpoints" / checkpoint.name)
+        resumed, _ = run(tiny_bert, sentiment_files, folder, resume_from_checkpoint="latest", **settings)
+        assert resumed == whole, step
+        actual = weights(folder)
+        assert expected.keys() == actual.keys()
+        for name in expected:
+            torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=f"step {step}: {name}")
 
 
 def test_resume_from_a_folder_that_is_not_a_checkpoint_is_refused(tiny_bert, sentiment_files, tmp_path):

@@ -11,7 +11,7 @@ from fixtures import launch_two_processes
 
 from hf_transfer.config import UsageError
 from hf_transfer.recipes import sentiment
-from hf_transfer.selection.tune import TuneArgs, tune
+from hf_transfer.selection.tune import TuneArgs, storage_for, tune
 from hf_transfer.selection.tune import main as tune_main
 
 
@@ -47,6 +47,21 @@ def test_pruned_trials_stop_at_an_evaluation_and_a_study_resumes(tiny_bert, sent
     assert [t["state"] for t in resumed["trials"]] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
     assert [t["last_step"] for t in resumed["trials"][2:]] == [2, 2]
     assert resumed["best"] == first["best"]
+
+
+def test_trials_are_scored_on_what_pruning_compares(tiny_bert, sentiment_files, tmp_path):
+    """Pruning sees the loop's evaluations (top class, before any threshold or temperature); a finished trial's
+    score is its best evaluation on that basis, not the tuned threshold's accuracy, fitted on validation itself."""
+    args = TuneArgs(recipe="sentiment", n_trials=2, search=["learning_rate"], sampler_seed=0,
+                    output_dir=str(tmp_path))
+    results = tune(args, [*recipe_flags(tiny_bert, sentiment_files), "--decision_threshold", "auto"])
+    study = optuna.load_study(study_name="hf_transfer", storage=storage_for(args, optuna))
+    for trial in study.trials:
+        assert trial.value == max(trial.intermediate_values.values())
+    thresholded = [json.loads((tmp_path / "trials" / f"trial-{t.number}" / "all_results.json").read_text())
+                   ["eval_accuracy"] for t in study.trials]
+    assert thresholded != [t.value for t in study.trials]  # the threshold moved the accuracy: the case tested
+    assert results["best"]["value"] == max(t.value for t in study.trials)
 
 
 def test_two_workers_share_one_sqlite_study(tiny_bert, sentiment_files, tmp_path):

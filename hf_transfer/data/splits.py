@@ -238,6 +238,12 @@ def guess_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...
                      f"Name it with --{what.replace(' ', '_')}_column")
 
 
+def label_names_in(dataset: datasets.Dataset, column: str) -> list[str]:
+    """Each row's label as a name: a ClassLabel column (a Hub split, or one saved with `to_parquet`) stores ids."""
+    feature = dataset.features[column]
+    return [feature.int2str(v) if isinstance(feature, ClassLabel) else str(v) for v in dataset[column]]
+
+
 def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, str], file_rows: dict[str, list[int]],
                    target: Target) -> tuple[DatasetDict, list[str]]:
     """Each split's label cells as the target's `labels` column; the output names from the training split."""

@@ -17,6 +17,7 @@ from hf_transfer.config import UsageError
 from hf_transfer.data.splits import (
     LABEL_COLUMN_GUESSES,
     guess_column,
+    label_names_in,
     load_class_folder,
     load_file,
     resolve_paths,
@@ -265,7 +266,8 @@ def _score_labels(model, processor, settings, dataset, values, evaluation: Evalu
     source = evaluation.source
     label = guess_column(dataset.column_names, settings.get("label_column"), LABEL_COLUMN_GUESSES, "label", source)
     label2id = {str(name): i for name, i in model.config.label2id.items()}
-    unknown = sorted({str(v) for v in dataset[label]} - set(label2id))
+    labels = label_names_in(dataset, label)
+    unknown = sorted(set(labels) - set(label2id))
     if unknown:
         raise UsageError(f"{source}: label(s) {', '.join(map(repr, unknown))} were not trained on "
                          f"(the model knows {', '.join(label2id)})")
@@ -274,7 +276,7 @@ def _score_labels(model, processor, settings, dataset, values, evaluation: Evalu
     predictions, per_second = timed_predict(model, processor, settings, values, pairs)  # the saved temperature applied
     names = [model.config.id2label[i] for i in range(len(label2id))]
     probabilities = torch.tensor([[p["scores"][n] for n in names] for p in predictions]).numpy()
-    references = torch.tensor([label2id[str(v)] for v in dataset[label]]).numpy()
+    references = torch.tensor([label2id[name] for name in labels]).numpy()
     decision = Decision.from_config(model.config)
     inputs = values if pairs is None else [f"{text} || {pair}" for text, pair in zip(values, pairs)]
     scored = score_classification(probabilities, references, Decision(threshold=decision.threshold), names, inputs,

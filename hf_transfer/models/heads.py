@@ -12,6 +12,7 @@ and `heads.safetensors`; with LoRA, as the adapter (which holds the heads) plus 
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -120,11 +121,24 @@ class MultiHeadModel(nn.Module):
         return cls(backbone, spec["heads"], spec["pooling"], spec["dropout"])
 
 
-def multi_head_loss(model, batch: dict[str, dict], progress) -> dict[str, torch.Tensor]:
-    """The Loop's `compute_loss` for named streams: each stream trains the head of its name. Returns the sum of
-    their cross-entropies as the loss, and each one (`<name>_loss`) to log."""
-    losses = {f"{name}_loss": model(head=name, **stream).loss for name, stream in batch.items()}
-    return {"loss": sum(losses.values()), **losses}
+def multi_head_loss(class_weights: dict[str, torch.Tensor] | None = None, label_smoothing: float = 0.0) -> Callable:
+    """The Loop's `compute_loss` for named streams: each stream trains the head of its name, by cross-entropy with
+    that head's `class_weights` (none for a head left out; `--class_weights auto`: `training.loop.auto_class_weights`
+    of its own stream's labels) and --label_smoothing, as a one-head run's loss. Returns the sum of the heads' losses
+    as the loss, and each one (`<name>_loss`) to log."""
+    class_weights = class_weights or {}
+
+    def compute_loss(model, batch: dict[str, dict], progress) -> dict[str, torch.Tensor]:
+        losses = {}
+        for name, stream in batch.items():
+            logits = model(head=name, **{k: v for k, v in stream.items() if k != "labels"}).logits
+            weight = class_weights.get(name)
+            losses[f"{name}_loss"] = nn.functional.cross_entropy(
+                logits.float(), stream["labels"], weight=None if weight is None else weight.to(logits.device),
+                label_smoothing=label_smoothing)
+        return {"loss": sum(losses.values()), **losses}
+
+    return compute_loss
 
 
 def save_heads_spec(model: MultiHeadModel, folder: Path) -> None:

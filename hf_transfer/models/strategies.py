@@ -120,33 +120,51 @@ def _layer_depths(model: nn.Module) -> dict[str, int]:
     return depths
 
 
-def parameter_groups(model: nn.Module, strategy: StrategyArgs, train: TrainArgs) -> list[dict]:
-    """AdamW groups: no weight decay on biases and norms (1-d tensors); layer-wise LR decay when asked."""
+def parameter_groups(model: nn.Module, strategy: StrategyArgs, train: TrainArgs,
+                     extra_modules: tuple[nn.Module, ...] = ()) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms (1-d tensors); layer-wise LR decay when asked. Modules
+    trained beside the model (DANN's discriminator, in `extra_modules`) take the base learning rate."""
     use_decay = strategy.layerwise_lr_decay < 1 and strategy.strategy in ("full", "partial")
     depths = _layer_depths(model) if use_decay else {}
+    rated = [(train.learning_rate * strategy.layerwise_lr_decay ** depths.get(name, 0), param)
+             for name, param in model.named_parameters() if param.requires_grad]
+    rated += [(train.learning_rate, param) for module in extra_modules for param in module.parameters()]
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr = train.learning_rate * strategy.layerwise_lr_decay ** depths.get(name, 0)
+    for lr, param in rated:
         weight_decay = train.weight_decay if param.ndim >= 2 else 0.0
         groups.setdefault((lr, weight_decay), []).append(param)
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, device: torch.device):
+def build_optimizer(model: nn.Module, strategy: StrategyArgs, train: TrainArgs, device: torch.device,
+                    extra_modules: tuple[nn.Module, ...] = ()):
     return torch.optim.AdamW(
-        parameter_groups(model, strategy, train),
+        parameter_groups(model, strategy, train, extra_modules),
         lr=train.learning_rate,
         betas=(train.adam_beta1, train.adam_beta2),
         fused=device.type in ("cuda", "cpu"),
     )
 
 
+def _trainable_entries(model: nn.Module) -> dict[str, torch.Tensor]:
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {name: tensor for name, tensor in model.state_dict().items() if name not in frozen}
+
+
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only what trains (plus buffers): enough to restore the best weights without copying a frozen backbone."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items() if name not in frozen}
+    return {name: tensor.detach().cpu().clone() for name, tensor in _trainable_entries(model).items()}
+
+
+def load_trainable_state_dict(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load what `trainable_state_dict` saved, strictly: every trainable tensor and nothing else (torch's
+    strict=True would also ask for the frozen ones). Checked before loading, so a mismatch changes nothing."""
+    expected = _trainable_entries(model)
+    missing, unexpected = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        raise RuntimeError(f"{source} does not fit the model: missing {', '.join(missing) or 'none'}; "
+                           f"unexpected {', '.join(unexpected) or 'none'}")
+    model.load_state_dict(weights, strict=False)  # the frozen tensors are the only ones left out
 
 
 def is_adapter(model: nn.Module) -> bool:

@@ -11,8 +11,10 @@ Each hidden state is pooled as `hf_transfer.models.pooling` says.
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import torch
@@ -96,11 +98,21 @@ def data_fingerprint(values: list) -> str:
             digest.update(value.get("bytes") or str(value.get("path")).encode())
         else:
             digest.update(str(value).encode())
-            if isinstance(value, str) and len(value) < 4096 and Path(value).is_file():
-                stat = Path(value).stat()
+            stat = _file_stat(value) if isinstance(value, str) else None
+            if stat is not None:
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _file_stat(value: str) -> os.stat_result | None:
+    """The file a value names, if it names one; a text (an article, a review) is no file name and may be too long for
+    one, which the system refuses with an OSError rather than saying "no such file"."""
+    try:
+        stat = os.stat(value)
+    except (OSError, ValueError):  # ENAMETOOLONG, ENOENT, ...; ValueError: a NUL byte in the text
+        return None
+    return stat if S_ISREG(stat.st_mode) else None
 
 
 def cache_key(**parts) -> str:

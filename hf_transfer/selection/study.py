@@ -27,7 +27,7 @@ from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json
 from hf_transfer.models.builtin import resolve_model
-from hf_transfer.recipe import recipe_names, runs_of
+from hf_transfer.recipe import ClassificationRecipe, recipe_class_of, recipe_names, runs_of
 from hf_transfer.training.run_folder import read_record
 
 ALL = "all"
@@ -60,6 +60,10 @@ class StudyArgs:
     def __post_init__(self):
         if self.recipe not in recipe_names():
             raise UsageError(f"--recipe {self.recipe}: choose one of {', '.join(recipe_names())}")
+        classifiers = [name for name in recipe_names() if issubclass(recipe_class_of(name), ClassificationRecipe)]
+        if self.recipe not in classifiers:  # cells are scored by accuracy, at a number of labels per class
+            raise UsageError(f"--recipe {self.recipe}: study compares classifiers by accuracy; choose one of "
+                             f"{', '.join(classifiers)}")
         for spelled in self.strategies:
             strategy_overrides(spelled, "")
         for budget in self.samples_per_class:
@@ -117,8 +121,10 @@ def cell_name(strategy: str, budget: str, seed: int) -> str:
 
 
 def is_finished(folder: Path) -> bool:
+    """The cell's run completed and the study recorded it: study_cell.json is written last, so a study killed just
+    before it runs the cell again (its wall time is part of the result)."""
     record = read_record(folder) if folder.is_dir() else None
-    return bool(record and record["complete"]) and (folder / "all_results.json").is_file()
+    return bool(record and record["complete"]) and (folder / "study_cell.json").is_file()
 
 
 def run_cell(recipe_class, settings: dict, folder: Path) -> float:

@@ -6,7 +6,9 @@
 Every flag after the tune's own goes to each trial of the recipe; a trial changes only the searched settings
 (`--search`: learning rate, weight decay, dropout, warm-up, and LoRA rank and alpha or the number of unfrozen layers
 when the strategy has them). Each trial is scored by the run's --metric_for_best_model on validation, reported at
-every evaluation, so the median pruner stops trials behind the others early.
+every evaluation, so the median pruner stops trials behind the others early. A finished trial's score is its best
+evaluation (the weights the run keeps) on that same basis: the top class, before the threshold and temperature that
+--decision_threshold auto and --calibrate then fit on validation itself.
 
 The study lives in OUTPUT_DIR/optuna_journal.log (Optuna's journal storage, safe for several processes on one
 machine): run the same command again, in parallel or later, and the workers share the study until --n_trials
@@ -16,7 +18,6 @@ Output: best_config.yaml (its first line reproduces the best trial), tune.json, 
 param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 """
 
-import json
 import os
 import sys
 import time
@@ -182,7 +183,10 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
         if number is None:
             break
 
+        evaluations = []
+
         def report(step: int, metrics: dict) -> None:
+            evaluations.append(metrics[key])
             if trial:
                 trial.report(metrics[key], step)
             if shared(bool(trial and trial.should_prune())):
@@ -201,7 +205,7 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         if study:
-            study.tell(trial, json.loads((folder / "all_results.json").read_text())[key])
+            study.tell(trial, (min if direction == "minimize" else max)(evaluations))
     # Every process leaves the group together: gloo aborts a process that tears it down while a peer still
     # holds it.
     state.wait_for_everyone()
@@ -230,7 +234,7 @@ def write_outputs(study, args: TuneArgs, settings: dict, names: list[str], key: 
     command = f"hf-transfer train {args.recipe} --config {output / 'best_config.yaml'}"
     atomic_write_text(output / "best_config.yaml",
                       f"# {command}\n# The best of {len(trials)} trials of `hf-transfer tune` (trial {best.number}: "
-                      f"{key} {best.value:.4f} on validation).\n"
+                      f"{key} {best.value:.4f} on validation, at its best evaluation).\n"
                       + yaml.safe_dump(best_settings, sort_keys=False))
     results = {"recipe": args.recipe, "metric": key, "direction": study.direction.name.lower(), "searched": names,
                "best": {"trial": best.number, "value": best.value, "params": best.params,

@@ -23,6 +23,7 @@ from hf_transfer.data.splits import (
     FolderLayout,
     LabelledSplits,
     guess_column,
+    label_names_in,
     load_class_folder,
     load_file,
     resolve_paths,
@@ -188,8 +189,7 @@ def with_splits(data: LabelledSplits, task: Task, input_column: str | None, labe
 def _encode_target_labels(dataset: datasets.Dataset, label_column: str | None, data: LabelledSplits,
                           source: str) -> list[int]:
     column = guess_column(dataset.column_names, label_column, LABEL_COLUMN_GUESSES, "label", source)
-    feature = dataset.features[column]
-    values = [feature.int2str(v) if isinstance(feature, datasets.ClassLabel) else str(v) for v in dataset[column]]
+    values = label_names_in(dataset, column)
     unknown = sorted(set(values) - set(data.label_names))
     if unknown:
         raise UsageError(f"{source}: label(s) {', '.join(map(repr, unknown))} never appear in the source training "

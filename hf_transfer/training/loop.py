@@ -26,7 +26,7 @@ from transformers import get_scheduler
 
 from hf_transfer.config import TrainArgs, UsageError
 from hf_transfer.io import atomic_write_json
-from hf_transfer.models.strategies import trainable_state_dict
+from hf_transfer.models.strategies import load_trainable_state_dict, trainable_state_dict
 from hf_transfer.targets import lower_is_better
 from hf_transfer.training.precision import choose_mixed_precision
 from hf_transfer.training.run_folder import checkpoint_dirs, copy_record, resolve_checkpoint
@@ -309,7 +309,8 @@ class Loop:
 
     def restore_best(self) -> None:
         """Load the best weights seen, then drop their scratch copy (the output folder gets the real save)."""
-        self.accelerator.unwrap_model(self.model).load_state_dict(load_file(str(self.best_path)), strict=False)
+        load_trainable_state_dict(self.accelerator.unwrap_model(self.model), load_file(str(self.best_path)),
+                                  str(self.best_path))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             shutil.rmtree(self.best_path.parent)
