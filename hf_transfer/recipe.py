@@ -20,6 +20,7 @@ from hf_transfer.console import library_output
 from hf_transfer.data.sampling import data_order
 from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.evaluation.operating_point import check_decision_settings
+from hf_transfer.evaluation.sanity import linear_probe_accuracy
 from hf_transfer.metrics import classification_metric_names, classification_metrics
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.tasks import Task
@@ -32,7 +33,7 @@ from hf_transfer.training.adaptation import (
     dann_loss,
     head_input_size,
 )
-from hf_transfer.training.features import PATH_TEXT
+from hf_transfer.training.features import PATH_TEXT, FeatureDataset
 from hf_transfer.training.loop import (
     Loop,
     auto_class_weights,
@@ -164,6 +165,7 @@ class ClassificationRecipe(Recipe):
     """A recipe whose model gives class logits: text, image and audio classification."""
 
     cached_features = False  # a frozen backbone's features computed once, and only the head trained on them
+    frozen_features: dict[str, FeatureDataset] | None = None  # those features, train and validation
 
     @property
     def adapting(self) -> bool:
@@ -234,7 +236,17 @@ class ClassificationRecipe(Recipe):
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
             parameter_counts=(self.trainable, self.total),
             extra_details={**self.details(), **self.feature_extraction_details(), **self.adaptation_details()},
+            probe_accuracy=self.probe_accuracy(),
         )
+
+    def probe_accuracy(self) -> float | None:
+        """A logistic regression's validation accuracy on the frozen features the head trained on: what the head
+        should reach. None when no features were cached: computing them only for this would cost a backbone pass."""
+        if not self.frozen_features:
+            return None
+        train, validation = self.frozen_features["train"], self.frozen_features["validation"]
+        return linear_probe_accuracy(train.features.numpy(), train.labels.numpy(), validation.features.numpy(),
+                                     validation.labels.numpy())
 
     def prepare_evaluation_loaders(self, plain_loaders: dict[str, DataLoader]) -> None:
         """`self.eval_loaders`: the plain loaders of the scored splits, prepared. Each one's reading order is kept

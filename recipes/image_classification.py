@@ -96,6 +96,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
                                  workers)
         self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
                                accelerator.process_index)

@@ -70,6 +70,7 @@ class SentimentRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
                                  workers)
         self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
         target = self.target_split(splits)
         self.start_classification_loop(inputs.model, inputs.train_loader,
                                        self.classification_loss(splits["train"]["labels"]), inputs.evaluation_loader,

@@ -81,8 +81,8 @@ def loss_did_not_fall(train_losses: list[dict]) -> str | None:
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
     if last < first * (1 - MIN_LOSS_FALL):
         return None
-    steps = f"{window} logged value{'s' if window > 1 else ''}"
-    return (f"The training loss did not fall: {first:.4f} over the first {steps}, {last:.4f} over the last {steps}. "
+    values = "logged value" if window == 1 else f"{window} logged values"
+    return (f"The training loss did not fall: {first:.4f} over the first {values}, {last:.4f} over the last {values}. "
             "Likely cause: a learning rate too low to move the model, or so high that it diverges; too few steps; "
             f"or labels the inputs do not predict. Next step: look at learning_curve.png, {RATE_STEP}, train more "
             "epochs, and read a few training rows with their labels.")

@@ -54,6 +54,7 @@ class CardContext:
     extra_details: dict[str, str] | None = None  # modality details: image size, sampling rate...
     examples: list[dict] | None = None  # speech recognition: reference and predicted transcripts
     group_rows: list[dict] | None = None  # per-group scores on the report split, with --group_column
+    warnings: list[str] | None = None  # `evaluation.sanity`: signs that the model learned nothing
 
 
 def _strategy_text(settings: dict) -> str:
@@ -203,7 +204,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         limitations=limitations, versions=_versions(), is_adapter=ctx.is_adapter, examples=ctx.examples or [],
         trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [],
         group_column=settings.get("group_column"),
-        decision=_decision(ctx.results), pooling=pooling,
+        decision=_decision(ctx.results), pooling=pooling, warnings=ctx.warnings or [],
     )
     return ModelCard(text)
 
