@@ -19,6 +19,7 @@ from hf_transfer.evaluation.report_sections import (
     operating_point_section,
     selection_note,
 )
+from hf_transfer.evaluation.sanity import classification_warnings, target_warnings, transcription_warnings
 from hf_transfer.evaluation.scoring import score_classification, score_target, score_transcription
 from hf_transfer.evaluation.target_report import write_target_report
 from hf_transfer.io import atomic_save_files, atomic_write_json
@@ -80,9 +81,10 @@ def item_groups(dataset: datasets.Dataset, column: str | None) -> list[str] | No
 
 def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, task: Task, data: LabelledSplits,
                   predictions: dict, state: TrainState, parameter_counts: tuple[int, int],
-                  extra_details: dict[str, str] | None = None) -> dict:
+                  extra_details: dict[str, str] | None = None, probe_accuracy: float | None = None) -> dict:
     """Classification: choose the operating point on validation, score each split's (probabilities, references)
-    with it and write everything; returns the results."""
+    with it, check that the model learned something (`probe_accuracy`: a linear probe's on validation, when the
+    run had frozen features to fit one on) and write everything; returns the results."""
     results = _run_results(accelerator, data, state)
     evaluation, settings = run.evaluation, run.to_dict()
     bootstrap = Bootstrap(evaluation.confidence_level, evaluation.bootstrap_resamples)
@@ -100,6 +102,9 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
         results["decision_threshold"] = decision.threshold
     if decision.temperature != 1.0:
         results["calibration_temperature"] = decision.temperature
+    outcomes = {split: (scores.predictions, scores.references) for split, scores in scored.items()}
+    results["warnings"] = classification_warnings(outcomes, results.get("eval_roc_auc"), data.splits["train"]["labels"],
+                                                  data.label_names, state.train_losses, probe_accuracy)
     report_split = "test" if "test" in predictions else "validation"
 
     def report(output_dir: Path, summary: dict) -> dict:
@@ -112,7 +117,7 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
                     + groups_section(best.group_rows, run.data.group_column, results, prefix, "accuracy"))
         per_class = write_report(output_dir, results, report_split, data.sources[report_split], best.probabilities,
                                  best.references, data.label_names, summary, _training_curves(run, state),
-                                 best.predictions, sections)
+                                 best.predictions, sections, results["warnings"])
         for split, split_scores in scored.items():
             write_items(output_dir, split, split_scores.items)
         return {"per_class": per_class, "report_split": report_split, "group_rows": best.group_rows}
@@ -142,6 +147,7 @@ def write_target_outputs(accelerator: Accelerator, model, processor, run: RunCon
                                      item_inputs(data.splits[split], settings, task), bootstrap)
         results.update({f"{PREFIX[split]}_{k}": v for k, v in scored[split].results.items()})
         results[f"{PREFIX[split]}_samples"] = len(references)
+    results["warnings"] = target_warnings(data.problem_type, results, state.train_losses)
     report_split = "test" if "test" in predictions else "validation"
 
     def report(output_dir: Path, summary: dict) -> dict:
@@ -151,7 +157,7 @@ def write_target_outputs(accelerator: Accelerator, model, processor, run: RunCon
                                    per_label_thresholds=run.evaluation.decision_threshold == "auto"))
         per_label = write_target_report(output_dir, target, results, report_split, data.sources[report_split],
                                         best.probabilities, best.references, best.predictions, data.label_names,
-                                        summary, _training_curves(run, state), sections)
+                                        summary, _training_curves(run, state), sections, results["warnings"])
         for split, split_scores in scored.items():
             write_items(output_dir, split, split_scores.items)
         return {"per_class": per_label, "report_split": report_split, "group_rows": []}
@@ -166,7 +172,8 @@ def write_transcription_outputs(accelerator: Accelerator, model, processor, run:
                                 extra_results: dict[str, float] | None = None, num_examples: int = 10) -> dict:
     """Speech recognition: score each split's {index: predicted transcript} with WER/CER and write everything;
     `extra_results` (the zero-shot error rates) are reported beside them."""
-    results = {**_run_results(accelerator, data, state), **(extra_results or {})}
+    results = {**_run_results(accelerator, data, state), **(extra_results or {}),
+               "warnings": transcription_warnings(state.train_losses)}
     settings = run.to_dict()
     bootstrap = Bootstrap(run.evaluation.confidence_level, run.evaluation.bootstrap_resamples)
     scored = {}
@@ -188,7 +195,8 @@ def write_transcription_outputs(accelerator: Accelerator, model, processor, run:
         sections = (intervals_note(bootstrap, len(references), "utterances")
                     + selection_note("test" in transcripts)
                     + groups_section(best.group_rows, run.data.group_column, results, PREFIX[report_split], "wer"))
-        write_transcription_report(output_dir, results, examples, summary, _training_curves(run, state), sections)
+        write_transcription_report(output_dir, results, examples, summary, _training_curves(run, state), sections,
+                                   results["warnings"])
         for split, split_scores in scored.items():
             write_items(output_dir, split, split_scores.items)
         return {"per_class": [], "report_split": report_split, "examples": examples, "group_rows": best.group_rows}
@@ -212,6 +220,8 @@ def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Ta
     """On the main process: model, settings, the task's report (`report` returns its card fields), results, card;
     then the push when asked."""
     output_dir = Path(run.train.output_dir)
+    for warning in results["warnings"]:  # a run can finish cleanly and have learned nothing
+        accelerator.print(f"warning: {warning}")
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         hub_base_model = base_model_id(run.model)
@@ -236,7 +246,8 @@ def publish(accelerator: Accelerator, model, processor, run: RunConfig, task: Ta
                 processor_class=task.processor_class, label_names=data.label_names, results=results,
                 split_sizes={k: len(v) for k, v in data.splits.items()}, split_sources=data.sources,
                 trainable=parameter_counts[0], total=parameter_counts[1], is_adapter=is_adapter(unwrapped),
-                extra_details=extra_details, problem_type=data.problem_type, **card_fields,
+                extra_details=extra_details, problem_type=data.problem_type, warnings=results["warnings"],
+                **card_fields,
             ), output_dir)
         mark_complete(output_dir)  # last: a folder without it is an unfinished run
         accelerator.print(f"Wrote model, report{' and card' if run.hub.write_card else ''} to {output_dir}")

@@ -20,6 +20,7 @@ from hf_transfer.console import library_output
 from hf_transfer.data.sampling import data_order
 from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.evaluation.operating_point import check_decision_settings
+from hf_transfer.evaluation.sanity import linear_probe_accuracy
 from hf_transfer.metrics import classification_metric_names
 from hf_transfer.models.architectures import output_layers
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
@@ -34,7 +35,7 @@ from hf_transfer.training.adaptation import (
     dann_loss,
     head_input_size,
 )
-from hf_transfer.training.features import PATH_TEXT
+from hf_transfer.training.features import PATH_TEXT, FeatureDataset
 from hf_transfer.training.loop import (
     Loop,
     check_metric_for_best_model,
@@ -169,6 +170,7 @@ class ClassificationRecipe(Recipe):
 
     cached_features = False  # a frozen backbone's features computed once, and only the head trained on them
     standardiser = None  # a regression's target scaling, folded into the head after training
+    frozen_features: dict[str, FeatureDataset] | None = None  # those features, train and validation
 
     @property
     def adapting(self) -> bool:
@@ -259,12 +261,24 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
-        write = outputs.write_outputs if self.data.problem_type == SINGLE_LABEL else outputs.write_target_outputs
-        return write(
+        details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details()}
+        if self.data.problem_type != SINGLE_LABEL:
+            return outputs.write_target_outputs(self.accelerator, model, self.processor, self.run, self.task,
+                                                self.data, predictions, self.state, (self.trainable, self.total),
+                                                details)
+        return outputs.write_outputs(
             self.accelerator, model, self.processor, self.run, self.task, self.data, predictions, self.state,
-            parameter_counts=(self.trainable, self.total),
-            extra_details={**self.details(), **self.feature_extraction_details(), **self.adaptation_details()},
+            parameter_counts=(self.trainable, self.total), extra_details=details, probe_accuracy=self.probe_accuracy(),
         )
+
+    def probe_accuracy(self) -> float | None:
+        """A logistic regression's validation accuracy on the frozen features the head trained on: what the head
+        should reach. None when no features were cached: computing them only for this would cost a backbone pass."""
+        if not self.frozen_features:
+            return None
+        train, validation = self.frozen_features["train"], self.frozen_features["validation"]
+        return linear_probe_accuracy(train.features.numpy(), train.labels.numpy(), validation.features.numpy(),
+                                     validation.labels.numpy())
 
     def prepare_evaluation_loaders(self, plain_loaders: dict[str, DataLoader]) -> None:
         """`self.eval_loaders`: the plain loaders of the scored splits, prepared. Each one's reading order is kept

@@ -106,6 +106,7 @@ class AudioClassificationRecipe(ClassificationRecipe):
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
                                  self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers)
         self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
         target = self.target_split(self.data.splits)
         self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
                                        None if target is None else example_loader(

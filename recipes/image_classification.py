@@ -102,6 +102,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
                                  workers)
         self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
         compute_loss = None  # the target's loss
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,

@@ -71,6 +71,7 @@ class SentimentRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
                                  workers)
         self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
         target = self.target_split(splits)
         self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
                                        None if target is None else example_loader(

@@ -110,6 +110,13 @@ def learning_curve_section(output_dir: Path, curves: TrainingCurves | None) -> l
     return ["", "## Learning curve", "", "![learning curve](learning_curve.png)"]
 
 
+def warnings_section(warnings: list[str]) -> list[str]:
+    """At the top, under the run's summary: what says the numbers below come from a model that learned nothing."""
+    if not warnings:
+        return []
+    return ["", "## Warnings", ""] + [f"- **Warning:** {warning}" for warning in warnings]
+
+
 def format_value(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -123,12 +130,13 @@ def with_interval(results: dict, key: str) -> str:
 
 def write_report(output_dir: Path, results: dict, split_name: str, split_source: str, probabilities, references,
                  names: list[str], summary: dict, curves: TrainingCurves | None,
-                 predictions: np.ndarray | None = None, sections: list[str] = ()) -> list[dict]:
+                 predictions: np.ndarray | None = None, sections: list[str] = (),
+                 warnings: list[str] = ()) -> list[dict]:
     """Write the report and its plots for `split_name` (the test split when there is one), with the learning curve
     when `curves` come from training; return per-class rows.
 
     `predictions` are the decided labels (top class by default); `sections` are markdown lines added after the
-    ROC curve (intervals, operating point, calibration, groups)."""
+    ROC curve (intervals, operating point, calibration, groups); `warnings` (`evaluation.sanity`) go first."""
     history = curves.history if curves else []
     output_dir = Path(output_dir)
     title = f"{split_name} split ({len(references)} examples)"
@@ -140,6 +148,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
     prefixes = [p for p in ("eval", "test") if any(k.startswith(f"{p}_") for k in results)]
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
+    lines += warnings_section(warnings)
     lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |",
               "|---|" + "---:|" * len(prefixes)]
     for metric in HEADLINE:
@@ -171,12 +180,14 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
 
 
 def write_transcription_report(output_dir: Path, results: dict, examples: list[dict], summary: dict,
-                               curves: TrainingCurves | None, sections: list[str] = ()) -> None:
+                               curves: TrainingCurves | None, sections: list[str] = (),
+                               warnings: list[str] = ()) -> None:
     """eval_report.md for speech recognition: WER/CER per split, example transcripts, the validation curve."""
     history = curves.history if curves else []
     prefixes = [p for p in ("zero_shot_eval", "zero_shot_test", "eval", "test") if f"{p}_wer" in results]
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
+    lines += warnings_section(warnings)
     lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |", "|---|" + "---:|" * len(prefixes)]
     lines += [f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |"
               for metric in ("wer", "cer")]

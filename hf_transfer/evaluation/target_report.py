@@ -10,6 +10,7 @@ from hf_transfer.evaluation.report import (
     format_value,
     learning_curve_section,
     save_figure,
+    warnings_section,
     with_interval,
 )
 from hf_transfer.io import atomic_write_text
@@ -62,7 +63,8 @@ def plot_regression(predictions: np.ndarray, references: np.ndarray, title: str,
 
 def write_target_report(output_dir: Path, target: Target, results: dict, split_name: str, split_source: str,
                         scores: np.ndarray, references: np.ndarray, predictions: np.ndarray, names: list[str],
-                        summary: dict, curves: TrainingCurves | None, sections: list[str] = ()) -> list[dict]:
+                        summary: dict, curves: TrainingCurves | None, sections: list[str] = (),
+                        warnings: list[str] = ()) -> list[dict]:
     """The report for `split_name`: metrics with intervals, per-label rows and plots (multi-label), the scatter and
     residual plots (regression), the learning curve; returns the per-label rows (none for a regression)."""
     output_dir = Path(output_dir)
@@ -70,6 +72,7 @@ def write_target_report(output_dir: Path, target: Target, results: dict, split_n
     title = f"{split_name} split ({len(references)} examples)"
     lines = [f"# Evaluation report: {summary['model']}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items() if key != "model"]
+    lines += warnings_section(list(warnings))
     lines += ["", "## Results", "", "| metric | " + " | ".join(prefixes) + " |", "|---|" + "---:|" * len(prefixes)]
     lines += [f"| {metric} | " + " | ".join(with_interval(results, f"{p}_{metric}") for p in prefixes) + " |"
               for metric in target.metric_names()]

@@ -62,6 +62,7 @@ class CardContext:
     examples: list[dict] | None = None  # speech recognition: reference and predicted transcripts
     group_rows: list[dict] | None = None  # per-group scores on the report split, with --group_column
     problem_type: str = SINGLE_LABEL
+    warnings: list[str] | None = None  # `evaluation.sanity`: signs that the model learned nothing
 
 
 def _strategy_text(settings: dict) -> str:
@@ -232,7 +233,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [],
         group_column=settings.get("group_column"),
         decision=_decision(ctx.results, ctx.label_names), pooling=pooling, what_it_does=what_it_does,
-        problem_type=ctx.problem_type,
+        problem_type=ctx.problem_type, warnings=ctx.warnings or [],
     )
     return ModelCard(text)
 

@@ -15,11 +15,10 @@ Every score takes pooled features (n examples x d dimensions) and integer labels
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+
+from hf_transfer.evaluation.sanity import linear_probe_accuracy  # the same probe that checks a trained head
 
 # The fixed point usually settles in 2-3 steps; the LogME paper stops when alpha/beta moves by under 0.1 %.
 LOGME_MAX_STEPS = 100
@@ -107,13 +106,6 @@ def knn_accuracy(fit_features: np.ndarray, fit_labels: np.ndarray, test_features
     """Accuracy of a majority vote among the `neighbours` nearest fit examples by cosine distance."""
     knn = KNeighborsClassifier(n_neighbors=min(neighbours, len(fit_labels)), metric="cosine")
     return float((knn.fit(fit_features, fit_labels).predict(test_features) == test_labels).mean())
-
-
-def linear_probe_accuracy(fit_features: np.ndarray, fit_labels: np.ndarray, test_features: np.ndarray,
-                          test_labels: np.ndarray) -> float:
-    """Accuracy of L2-regularised logistic regression (C = 1) on standardised features."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float((probe.fit(fit_features, fit_labels).predict(test_features) == test_labels).mean())
 
 
 def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> float:

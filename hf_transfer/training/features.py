@@ -162,6 +162,7 @@ class TrainingInputs:
     evaluation_loader: DataLoader
     model: nn.Module  # `HeadOnFeatures(model)` on cached features, else the model itself
     cached: bool
+    features: dict[str, FeatureDataset] | None = None  # on cached features: the train and validation ones
 
 
 def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: StrategyArgs, train_args: TrainArgs,
@@ -187,7 +188,8 @@ def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: Strate
                               batch_size=batch_size, collate_fn=batch_as_fetched,
                               pin_memory=accelerator.device.type == "cuda",
                               generator=torch.Generator().manual_seed(train_args.seed))
-    return TrainingInputs(train_loader, evaluation_loader, HeadOnFeatures(model), cached)
+    return TrainingInputs(train_loader, evaluation_loader, HeadOnFeatures(model), cached,
+                          {"train": train, "validation": validation})
 
 
 def example_loader(examples: Dataset, lengths: list[int] | None, collate: Callable, train_args: TrainArgs,
