@@ -131,6 +131,9 @@ def test_files_and_folders_get_the_users_permissions(tmp_path):
 def test_a_trained_folder_is_readable_by_the_group(finished):
     for name in ("model.safetensors", "all_results.json", "run_config.yaml", "README.md", RUN_RECORD):
         assert stat.S_IMODE((finished / name).stat().st_mode) & 0o044 == 0o044, name
+    checkpoint = finished / "checkpoints" / "step-4"
+    for path in checkpoint.iterdir():  # safetensors writes its weights 0600; a teammate resumes from them
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path.name
 
 
 def test_pickle_weights_load_only_with_allow_pickle(finished, tmp_path):
