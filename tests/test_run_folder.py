@@ -4,12 +4,14 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import stat
+import subprocess
 
 import pytest
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from hf_transfer import cli
@@ -18,6 +20,7 @@ from hf_transfer.evaluation.inference import evaluate_folder, load_trained, pred
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.publish.hub import push_folder
 from hf_transfer.recipes import sentiment
+from hf_transfer.training.folder_lock import LOCK
 from hf_transfer.training.loop import Loop, TrainingDiverged
 from hf_transfer.training.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
 
@@ -48,6 +51,32 @@ def test_overwriting_never_deletes_a_folder_that_is_not_a_run(tiny_bert, sentime
     with pytest.raises(UsageError, match="not an hf_transfer run's .*thesis.tex"):
         train(tiny_bert, sentiment_files, tmp_path, overwrite_output_dir=True)
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwriting_deletes_only_what_the_run_wrote_and_says_what_it_kept(tiny_bert, sentiment_files, tmp_path,
+                                                                           capsys):
+    train(tiny_bert, sentiment_files, tmp_path, strategy="lora", save_steps=2)
+    record = read_record(tmp_path)
+    assert "checkpoints/step-2/model.safetensors" in record["files"] and "checkpoints" in record["folders"]
+    (tmp_path / "shift").mkdir()  # another command's output, nested under the run as the README's examples do
+    (tmp_path / "shift" / "shift.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("what I tried")
+    nested = tmp_path / "shift" / "run"
+    shutil.copytree(tmp_path, nested, ignore=shutil.ignore_patterns("shift"))  # a whole run, nested
+    capsys.readouterr()
+
+    train(tiny_bert, sentiment_files, tmp_path, strategy="full", overwrite_output_dir=True)
+    assert "Kept in" in capsys.readouterr().out and read_record(tmp_path)["kept"] == ["notes.md", "shift"]
+    assert (tmp_path / "notes.md").read_text() == "what I tried" and (tmp_path / "shift" / "shift.json").is_file()
+    assert read_record(nested)["complete"] and (nested / "adapter_config.json").is_file()
+    assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "checkpoints").exists()
+    assert not any(name.startswith(("notes", "shift")) for name in read_record(tmp_path)["files"])
+
+    # A run killed before its first checkpoint: overwriting it still keeps what the first run kept.
+    atomic_write_json(tmp_path / RUN_RECORD, {**read_record(tmp_path), "complete": False})
+    train(tiny_bert, sentiment_files, tmp_path, strategy="lora", overwrite_output_dir=True)
+    assert (tmp_path / "notes.md").is_file() and read_record(nested)["complete"]
+    assert (tmp_path / "adapter_config.json").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +119,36 @@ def test_a_file_changed_after_the_run_finished_is_refused(finished, tmp_path):
     (folder / "all_results.json").write_text("{}")
     with pytest.raises(UsageError, match="all_results.json changed"):
         load_trained(folder)
+
+
+def test_a_swapped_weights_file_is_refused(finished, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(finished, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({name: torch.zeros_like(value) for name, value in weights.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    assert (folder / "model.safetensors").stat().st_size == (finished / "model.safetensors").stat().st_size
+    with pytest.raises(UsageError, match="model.safetensors changed"):
+        load_trained(folder)
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once(tiny_bert, sentiment_files, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    lock = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2025-01-01 10:00:00"}  # alive
+    (folder / LOCK).write_text(json.dumps(lock))
+    with pytest.raises(UsageError, match=f"in use: another run \\(process {os.getppid()} on .* delete .*{LOCK}"):
+        train(tiny_bert, sentiment_files, folder, overwrite_output_dir=True)
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK]  # nothing read, nothing written
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a process that has ended (a killed run): its lock is stale
+    (folder / LOCK).write_text(json.dumps({**lock, "pid": ended.pid}))
+    train(tiny_bert, sentiment_files, folder)
+    assert read_record(folder)["complete"] and not (folder / LOCK).exists()  # taken over, then let go
+    with pytest.raises(UsageError, match="is not empty"):
+        train(tiny_bert, sentiment_files, folder)
+    assert not (folder / LOCK).exists()  # a refused run lets go of the lock too
 
 
 @pytest.mark.parametrize("change, named", [
