@@ -113,6 +113,14 @@ def test_an_unfinished_folder_is_refused_with_the_command_that_finishes_it(finis
                                                                                                  "positive")
 
 
+def test_evaluate_never_writes_its_report_into_a_run_folder(finished, sentiment_files, tmp_path):
+    before = read_record(finished)
+    for report_dir in (finished, finished / "checkpoints" / "step-4"):
+        with pytest.raises(UsageError, match="--report_dir .* holds a training run"):
+            evaluate_folder(finished, str(sentiment_files["test"]), report_dir)
+    assert read_record(finished) == before
+
+
 def test_a_file_changed_after_the_run_finished_is_refused(finished, tmp_path):
     folder = tmp_path / "out"
     shutil.copytree(finished, folder)

@@ -254,6 +254,14 @@ def finish_command(output_dir: str | Path) -> list[str]:
             "--output_dir", str(folder), *again]
 
 
+def refuse_run_folder(folder: str | Path, flag: str) -> None:
+    """Commands that write files of their own (`merge`, `evaluate`) never write them into a run's folder: they
+    would replace its files, or mix with them."""
+    if (Path(folder) / RUN_RECORD).is_file():
+        raise UsageError(f"{flag} {folder} holds a training run ({RUN_RECORD}): writing there would replace or mix "
+                         "with its files; choose another folder")
+
+
 def require_complete(output_dir: str | Path) -> None:
     """Refuse a folder whose run did not finish, or whose files changed since it did."""
     folder = Path(output_dir)
