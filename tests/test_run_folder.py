@@ -11,18 +11,28 @@ import subprocess
 import pytest
 import torch
 from accelerate import Accelerator
+from datasets import DatasetDict
+from fixtures import sentences, write_csv
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from hf_transfer import cli
-from hf_transfer.config import TrainArgs, UsageError
+from hf_transfer.config import TrainArgs, UsageError, parse
+from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.publish.hub import push_folder
 from hf_transfer.recipes import sentiment
 from hf_transfer.training.folder_lock import LOCK
 from hf_transfer.training.loop import Loop, TrainingDiverged
-from hf_transfer.training.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
+from hf_transfer.training.run_folder import (
+    RUN_RECORD,
+    differences,
+    fingerprint,
+    finish_command,
+    mark_complete,
+    read_record,
+)
 
 
 def train(tiny_bert, sentiment_files, output_dir, **overrides) -> dict:
@@ -175,6 +185,21 @@ def test_resume_refuses_the_checkpoint_of_another_run(finished, tiny_bert, senti
     with pytest.raises(UsageError, match=f"belongs to another run: .*{named}".replace(".", r"\.").replace(">", ".")):
         train(tiny_bert, files, folder, **{"strategy": "full", "save_steps": 2, "resume_from_checkpoint": "latest",
                                            **change})
+
+
+def test_the_resume_fingerprint_sees_a_change_at_the_end_of_a_big_file(tiny_bert, tmp_path):
+    train_file = write_csv(tmp_path / "train.csv", sentences(4000))
+    assert train_file.stat().st_size > 2 * 65536
+    run = parse([], {"model_name_or_path": str(tiny_bert), "train_file": str(train_file)})
+    data = LabelledSplits(DatasetDict(), ["negative", "positive"], {})
+    before = fingerprint(run, data)
+    text = train_file.read_bytes()
+    last_row = text.rstrip()
+    label = last_row.rsplit(b",", 1)[1]
+    flipped = {b"positive": b"negative", b"negative": b"positive"}[label]  # the same size: the last row relabelled
+    train_file.write_bytes(last_row[:-len(label)] + flipped + text[len(last_row):])
+    assert train_file.stat().st_size == len(text)
+    assert any(line.startswith("data.files.train_file.") for line in differences(before, fingerprint(run, data)))
 
 
 def test_files_and_folders_get_the_users_permissions(tmp_path):
