@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,13 +237,66 @@ def guess_column(columns: list[str], wanted: str | None, guesses: tuple[str, ...
                      f"Name it with --{what.replace(' ', '_')}_column")
 
 
-def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, str]) -> tuple[DatasetDict, list[str]]:
+def _rows_of(values: list, wanted, source: str) -> str:
+    rows = [i + 1 for i, v in enumerate(values) if v == wanted and type(v) is type(wanted)]
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"{source}: data row{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())
+
+
+def map_labels(values: list, label_map: dict[str, str] | None) -> list:
+    """The data's label values, with those `--label_map` names replaced (matched without surrounding spaces)."""
+    if not label_map:
+        return values
+    return [label_map.get(str(v).strip(), v) for v in values]
+
+
+def check_lookalike_labels(columns: dict[str, list], label_column: str, sources: dict[str, str]) -> None:
+    """Refuse label values that differ only in case or surrounding spaces, or numbers beside names in one column
+    (`1` and `positive`): each would train as a class of its own. `columns`: each split's labels. Names every
+    value's rows."""
+    counts = Counter((type(v), v) for column in columns.values() for v in column)  # 1 is not "1"
+    values = [v for _, v in counts]
+    alike, meant = [], []  # groups of values that look alike; the --label_map pairs that would say what was meant
+    groups = {}
+    for value in values:
+        groups.setdefault(str(value).strip().casefold(), []).append(value)
+    for group in (g for g in groups.values() if len(g) > 1):
+        usual = max(group, key=lambda v: counts[type(v), v])
+        alike.append(group)
+        meant += [f"{str(v).strip()}={str(usual).strip()}" for v in group if (type(v), v) != (type(usual), usual)]
+    numbers = [v for v in values if _is_number(v)]
+    if numbers and len(numbers) < len(values):
+        alike.append(numbers + [v for v in values if not _is_number(v)][:2])
+        meant += [f"{str(v).strip()}=CLASS" for v in numbers]
+    if not alike:
+        return
+
+    present = {split: {(type(v), v) for v in column} for split, column in columns.items()}
+
+    def where(value) -> str:
+        return "; ".join(_rows_of(column, value, sources[split]) for split, column in columns.items()
+                         if (type(value), value) in present[split])
+
+    shown = " | ".join(", ".join(f"{v!r} ({where(v)})" for v in group) for group in alike[:3])
+    raise UsageError(f"label values in column {label_column!r} that look alike: {shown} (data rows counted from 1, "
+                     "header not counted). Each would train as a class of its own. Correct the data, or say what "
+                     f"you meant with --label_map '{','.join(meant[:6])}' (in a config, label_map: a mapping)")
+
+
+def _encode_labels(splits: DatasetDict, label_column: str, labels: dict[str, list],
+                   sources: dict[str, str]) -> tuple[DatasetDict, list[str]]:
+    """The splits with an int `labels` column (from `labels`, each split's label values) in place of
+    `label_column`, and the class names."""
     feature = splits["train"].features[label_column]
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
         value_to_id = {i: i for i in range(len(names))}
     else:
-        values = splits["train"][label_column]
+        values = labels["train"]
         kinds = {type(v) for v in values}
         if kinds <= {int, bool}:
             ordered = sorted(set(values))
@@ -256,7 +310,7 @@ def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, st
 
     encoded = DatasetDict()
     for split, dataset in splits.items():
-        values = dataset[label_column]
+        values = labels[split]
         unseen = sorted({str(v) for v in values if v not in value_to_id})
         if unseen:
             raise UsageError(f"{sources[split]}: label(s) {', '.join(map(repr, unseen))} in the {split} split "
@@ -265,6 +319,24 @@ def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, st
         dataset = dataset.remove_columns(label_column).add_column("labels", ids)
         encoded[split] = dataset.cast_column("labels", ClassLabel(names=names))
     return encoded, names
+
+
+def warn_shared_rows(splits: DatasetDict, label_column: str, sources: dict[str, str]) -> None:
+    """Warn when a given validation or test split holds rows whose inputs are also in train (labels aside): its
+    scores then measure memory, not generalisation. Compares the text and path columns both splits share."""
+    for split in ("validation", "test"):
+        if split not in splits:
+            continue
+        columns = [c for c in splits[split].column_names if c != label_column and c in splits["train"].column_names
+                   and isinstance(splits[split].features[c], datasets.Value)]
+        if not columns:
+            continue
+        seen = set(zip(*(splits["train"][c] for c in columns)))
+        shared = sum(row in seen for row in zip(*(splits[split][c] for c in columns)))
+        if shared:
+            warnings.warn(f"{sources[split]}: {shared} of its {len(splits[split])} rows also appear in "
+                          f"{sources['train']} (same {', '.join(columns)}): the {split} scores partly measure what "
+                          "the model memorised. Remove them from one file", stacklevel=2)
 
 
 def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names: list[str], source: str):
@@ -342,7 +414,15 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         for index, value in enumerate(dataset[label_column]):
             if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas reads an empty cell as NaN
                 raise UsageError(f"{row_name(sources[split], index + 1)}: the label cell ({label_column!r}) is empty")
-    splits, names = _encode_labels(splits, label_column, sources)
+    labels = {split: dataset[label_column] for split, dataset in splits.items()}
+    if not isinstance(splits["train"].features[label_column], ClassLabel):  # a Hub ClassLabel names its classes
+        labels = {split: map_labels(values, data.label_map) for split, values in labels.items()}
+        check_lookalike_labels(labels, label_column, sources)
+    elif data.label_map:
+        raise UsageError(f"--label_map: {sources['train']} names its classes already ({label_column!r} is a "
+                         "ClassLabel); leave --label_map out")
+    warn_shared_rows(splits, label_column, sources)
+    splits, names = _encode_labels(splits, label_column, labels, sources)
     if len(names) < 2:
         raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
                          "a classifier needs at least two")
