@@ -103,6 +103,12 @@ class DataArgs:
                           "row). Default: regression for a label column of numbers with fractions, else single-label."},
     )
     label_separator: str = field(default="|", metadata={"help": "Separates a multi-label cell's labels in CSV/TSV."})
+    label_map: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "What the data's label values mean, as FROM=TO pairs (a mapping in a config): "
+                          "`pos=positive,neg=negative`, or `Positive=positive,1=positive` for labels that differ "
+                          "only in case, spaces or type. Values are matched without their surrounding spaces."},
+    )
     validation_split_percentage: float = field(
         default=10.0, metadata={"help": "Percent of train held out (stratified) when there is no validation split."}
     )
@@ -136,6 +142,16 @@ class DataArgs:
                           ("single_label_classification", "multi_label_classification", "regression"))
         if not self.label_separator.strip():
             raise UsageError("--label_separator can't be empty or spaces")
+        if isinstance(self.label_map, str):
+            pairs = [pair.partition("=") for pair in self.label_map.split(",") if pair.strip()]
+            if not pairs or any(not equals or not old.strip() or not new.strip() for old, equals, new in pairs):
+                raise UsageError(f"--label_map {self.label_map!r}: write FROM=TO pairs separated by commas, such as "
+                                 "pos=positive,neg=negative")
+            self.label_map = {old.strip(): new.strip() for old, _, new in pairs}
+        elif self.label_map is not None:
+            if not isinstance(self.label_map, dict):
+                raise UsageError(f"label_map: give a mapping (FROM: TO lines), not {self.label_map!r}")
+            self.label_map = {str(old).strip(): str(new).strip() for old, new in self.label_map.items()}
 
 
 @dataclass
@@ -442,7 +458,7 @@ CLASSIFICATION = ("text-classification", "image-classification", "audio-classifi
 ONLY_FOR = {
     **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
     **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
-    **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "pooling", "problem_type",
+    **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "label_map", "pooling", "problem_type",
                      "label_separator", "regression_loss"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),

@@ -34,6 +34,14 @@ def atomic_write_json(path: str | Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def follow_umask(folder: str | Path) -> None:
+    """Give everything under `folder` the permissions a plain open() or mkdir() would: safetensors and mkstemp
+    write 0600 files, which teammates could not read."""
+    mask = _umask()
+    for path in Path(folder).rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_save_files(directory: str | Path, save: Callable[[Path], None]) -> list[str]:
     """Let `save` write into a scratch folder, then move each file into `directory` in one rename.
 
@@ -44,9 +52,7 @@ def atomic_save_files(directory: str | Path, save: Callable[[Path], None]) -> li
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".partial-"))
     try:
         save(scratch)
-        mask = _umask()
-        for path in scratch.rglob("*"):  # safetensors writes 0600 files; give them what a plain open() would
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        follow_umask(scratch)
         names = sorted(p.name for p in scratch.iterdir())
         for name in names:
             target = directory / name

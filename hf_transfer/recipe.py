@@ -36,6 +36,7 @@ from hf_transfer.training.adaptation import (
     head_input_size,
 )
 from hf_transfer.training.features import PATH_TEXT, FeatureDataset
+from hf_transfer.training.folder_lock import output_dir_lock
 from hf_transfer.training.loop import (
     Loop,
     check_metric_for_best_model,
@@ -90,9 +91,10 @@ class Recipe:
 
     def run_phases(self) -> dict:
         with library_output(self.run.train.verbose):
-            self.setup()
-            self.train()
-            results = self.finish()
+            with output_dir_lock(self.accelerator, self.run.train.output_dir):
+                self.setup()
+                self.train()
+                results = self.finish()
             self.cleanup()
         return results
 

@@ -10,6 +10,7 @@ import pytest
 
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import evaluate_folder
+from hf_transfer.training.folder_lock import LOCK
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sentiment.py"
 
@@ -34,6 +35,8 @@ def test_ddp_reports_metrics_over_the_whole_eval_set(ddp_output):
     assert results["num_processes"] == 2
     assert results["test_samples"] == 41  # gather_for_metrics drops the padding DDP adds to odd splits
     assert results["eval_samples"] == 16
+    # The main process alone held the folder's lock (had the other taken it too, it would have found it held).
+    assert not (ddp_output / "out" / LOCK).exists()
     # The same model scored by one process gives the same numbers.
     single = evaluate_folder(ddp_output / "out", str(ddp_output / "test.csv"), ddp_output / "single")
     assert single["test_accuracy"] == results["test_accuracy"]

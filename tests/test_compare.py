@@ -9,7 +9,9 @@ from hf_transfer.cli import main
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.compare import compare_runs
 from hf_transfer.evaluation.item_predictions import classification_items, transcription_items, write_items
+from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import error_counts
+from hf_transfer.training.run_folder import RUN_RECORD
 
 NAMES = ["ant", "bee"]
 
@@ -42,6 +44,16 @@ def test_compare_finds_the_known_difference(tmp_path, capsys):
     main(["compare", str(run_a), str(run_b)])
     out = capsys.readouterr().out
     assert "| accuracy | 0.9500 | 0.7000 | +0.2500 |" in out and "30 items only A got right, 0 only B" in out
+
+
+def test_compare_refuses_an_unfinished_run(tmp_path):
+    run_a = write_run(tmp_path / "a", set())
+    run_b = write_run(tmp_path / "b", set(range(6)))
+    # What a kill during the final write leaves: predictions written, the record still says the run is under way.
+    atomic_write_json(run_b / RUN_RECORD, {"complete": False, "recipe": "image_classification"})
+    for b in (run_b, run_b / "test_predictions.jsonl"):
+        with pytest.raises(UsageError, match="unfinished run"):
+            compare_runs(run_a, b)
 
 
 def test_compare_refuses_different_items(tmp_path):

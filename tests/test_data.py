@@ -194,3 +194,44 @@ def test_errors_name_the_files_row_after_the_validation_split_is_carved(tmp_path
     with pytest.raises(UsageError, match=r"t.csv: data row 48 \(counted from 1, header not counted\): column 'text' "
                                          "holds None, not text"):
         tokenize_splits(data, data_settings, minilm_tokenizer())
+
+
+@pytest.mark.parametrize("variant, why", [("Positive", "case"), (" positive", "spaces"), ("1", "number")])
+def test_labels_that_look_alike_are_refused_with_their_rows_until_mapped(tmp_path, variant, why):
+    rows = sentences(40)
+    rows[6]["label"] = rows[9]["label"] = variant  # data rows 7 and 10 of the file
+    path = write_csv(tmp_path / "train.csv", rows)
+    test = write_csv(tmp_path / "test.csv", [{"text": "the film was great", "label": variant}])
+    with pytest.raises(UsageError, match=r"train.csv: data rows 7, 10.*test.csv: data row 1.*--label_map") as error:
+        load_labelled_splits(data_args(train_file=str(path), test_file=str(test)), seed=0)
+    assert repr(variant) in str(error.value)
+
+    meant = {"1": "positive"} if why == "number" else {variant.strip(): "positive"}
+    data = load_labelled_splits(data_args(train_file=str(path), test_file=str(test), label_map=meant), seed=0)
+    assert data.label_names == ["negative", "positive"] and data.splits["test"]["labels"] == [1]
+
+
+def test_json_labels_that_mix_numbers_and_names_are_refused_with_their_rows(tmp_path):
+    rows = sentences(20)
+    rows[3]["label"] = 1
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UsageError, match=r"1 \(.*train.jsonl: data row 4\).*--label_map '1="):
+        load_labelled_splits(data_args(train_file=str(path)), seed=0)
+
+
+def test_a_label_map_from_a_flag_or_a_config_reads_alike():
+    flag = DataArgs(train_file="train.csv", label_map="pos=positive, neg=negative")
+    config = DataArgs(train_file="train.csv", label_map={"pos": "positive", "neg": "negative"})
+    assert flag.label_map == config.label_map == {"pos": "positive", "neg": "negative"}
+    with pytest.raises(UsageError, match="FROM=TO pairs"):
+        DataArgs(train_file="train.csv", label_map="pos:positive")
+
+
+def test_a_test_file_that_shares_rows_with_train_is_warned_of(tmp_path):
+    train = sentences(40)
+    test = sentences(10, seed=5) + [dict(train[0]), dict(train[1]), {**train[2], "label": "negative"}]
+    test = [{**row, "text": f"{row['text']} indeed"} for row in test[:10]] + test[10:]  # only 3 shared
+    paths = [write_csv(tmp_path / f"{name}.csv", rows) for name, rows in (("train", train), ("test", test))]
+    with pytest.warns(UserWarning, match=r"test.csv: 3 of its 13 rows also appear in .*train.csv"):
+        load_labelled_splits(data_args(train_file=str(paths[0]), test_file=str(paths[1])), seed=0)

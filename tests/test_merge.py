@@ -10,6 +10,7 @@ from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.publish.merge import merge_adapter
 from hf_transfer.recipes import sentiment
+from hf_transfer.training.run_folder import RUN_RECORD
 
 TEXTS = ["the film was great and lovely", "this phone was awful and broken", "our meal was superb"]
 
@@ -56,9 +57,15 @@ def test_a_folder_without_an_adapter_is_refused(tiny_bert, tmp_path):
         merge_adapter(tiny_bert, tmp_path / "merged")
 
 
-def test_merging_into_the_output_folder_is_refused(lora_output):
-    with pytest.raises(UsageError, match="--out must differ"):
+def test_merging_into_a_run_folder_is_refused(lora_output, tmp_path):
+    with pytest.raises(UsageError, match="--out .* holds a training run"):
         merge_adapter(lora_output, lora_output)
+    other = tmp_path / "other_run"  # another run, finished or not: the merged files would replace its own
+    other.mkdir()
+    (other / RUN_RECORD).write_text('{"complete": false}')
+    with pytest.raises(UsageError, match=f"--out {other} holds a training run"):
+        merge_adapter(lora_output, other)
+    assert [p.name for p in other.iterdir()] == [RUN_RECORD]
 
 
 def test_merge_takes_the_hub_repo_the_card_names(lora_output, fake_hub, tmp_path, monkeypatch):

@@ -4,23 +4,35 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import stat
+import subprocess
 
 import pytest
 import torch
 from accelerate import Accelerator
-from datasets import ClassLabel, Dataset
-from safetensors.torch import load_file
+from datasets import ClassLabel, Dataset, DatasetDict
+from fixtures import sentences, write_csv
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from hf_transfer import cli
-from hf_transfer.config import TrainArgs, UsageError
+from hf_transfer.config import TrainArgs, UsageError, parse
+from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from hf_transfer.io import atomic_save_files, atomic_write_json
 from hf_transfer.publish.hub import push_folder
 from hf_transfer.recipes import sentiment
+from hf_transfer.training.folder_lock import LOCK
 from hf_transfer.training.loop import Loop, TrainingDiverged
-from hf_transfer.training.run_folder import RUN_RECORD, finish_command, mark_complete, read_record
+from hf_transfer.training.run_folder import (
+    RUN_RECORD,
+    differences,
+    fingerprint,
+    finish_command,
+    mark_complete,
+    read_record,
+)
 
 
 def train(tiny_bert, sentiment_files, output_dir, **overrides) -> dict:
@@ -49,6 +61,32 @@ def test_overwriting_never_deletes_a_folder_that_is_not_a_run(tiny_bert, sentime
     with pytest.raises(UsageError, match="not an hf_transfer run's .*thesis.tex"):
         train(tiny_bert, sentiment_files, tmp_path, overwrite_output_dir=True)
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwriting_deletes_only_what_the_run_wrote_and_says_what_it_kept(tiny_bert, sentiment_files, tmp_path,
+                                                                           capsys):
+    train(tiny_bert, sentiment_files, tmp_path, strategy="lora", save_steps=2)
+    record = read_record(tmp_path)
+    assert "checkpoints/step-2/model.safetensors" in record["files"] and "checkpoints" in record["folders"]
+    (tmp_path / "shift").mkdir()  # another command's output, nested under the run as the README's examples do
+    (tmp_path / "shift" / "shift.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("what I tried")
+    nested = tmp_path / "shift" / "run"
+    shutil.copytree(tmp_path, nested, ignore=shutil.ignore_patterns("shift"))  # a whole run, nested
+    capsys.readouterr()
+
+    train(tiny_bert, sentiment_files, tmp_path, strategy="full", overwrite_output_dir=True)
+    assert "Kept in" in capsys.readouterr().out and read_record(tmp_path)["kept"] == ["notes.md", "shift"]
+    assert (tmp_path / "notes.md").read_text() == "what I tried" and (tmp_path / "shift" / "shift.json").is_file()
+    assert read_record(nested)["complete"] and (nested / "adapter_config.json").is_file()
+    assert not (tmp_path / "adapter_config.json").exists() and not (tmp_path / "checkpoints").exists()
+    assert not any(name.startswith(("notes", "shift")) for name in read_record(tmp_path)["files"])
+
+    # A run killed before its first checkpoint: overwriting it still keeps what the first run kept.
+    atomic_write_json(tmp_path / RUN_RECORD, {**read_record(tmp_path), "complete": False})
+    train(tiny_bert, sentiment_files, tmp_path, strategy="lora", overwrite_output_dir=True)
+    assert (tmp_path / "notes.md").is_file() and read_record(nested)["complete"]
+    assert (tmp_path / "adapter_config.json").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +134,50 @@ def test_evaluate_reads_integer_class_labels_as_training_does(finished, sentimen
     assert results["test_accuracy"] == expected["test_accuracy"] and results["test_samples"] == 40
 
 
+def test_evaluate_never_writes_its_report_into_a_run_folder(finished, sentiment_files, tmp_path):
+    before = read_record(finished)
+    for report_dir in (finished, finished / "checkpoints" / "step-4"):
+        with pytest.raises(UsageError, match="--report_dir .* holds a training run"):
+            evaluate_folder(finished, str(sentiment_files["test"]), report_dir)
+    assert read_record(finished) == before
+
+
 def test_a_file_changed_after_the_run_finished_is_refused(finished, tmp_path):
     folder = tmp_path / "out"
     shutil.copytree(finished, folder)
     (folder / "all_results.json").write_text("{}")
     with pytest.raises(UsageError, match="all_results.json changed"):
         load_trained(folder)
+
+
+def test_a_swapped_weights_file_is_refused(finished, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(finished, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({name: torch.zeros_like(value) for name, value in weights.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    assert (folder / "model.safetensors").stat().st_size == (finished / "model.safetensors").stat().st_size
+    with pytest.raises(UsageError, match="model.safetensors changed"):
+        load_trained(folder)
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once(tiny_bert, sentiment_files, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    lock = {"pid": os.getppid(), "host": socket.gethostname(), "started": "2025-01-01 10:00:00"}  # alive
+    (folder / LOCK).write_text(json.dumps(lock))
+    with pytest.raises(UsageError, match=f"in use: another run \\(process {os.getppid()} on .* delete .*{LOCK}"):
+        train(tiny_bert, sentiment_files, folder, overwrite_output_dir=True)
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK]  # nothing read, nothing written
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a process that has ended (a killed run): its lock is stale
+    (folder / LOCK).write_text(json.dumps({**lock, "pid": ended.pid}))
+    train(tiny_bert, sentiment_files, folder)
+    assert read_record(folder)["complete"] and not (folder / LOCK).exists()  # taken over, then let go
+    with pytest.raises(UsageError, match="is not empty"):
+        train(tiny_bert, sentiment_files, folder)
+    assert not (folder / LOCK).exists()  # a refused run lets go of the lock too
 
 
 @pytest.mark.parametrize("change, named", [
@@ -120,6 +196,21 @@ def test_resume_refuses_the_checkpoint_of_another_run(finished, tiny_bert, senti
     with pytest.raises(UsageError, match=f"belongs to another run: .*{named}".replace(".", r"\.").replace(">", ".")):
         train(tiny_bert, files, folder, **{"strategy": "full", "save_steps": 2, "resume_from_checkpoint": "latest",
                                            **change})
+
+
+def test_the_resume_fingerprint_sees_a_change_at_the_end_of_a_big_file(tiny_bert, tmp_path):
+    train_file = write_csv(tmp_path / "train.csv", sentences(4000))
+    assert train_file.stat().st_size > 2 * 65536
+    run = parse([], {"model_name_or_path": str(tiny_bert), "train_file": str(train_file)})
+    data = LabelledSplits(DatasetDict(), ["negative", "positive"], {})
+    before = fingerprint(run, data)
+    text = train_file.read_bytes()
+    last_row = text.rstrip()
+    label = last_row.rsplit(b",", 1)[1]
+    flipped = {b"positive": b"negative", b"negative": b"positive"}[label]  # the same size: the last row relabelled
+    train_file.write_bytes(last_row[:-len(label)] + flipped + text[len(last_row):])
+    assert train_file.stat().st_size == len(text)
+    assert any(line.startswith("data.files.train_file.") for line in differences(before, fingerprint(run, data)))
 
 
 def test_files_and_folders_get_the_users_permissions(tmp_path):
@@ -143,6 +234,9 @@ def test_files_and_folders_get_the_users_permissions(tmp_path):
 def test_a_trained_folder_is_readable_by_the_group(finished):
     for name in ("model.safetensors", "all_results.json", "run_config.yaml", "README.md", RUN_RECORD):
         assert stat.S_IMODE((finished / name).stat().st_mode) & 0o044 == 0o044, name
+    checkpoint = finished / "checkpoints" / "step-4"
+    for path in checkpoint.iterdir():  # safetensors writes its weights 0600; a teammate resumes from them
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path.name
 
 
 def test_pickle_weights_load_only_with_allow_pickle(finished, tmp_path):

@@ -9,9 +9,11 @@ from fixtures import sentences, write_csv
 from hf_transfer.cli import main as cli
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data.splits import load_labelled_splits
+from hf_transfer.io import atomic_write_json
 from hf_transfer.models import builtin
 from hf_transfer.selection import study as study_module
 from hf_transfer.selection.study import main as study
+from hf_transfer.training.run_folder import RUN_RECORD, read_record
 
 
 def flags(tiny_bert, sentiment_files, output_dir, *extra) -> list[str]:
@@ -46,7 +48,8 @@ def test_a_study_runs_every_cell_summarises_plots_and_resumes(tiny_bert, sentime
     assert results["recommendation"][0].startswith("With 8 labelled examples per class, use ")
 
     # Killed inside one cell: its folder holds no completion. Only that cell runs again.
-    (tmp_path / "cells" / "full__kall__seed1" / ".hf_transfer_run.json").unlink()
+    killed = tmp_path / "cells" / "full__kall__seed1"
+    atomic_write_json(killed / RUN_RECORD, {**read_record(killed), "complete": False})
     ran = []
     real = study_module.run_cell
     monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name)

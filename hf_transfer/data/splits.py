@@ -5,13 +5,15 @@ Modality-specific work (tokenising, decoding images or audio) happens in `hf_tra
 
 import csv
 import io
+import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import DatasetDict
+from datasets import ClassLabel, DatasetDict
 from sklearn.model_selection import StratifiedGroupKFold
 
 from hf_transfer.config import DataArgs, UsageError
@@ -244,12 +246,65 @@ def label_names_in(dataset: datasets.Dataset, column: str) -> list[str]:
     return [feature.int2str(v) if isinstance(feature, ClassLabel) else str(v) for v in dataset[column]]
 
 
-def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, str], file_rows: dict[str, list[int]],
-                   target: Target) -> tuple[DatasetDict, list[str]]:
-    """Each split's label cells as the target's `labels` column; the output names from the training split."""
+def _rows_of(values: list, wanted, source: str) -> str:
+    rows = [i + 1 for i, v in enumerate(values) if v == wanted and type(v) is type(wanted)]
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"{source}: data row{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())
+
+
+def map_labels(values: list, label_map: dict[str, str] | None) -> list:
+    """The data's label values, with those `--label_map` names replaced (matched without surrounding spaces)."""
+    if not label_map:
+        return values
+    return [label_map.get(str(v).strip(), v) for v in values]
+
+
+def check_lookalike_labels(columns: dict[str, list], label_column: str, sources: dict[str, str]) -> None:
+    """Refuse label values that differ only in case or surrounding spaces, or numbers beside names in one column
+    (`1` and `positive`): each would train as a class of its own. `columns`: each split's labels. Names every
+    value's rows."""
+    counts = Counter((type(v), v) for column in columns.values() for v in column)  # 1 is not "1"
+    values = [v for _, v in counts]
+    alike, meant = [], []  # groups of values that look alike; the --label_map pairs that would say what was meant
+    groups = {}
+    for value in values:
+        groups.setdefault(str(value).strip().casefold(), []).append(value)
+    for group in (g for g in groups.values() if len(g) > 1):
+        usual = max(group, key=lambda v: counts[type(v), v])
+        alike.append(group)
+        meant += [f"{str(v).strip()}={str(usual).strip()}" for v in group if (type(v), v) != (type(usual), usual)]
+    numbers = [v for v in values if _is_number(v)]
+    if numbers and len(numbers) < len(values):
+        alike.append(numbers + [v for v in values if not _is_number(v)][:2])
+        meant += [f"{str(v).strip()}=CLASS" for v in numbers]
+    if not alike:
+        return
+
+    present = {split: {(type(v), v) for v in column} for split, column in columns.items()}
+
+    def where(value) -> str:
+        return "; ".join(_rows_of(column, value, sources[split]) for split, column in columns.items()
+                         if (type(value), value) in present[split])
+
+    shown = " | ".join(", ".join(f"{v!r} ({where(v)})" for v in group) for group in alike[:3])
+    raise UsageError(f"label values in column {label_column!r} that look alike: {shown} (data rows counted from 1, "
+                     "header not counted). Each would train as a class of its own. Correct the data, or say what "
+                     f"you meant with --label_map '{','.join(meant[:6])}' (in a config, label_map: a mapping)")
+
+
+
+
+def _encode_labels(splits: DatasetDict, label_column: str, labels: dict[str, list], sources: dict[str, str],
+                   file_rows: dict[str, list[int]], target: Target) -> tuple[DatasetDict, list[str]]:
+    """Each split's label cells (`labels`, after --label_map) as the target's `labels` column in place of
+    `label_column`; the output names from the training split."""
     def cells(split: str) -> Cells:
         rows = file_rows[split]
-        return Cells(splits[split][label_column], lambda index: row_name(sources[split], rows[index]), label_column,
+        return Cells(labels[split], lambda index: row_name(sources[split], rows[index]), label_column,
                      sources[split], splits[split].features[label_column])
 
     names = target.label_names(cells("train"), splits["train"].features[label_column])
@@ -259,6 +314,24 @@ def _encode_labels(splits: DatasetDict, label_column: str, sources: dict[str, st
         dataset = dataset.remove_columns(label_column).add_column("labels", labels)
         encoded[split] = dataset.cast_column("labels", target.feature(names))
     return encoded, names
+
+
+def warn_shared_rows(splits: DatasetDict, label_column: str, sources: dict[str, str]) -> None:
+    """Warn when a given validation or test split holds rows whose inputs are also in train (labels aside): its
+    scores then measure memory, not generalisation. Compares the text and path columns both splits share."""
+    for split in ("validation", "test"):
+        if split not in splits:
+            continue
+        columns = [c for c in splits[split].column_names if c != label_column and c in splits["train"].column_names
+                   and isinstance(splits[split].features[c], datasets.Value)]
+        if not columns:
+            continue
+        seen = set(zip(*(splits["train"][c] for c in columns)))
+        shared = sum(row in seen for row in zip(*(splits[split][c] for c in columns)))
+        if shared:
+            warnings.warn(f"{sources[split]}: {shared} of its {len(splits[split])} rows also appear in "
+                          f"{sources['train']} (same {', '.join(columns)}): the {split} scores partly measure what "
+                          "the model memorised. Remove them from one file", stacklevel=2)
 
 
 def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names: list[str], source: str):
@@ -337,9 +410,25 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         print(f"{sources['train']}: the labels in {label_column!r} are numbers with fractions: training a regression "
               "(pass --problem_type to say otherwise)")
     target = target_for(problem_type, data.label_separator)
+    labels = {split: dataset[label_column] for split, dataset in splits.items()}
+    if problem_type == SINGLE_LABEL:
+        for split, dataset in splits.items():
+            for index, value in enumerate(dataset[label_column]):
+                if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas: an empty cell is NaN
+                    raise UsageError(f"{row_name(sources[split], index + 1)}: the label cell ({label_column!r}) is "
+                                     "empty")
+        if not isinstance(splits["train"].features[label_column], ClassLabel):  # a Hub ClassLabel names its classes
+            labels = {split: map_labels(values, data.label_map) for split, values in labels.items()}
+            check_lookalike_labels(labels, label_column, sources)
+    hub_classes = isinstance(splits["train"].features[label_column], ClassLabel)
+    if data.label_map and (problem_type != SINGLE_LABEL or hub_classes):
+        raise UsageError(f"--label_map renames the classes of a single-label column without a ClassLabel "
+                         f"({sources['train']}, {label_column!r}); leave it out")
+    warn_shared_rows(splits, label_column, sources)
     splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
                           for split, dataset in splits.items()})
-    splits, names = _encode_labels(splits, label_column, sources, {s: d[FILE_ROW] for s, d in splits.items()}, target)
+    splits, names = _encode_labels(splits, label_column, labels, sources, {s: d[FILE_ROW] for s, d in splits.items()},
+                                   target)
     if isinstance(target, SingleLabel) and len(names) < 2:
         raise UsageError(f"{sources['train']}: only one class ({names[0]!r}) in the training data; "
                          "a classifier needs at least two")

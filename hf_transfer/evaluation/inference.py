@@ -42,7 +42,7 @@ from hf_transfer.models.builtin import resolve_model
 from hf_transfer.models.heads import MultiHeadModel, is_multi_head
 from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL, Cells, target_for
 from hf_transfer.tasks import TASKS, Task, task_for
-from hf_transfer.training.run_folder import require_complete
+from hf_transfer.training.run_folder import refuse_run_folder, require_complete
 
 
 def read_run_config(output_dir: str | Path, require_finished: bool = True) -> dict:
@@ -214,6 +214,7 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
     who or where each row comes from (speaker, patient, site): the report scores each group. `head`: which head
     of a model with several.
     """
+    refuse_run_folder(report_dir, "--report_dir")
     model, processor, settings = load_trained(output_dir, allow_pickle, head=head)
     task, inputs = settings["task"], TASKS[settings["task"]]
     kind = inputs.input_kind

@@ -12,6 +12,7 @@ import numpy as np
 from hf_transfer.config import UsageError
 from hf_transfer.io import atomic_write_text
 from hf_transfer.metrics.intervals import ErrorCounts
+from hf_transfer.training.run_folder import RUN_RECORD, require_complete
 
 FILE_NAME = "{split}_predictions.jsonl"
 
@@ -53,8 +54,12 @@ def write_items(folder: Path, split: str, items: list[dict]) -> None:
 
 
 def read_items(run: str | Path) -> tuple[Path, list[dict]]:
-    """A run's test predictions: RUN may be the file, a training output folder or an `evaluate` report folder."""
+    """A run's test predictions: RUN may be the file, a training output folder or an `evaluate` report folder. A
+    training run must have finished, as for `predict`."""
     path = Path(run)
+    folder = path if path.is_dir() else path.parent
+    if (folder / RUN_RECORD).is_file():
+        require_complete(folder)
     if path.is_dir():
         candidates = [path / FILE_NAME.format(split="test"), path / "evaluation" / FILE_NAME.format(split="test")]
         path = next((c for c in candidates if c.is_file()), candidates[0])

@@ -8,6 +8,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.io import atomic_save_files
+from hf_transfer.training.run_folder import refuse_run_folder
 
 
 def trained_folder(output_dir_or_repo: str | Path) -> Path:
@@ -28,8 +29,7 @@ def merge_adapter(output_dir: str | Path, out_dir: str | Path) -> Path:
     folder, out = trained_folder(output_dir), Path(out_dir)
     if not (folder / "adapter_config.json").is_file():
         raise UsageError(f"{output_dir} holds no LoRA adapter (no adapter_config.json): only LoRA outputs need a merge")
-    if out.resolve() == folder.resolve():
-        raise UsageError(f"--out must differ from {output_dir}: the merged model would overwrite the adapter's config")
+    refuse_run_folder(out, "--out")
     downloaded = folder != Path(output_dir)
     model, tokenizer, _ = load_trained(folder, require_finished=not downloaded)
     # The base was loaded with the output's config.json, so the merged config keeps id2label/label2id.

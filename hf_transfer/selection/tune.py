@@ -36,6 +36,7 @@ from hf_transfer.io import atomic_write_json, atomic_write_text
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.recipe import recipe_names, runs_of
 from hf_transfer.targets import SINGLE_LABEL, lower_is_better, target_for
+from hf_transfer.training.folder_lock import output_dir_lock
 
 # name -> (kind, low, high, log) or ("categorical", choices): what `--search` may name.
 SEARCH_SPACE = {
@@ -142,10 +143,11 @@ def run_trial(recipe_class, settings: dict, report) -> None:
     recipe = recipe_class.from_settings(settings)
     with library_output(recipe.run.train.verbose):
         try:
-            recipe.setup()
-            recipe.loop.evaluation_callbacks.append(report)
-            recipe.train()
-            recipe.finish()
+            with output_dir_lock(recipe.accelerator, recipe.run.train.output_dir):
+                recipe.setup()
+                recipe.loop.evaluation_callbacks.append(report)
+                recipe.train()
+                recipe.finish()
         finally:
             recipe.cleanup(keep_process_group=True)
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hf_transfer.config import TrainArgs, UsageError
-from hf_transfer.io import atomic_write_json
+from hf_transfer.io import atomic_write_json, follow_umask
 from hf_transfer.models.strategies import load_trainable_state_dict, trainable_state_dict
 from hf_transfer.targets import lower_is_better
 from hf_transfer.training.precision import choose_mixed_precision
@@ -280,6 +280,7 @@ class Loop:
             if self.best_path.is_file():  # the best weights so far belong to this point of the run
                 shutil.copyfile(self.best_path, path / self.best_path.name)
             copy_record(self.output_dir, path)
+            follow_umask(path)
             # Written last: a folder without it is an interrupted save and is never resumed from.
             atomic_write_json(path / "train_state.json", asdict(self.state))
             for old in checkpoint_dirs(self.output_dir)[:-self.args.save_total_limit or None]:

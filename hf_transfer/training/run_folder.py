@@ -1,14 +1,16 @@
 """Who owns an output folder, and whether the run in it finished.
 
 Before a run writes anything else it records itself in `RUN_RECORD`: its fingerprint (the settings that decide
-the result, and the data it read) and `"complete": false`. Every checkpoint keeps a copy, so a resume continues
-only its own run. The final write rewrites the record, last, with `"complete": true` and the size of each file it
-wrote; `predict`, `evaluate`, `push` and `merge` refuse a folder without that.
+the result, and the data it read), the entries it found in the folder and keeps (`kept`: other runs nested under
+it, the user's files) and `"complete": false`. Every checkpoint keeps a copy, so a resume continues only its own
+run. The final write rewrites the record, last, with `"complete": true`, the sha256 of every file the run wrote
+(checkpoints included) and its folders; `predict`, `evaluate`, `push`, `merge` and `compare` refuse a folder
+without that, or whose files no longer match it. `--overwrite_output_dir` deletes what the record says the run
+wrote (all but `kept` for a run that never finished), and nothing else.
 """
 
 import hashlib
 import json
-import os
 import shlex
 import shutil
 from pathlib import Path
@@ -18,6 +20,7 @@ from accelerate import Accelerator
 from hf_transfer.config import RunConfig, UsageError, save_config
 from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.io import atomic_write_json
+from hf_transfer.training.folder_lock import LOCK, check_writable
 
 RUN_RECORD = ".hf_transfer_run.json"
 # Settings that say where and how a run writes or publishes, not what it computes: a resume may change them.
@@ -27,7 +30,6 @@ UNFINGERPRINTED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint
                    "save_steps", "save_total_limit", "push_to_hub", "hub_model_id", "hub_private", "hub_revision",
                    "merge_adapter", "language", "license", "base_model_id", "train_file", "validation_file",
                    "test_file", "train_dir", "validation_dir", "test_dir")
-HEAD_BYTES = 1 << 16  # the "first rows" hashed of each data file
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------------
@@ -50,11 +52,18 @@ def resolve_checkpoint(resume_from: str, output_dir: str | Path) -> Path:
     return path
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # --- fingerprints -----------------------------------------------------------------------------------------------
 def _file_summary(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        head = handle.read(HEAD_BYTES)
-    return {"name": path.name, "bytes": path.stat().st_size, "first_rows_sha256": hashlib.sha256(head).hexdigest()}
+    # The whole file: a relabelled row at the end of a big file is another run's data (hashes ~1 GB/s).
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
 
 
 def _folder_summary(path: Path) -> dict:
@@ -65,8 +74,8 @@ def _folder_summary(path: Path) -> dict:
 
 
 def fingerprint(run: RunConfig, data: LabelledSplits) -> dict:
-    """The resolved settings (less UNFINGERPRINTED) and the data: each file's name, size and first bytes' hash,
-    each split's row count, the label names."""
+    """The resolved settings (less UNFINGERPRINTED) and the data: each file's name, size and hash, each split's row
+    count, the label names."""
     settings = {k: v for k, v in run.to_dict().items() if k not in UNFINGERPRINTED}
     files = {}
     for split in ("train", "validation", "test"):
@@ -117,12 +126,37 @@ def _is_scratch(path: Path) -> bool:
     return path.name.startswith(".") and (path.name.startswith(".partial-") or path.name.endswith(".tmp"))
 
 
-def _check_writable(folder: Path) -> None:
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"--output_dir {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--output_dir {folder}: no permission to write in {existing}")
+def _holds_a_run(path: Path) -> bool:
+    """Another run's folder, at any depth (a checkpoint's copy of its own run's record does not count)."""
+    return path.is_dir() and not path.is_symlink() and any(record.parent.parent.name != "checkpoints"
+                                                           for record in path.rglob(RUN_RECORD))
+
+
+def _run_entries(folder: Path, record: dict) -> list[Path]:
+    """The top-level entries an unfinished run may have written: all but those it kept, its lock and scratch
+    files, and other runs' folders."""
+    kept = set(record.get("kept", []))
+    return [p for p in sorted(folder.iterdir()) if p.name not in kept and p.name != LOCK and not _is_scratch(p)
+            and not _holds_a_run(p)]
+
+
+def _delete(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def _delete_run(folder: Path, record: dict) -> None:
+    """Delete what the run in `folder` wrote: the files and folders its record lists, or, when it never finished,
+    every entry but those it kept."""
+    if record["complete"]:
+        for name in record["files"]:
+            (folder / name).unlink(missing_ok=True)
+        for name in sorted(record.get("folders", []), key=lambda n: n.count("/"), reverse=True):
+            if (folder / name).is_dir() and not any((folder / name).iterdir()):
+                (folder / name).rmdir()
+        (folder / RUN_RECORD).unlink()
+    else:
+        for path in _run_entries(folder, record):
+            _delete(path)
 
 
 def claim_output_dir(accelerator: Accelerator, run: RunConfig, data: LabelledSplits, recipe: str) -> None:
@@ -134,11 +168,12 @@ def claim_output_dir(accelerator: Accelerator, run: RunConfig, data: LabelledSpl
     if args.resume_from_checkpoint and args.overwrite_output_dir:
         raise UsageError("give --resume_from_checkpoint (continue the run in the folder) or --overwrite_output_dir "
                          "(delete it and start again), not both")
-    _check_writable(folder)
-    entries = sorted(p.name for p in folder.iterdir() if not _is_scratch(p)) if folder.is_dir() else []
+    check_writable(folder)
+    entries = sorted(p.name for p in folder.iterdir() if not _is_scratch(p) and p.name != LOCK) if folder.is_dir() \
+        else []
     if record is not None and not record["complete"] and not checkpoint_dirs(folder):
         # A run stopped before its first checkpoint left only what this function writes: nothing to keep.
-        entries = [name for name in entries if name not in (RUN_RECORD, "run_config.yaml")]
+        entries = [name for name in entries if name not in (RUN_RECORD, "run_config.yaml", *record.get("kept", []))]
     if args.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, folder)
         _check_same_run(read_record(checkpoint), current, f"checkpoint {checkpoint}")
@@ -154,18 +189,28 @@ def claim_output_dir(accelerator: Accelerator, run: RunConfig, data: LabelledSpl
                              f"{', ...' if len(entries) > 4 else ''} from an earlier run{hint}. Pass "
                              "--overwrite_output_dir to delete that run's files and start again, or choose another "
                              "--output_dir")
-        if record is None and not (folder / "run_config.yaml").is_file():
+        if record is None:
             raise UsageError(f"--output_dir {folder} holds files that are not an hf_transfer run's "
-                             f"({', '.join(entries[:4])}); --overwrite_output_dir only deletes run folders: "
-                             "choose another --output_dir")
+                             f"({', '.join(entries[:4])}), or are a run's without its record ({RUN_RECORD}); "
+                             "--overwrite_output_dir only deletes what a run's record lists: choose another "
+                             "--output_dir")
     accelerator.wait_for_everyone()  # every process checked before the main one changes anything
     if accelerator.is_main_process:
+        kept = []
         if folder.is_dir():
+            if args.overwrite_output_dir and record is not None:
+                _delete_run(folder, record)
             for path in folder.iterdir():
-                if _is_scratch(path) or (args.overwrite_output_dir and not args.resume_from_checkpoint):
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if _is_scratch(path):
+                    _delete(path)
+            if args.resume_from_checkpoint:
+                kept = (record or {}).get("kept", [])
+            else:
+                kept = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, RUN_RECORD, "run_config.yaml"))
+                if kept:
+                    accelerator.print(f"Kept in {folder}, as this run did not write them: {', '.join(kept)}")
         atomic_write_json(folder / RUN_RECORD, {"complete": False, "recipe": recipe, "task": run.task,
-                                                 "fingerprint": current})
+                                                 "fingerprint": current, "kept": kept})
         save_config(run, folder / "run_config.yaml")  # what the command that finishes the run reads
     accelerator.wait_for_everyone()
 
@@ -177,17 +222,25 @@ def copy_record(output_dir: Path, checkpoint: Path) -> None:
         shutil.copyfile(output_dir / RUN_RECORD, checkpoint / RUN_RECORD)
 
 
-def _shared_files(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
-
-
 def mark_complete(output_dir: str | Path) -> None:
-    """The last write of a run: the record says complete and lists the files the run left."""
+    """The last write of a run: the record says complete and lists every file (with its sha256) and folder the
+    run wrote."""
     folder = Path(output_dir)
     record = read_record(folder)
     if record is None:
         raise RuntimeError(f"{folder} has no {RUN_RECORD}: call claim_output_dir before training")
-    atomic_write_json(folder / RUN_RECORD, {**record, "complete": True, "files": _shared_files(folder)})
+    files, folders = {}, []
+    for entry in _run_entries(folder, record):
+        if entry.name == RUN_RECORD:
+            continue
+        paths = [entry, *sorted(entry.rglob("*"))] if entry.is_dir() and not entry.is_symlink() else [entry]
+        for path in paths:
+            name = path.relative_to(folder).as_posix()
+            if path.is_dir():
+                folders.append(name)
+            else:
+                files[name] = sha256(path)
+    atomic_write_json(folder / RUN_RECORD, {**record, "complete": True, "files": files, "folders": folders})
 
 
 def finish_command(output_dir: str | Path) -> list[str]:
@@ -197,6 +250,14 @@ def finish_command(output_dir: str | Path) -> list[str]:
     again = ["--resume_from_checkpoint", "latest"] if checkpoint_dirs(folder) else ["--overwrite_output_dir"]
     return ["hf-transfer", "train", record["recipe"], "--config", str(folder / "run_config.yaml"),
             "--output_dir", str(folder), *again]
+
+
+def refuse_run_folder(folder: str | Path, flag: str) -> None:
+    """Commands that write files of their own (`merge`, `evaluate`) never write them into a run's folder: they
+    would replace its files, or mix with them."""
+    if (Path(folder) / RUN_RECORD).is_file():
+        raise UsageError(f"{flag} {folder} holds a training run ({RUN_RECORD}): writing there would replace or mix "
+                         "with its files; choose another folder")
 
 
 def require_complete(output_dir: str | Path) -> None:
@@ -209,8 +270,9 @@ def require_complete(output_dir: str | Path) -> None:
     if not record["complete"]:
         raise UsageError(f"{folder} holds an unfinished run: it stopped before its final write, so its files may "
                          f"mix old and new results. Finish it with: {shlex.join(finish_command(folder))}")
-    now = _shared_files(folder)
-    changed = sorted(name for name, size in record["files"].items() if now.get(name) != size)
+    # Checkpoints may be deleted to save space once a run finished: predictions never read them.
+    changed = sorted(name for name, digest in record["files"].items() if not name.startswith("checkpoints/")
+                     and not ((folder / name).is_file() and sha256(folder / name) == digest))
     if changed:
         raise UsageError(f"{folder}: {', '.join(changed)} changed or went missing after the run finished; "
                          "train it again rather than mix runs")
