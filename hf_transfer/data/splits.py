@@ -267,6 +267,8 @@ def check_lookalike_labels(columns: dict[str, list], label_column: str, sources:
     """Refuse label values that differ only in case or surrounding spaces, or numbers beside names in one column
     (`1` and `positive`): each would train as a class of its own. `columns`: each split's labels. Names every
     value's rows."""
+    if any(isinstance(v, list) for column in columns.values() for v in column):
+        return  # a list of labels in a single-label column: the target refuses it, naming its row
     counts = Counter((type(v), v) for column in columns.values() for v in column)  # 1 is not "1"
     values = [v for _, v in counts]
     alike, meant = [], []  # groups of values that look alike; the --label_map pairs that would say what was meant
@@ -310,8 +312,8 @@ def _encode_labels(splits: DatasetDict, label_column: str, labels: dict[str, lis
     names = target.label_names(cells("train"), splits["train"].features[label_column])
     encoded = DatasetDict()
     for split, dataset in splits.items():
-        labels = target.encode(cells(split), names, split)
-        dataset = dataset.remove_columns(label_column).add_column("labels", labels)
+        encoded_labels = target.encode(cells(split), names, split)
+        dataset = dataset.remove_columns(label_column).add_column("labels", encoded_labels)
         encoded[split] = dataset.cast_column("labels", target.feature(names))
     return encoded, names
 

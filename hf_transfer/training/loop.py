@@ -322,7 +322,7 @@ class Loop:
     def _evaluate_and_track(self) -> bool:
         """Evaluate, log, keep the best weights. Returns True when early stopping says stop."""
         metrics = {f"eval_{k}": v for k, v in self.evaluate(self.model).items() if v is not None}
-        metric = self.args.metric_for_best_model
+        metric = self.args.metric_for_best_model or "accuracy"  # recipes set the target's; a bare Loop, accuracy
         key = metric if metric.startswith("eval_") else f"eval_{metric}"
         if key not in metrics:
             raise UsageError(f"--metric_for_best_model {metric}: not among the metrics "
