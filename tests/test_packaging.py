@@ -17,5 +17,5 @@ def test_wheel_ships_recipes_configs_templates_and_demo_data(tmp_path):
     expected |= {f"hf_transfer/recipes/configs/{p.relative_to(ROOT / 'recipes' / 'configs')}"
                  for p in (ROOT / "recipes" / "configs").rglob("*") if p.is_file() and p.suffix != ".pyc"}
     expected |= {f"hf_transfer/model_cards/{p.name}" for p in (ROOT / "model_cards").glob("*.md")}
-    expected |= {"hf_transfer/data_files/sentiment_demo/train.csv", "hf_transfer/data_files/sentiment_demo/test.csv"}
+    expected |= {"hf_transfer/data/files/sentiment_demo/train.csv", "hf_transfer/data/files/sentiment_demo/test.csv"}
     assert expected <= names, sorted(expected - names)
