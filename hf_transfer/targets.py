@@ -1,6 +1,7 @@
 """What a label is and how a model answers it: one entry per target type, named as transformers' `problem_type`.
 
-Each entry says how a label cell is encoded, how many outputs the head has, the loss, how logits become scores,
+Each entry says how a label cell is encoded, the names of the head's outputs (one per class or label; a regression's
+one, its column), the loss, how logits become scores,
 its metrics and which of them are better lower, and the `problem_type` written to `config.json` (so `pipeline()`
 applies softmax, sigmoid or nothing, as `predict` does).
 """
@@ -64,9 +65,6 @@ class Target:
 
     def feature(self, names: list[str]):
         raise NotImplementedError
-
-    def head_size(self, names: list[str]) -> int:
-        return len(names)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """What `predict` reports for the head's logits: probabilities, or the number."""
@@ -229,9 +227,6 @@ class Regression(Target):
 
     def feature(self, names: list[str]):
         return datasets.Value("float32")
-
-    def head_size(self, names: list[str]) -> int:
-        return 1
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1)

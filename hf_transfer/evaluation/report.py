@@ -121,6 +121,18 @@ def format_value(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def validation_history_section(history: list[dict], metrics) -> list[str]:
+    """A table of each evaluation during training: step, epoch and those of `metrics` it holds."""
+    if not history:
+        return []
+    keys = [f"eval_{m}" for m in metrics if f"eval_{m}" in history[0]]
+    lines = ["", "## Validation during training", "",
+             "| step | epoch | " + " | ".join(k.removeprefix("eval_") for k in keys) + " |",
+             "|---:|---:|" + "---:|" * len(keys)]
+    return lines + [f"| {h['step']} | {h['epoch']} | " + " | ".join(format_value(h.get(k)) for k in keys) + " |"
+                    for h in history]
+
+
 def with_interval(results: dict, key: str) -> str:
     """`0.9031 [0.8834, 0.9212]` when the results hold a bootstrap interval for `key`."""
     if results.get(f"{key}_ci_low") is None:
@@ -168,13 +180,7 @@ def write_report(output_dir: Path, results: dict, split_name: str, split_source:
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "## ROC curve", "", "![ROC curve](roc_curve.png)"]
     lines += sections
     lines += learning_curve_section(output_dir, curves)
-    if history:
-        metric_keys = [f"eval_{m}" for m in HEADLINE if f"eval_{m}" in history[0]]
-        lines += ["", "## Validation during training", "",
-                  "| step | epoch | " + " | ".join(k.removeprefix("eval_") for k in metric_keys) + " |",
-                  "|---:|---:|" + "---:|" * len(metric_keys)]
-        lines += [f"| {h['step']} | {h['epoch']} | " + " | ".join(format_value(h.get(k)) for k in metric_keys) + " |"
-                  for h in history]
+    lines += validation_history_section(history, HEADLINE)
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")
     return rows
 

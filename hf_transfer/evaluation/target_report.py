@@ -10,6 +10,7 @@ from hf_transfer.evaluation.report import (
     format_value,
     learning_curve_section,
     save_figure,
+    validation_history_section,
     warnings_section,
     with_interval,
 )
@@ -101,13 +102,6 @@ def write_target_report(output_dir: Path, target: Target, results: dict, split_n
                   "![predicted against true, and residuals](regression.png)"]
     lines += sections
     lines += learning_curve_section(output_dir, curves)
-    history = curves.history if curves else []
-    if history:
-        keys = [f"eval_{m}" for m in target.metric_names() if f"eval_{m}" in history[0]]
-        lines += ["", "## Validation during training", "",
-                  "| step | epoch | " + " | ".join(k.removeprefix("eval_") for k in keys) + " |",
-                  "|---:|---:|" + "---:|" * len(keys)]
-        lines += [f"| {h['step']} | {h['epoch']} | " + " | ".join(format_value(h.get(k)) for k in keys) + " |"
-                  for h in history]
+    lines += validation_history_section(curves.history if curves else [], target.metric_names())
     atomic_write_text(output_dir / "eval_report.md", "\n".join(lines) + "\n")
     return rows
