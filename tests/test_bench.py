@@ -95,7 +95,7 @@ def test_text_bench_runs_every_side(smoke_runs):
     ours, trainer, tuned, summary = lines
     assert summary["ratio"] == pytest.approx(ours["samples_per_s"] / trainer["samples_per_s"])
     assert summary["ratio_tuned"] == pytest.approx(ours["samples_per_s"] / tuned["samples_per_s"])
-    assert summary["matmul_peak_gflops"]["fp32"] > 0 and summary["matmul_peak_gflops"]["bf16"] > 0
+    assert summary["matmul_peak_gflops"] > 0
     # run_glue's Trainer pads every example to 128 tokens; the tuned one, like ours, each batch to its longest.
     assert trainer["padded_tokens_per_s"] / trainer["samples_per_s"] == pytest.approx(128)
     assert tuned["padding_fraction"] < trainer["padding_fraction"]
