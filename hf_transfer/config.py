@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import importlib.util
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,24 @@ class StrategyArgs:
         metadata={"help": "full | feature_extraction (frozen backbone) | partial (top layers) | lora (adapters)."},
     )
     unfreeze_layers: int = field(default=2, metadata={"help": "`partial`: how many top encoder layers train."})
-    layerwise_lr_decay: float = field(
-        default=1.0,
+    layerwise_lr_decay: float | None = field(
+        default=None,
         metadata={"help": "`full`/`partial`: each layer below the top trains at this factor of the one above "
-                          "(1 = off)."},
+                          "(1 = off). Unset: chosen by strategy and backbone (0.8 for a BatchNorm CNN, 0.9 for a "
+                          "transformer, 1 elsewhere)."},
+    )
+    fit_head_first: bool | None = field(
+        default=None,
+        metadata={"help": "true | false. Before training, fit the new head as a logistic regression (least squares "
+                          "for a regression) on the frozen pretrained backbone's features of the training split, so "
+                          "the backbone never gets a random head's gradients (LP-FT). Unset: on for a pretrained "
+                          "checkpoint whose features hf_transfer can read, off from scratch."},
+    )
+    batchnorm: str | None = field(
+        default=None,
+        metadata={"help": "update | frozen: whether BatchNorm layers normalise each training batch with its own "
+                          "statistics and update their running ones, or keep the pretrained statistics (their scale "
+                          "and shift still train). Unset: chosen by strategy for a BatchNorm CNN."},
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
@@ -182,7 +197,9 @@ class StrategyArgs:
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_positive("unfreeze_layers", self.unfreeze_layers, allow_zero=True)
         _check_positive("lora_r", self.lora_r)
-        if not 0 < self.layerwise_lr_decay <= 1:
+        if self.batchnorm is not None:
+            _check_choice("batchnorm", self.batchnorm, ("update", "frozen"))
+        if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
             raise UsageError(f"--layerwise_lr_decay must be in (0, 1]; got {self.layerwise_lr_decay}")
         if not 0 <= self.lora_dropout < 1:
             raise UsageError(f"--lora_dropout must be in [0, 1); got {self.lora_dropout}")
@@ -197,18 +214,22 @@ class TrainArgs:
                           "otherwise, so two runs never mix)."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for weights, data order and splits."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Peak learning rate (AdamW). Unset: chosen by strategy and backbone, and "
+                                        "recorded with its reason in run_config.yaml and the report."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases and norms)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0 = off)."})
-    num_train_epochs: float = field(default=3, metadata={"help": "Epochs to train."})
+    num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs to train. Unset: chosen by strategy and backbone."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch per process."})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps spent warming up."})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "Fraction of steps spent warming up. Unset: chosen by strategy and backbone."})
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no | fp16 | bf16. Unset: the launcher's choice (accelerate launch), else bf16 "
                                 "where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
@@ -425,6 +446,8 @@ class RunConfig:
     adaptation: AdaptationArgs
     task: str = "text-classification"  # set by the recipe; lets `hf-transfer evaluate` rebuild the model
     modality: Any = None  # the recipe's own settings dataclass (image size, audio duration...), if it has one
+    # What hf_transfer chose for settings the user left unset, and why (training.defaults): not a setting itself.
+    chosen_defaults: str | None = None
 
     def __post_init__(self):
         if self.hub.merge_adapter and self.strategy.strategy != "lora":
@@ -459,7 +482,7 @@ ONLY_FOR = {
     **dict.fromkeys(("text_column", "text_pair_column", "max_seq_length"), ("text-classification",)),
     **dict.fromkeys(("train_dir", "validation_dir", "test_dir"), ("image-classification", "audio-classification")),
     **dict.fromkeys(("samples_per_class", "class_weights", "label_column", "label_map", "pooling", "problem_type",
-                     "label_separator", "regression_loss"), CLASSIFICATION),
+                     "label_separator", "regression_loss", "fit_head_first"), CLASSIFICATION),
     **dict.fromkeys((f.name for f in dataclasses.fields(AdaptationArgs)), CLASSIFICATION),
     "length_grouping": ("text-classification", "audio-classification", "automatic-speech-recognition"),
     "padding_free": ("text-classification",),
@@ -575,5 +598,8 @@ INVOCATION_ONLY = ("overwrite_output_dir", "resume_from_checkpoint")
 
 
 def save_config(run_config: RunConfig, path: str | Path) -> None:
+    """Every setting as YAML that `--config` reads back; the defaults hf_transfer chose are said in a comment."""
     settings = {k: v for k, v in run_config.to_dict().items() if k not in INVOCATION_ONLY}
-    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))
+    why = "".join(f"# {line}\n" for line in textwrap.wrap(f"Chosen by hf_transfer: {run_config.chosen_defaults}", 116)
+                  ) if run_config.chosen_defaults else ""
+    atomic_write_text(path, why + yaml.safe_dump(settings, sort_keys=False))

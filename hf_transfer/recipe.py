@@ -35,6 +35,7 @@ from hf_transfer.training.adaptation import (
     dann_loss,
     head_input_size,
 )
+from hf_transfer.training.defaults import apply_defaults
 from hf_transfer.training.features import PATH_TEXT, FeatureDataset
 from hf_transfer.training.folder_lock import output_dir_lock
 from hf_transfer.training.loop import (
@@ -118,7 +119,11 @@ class Recipe:
 
     # --- steps of setup ----------------------------------------------------------------------------------------
     def apply_strategy(self, model) -> None:
-        """`self.model`: `model` with the run's strategy applied (its trainable weights chosen, LoRA added)."""
+        """`self.model`: `model` with the run's strategy applied (its trainable weights chosen, LoRA added), and the
+        settings the user left unset chosen for that strategy and backbone (`training.defaults`)."""
+        apply_defaults(self.run, model)
+        if self.run.chosen_defaults:
+            self.accelerator.print(f"defaults: {self.run.chosen_defaults}")
         self.model = apply_strategy(model, self.run.strategy, self.task.peft_task_type)
 
     def count_trainable(self) -> None:
@@ -263,7 +268,8 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
-        details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details()}
+        details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details(),
+                   **({"defaults chosen": self.run.chosen_defaults} if self.run.chosen_defaults else {})}
         if self.data.problem_type != SINGLE_LABEL:
             return outputs.write_target_outputs(self.accelerator, model, self.processor, self.run, self.task,
                                                 self.data, predictions, self.state, (self.trainable, self.total),

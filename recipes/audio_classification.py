@@ -42,8 +42,6 @@ DEFAULTS = {
     "dataset_name": "google/speech_commands",
     "dataset_config_name": "v0.02",
     "strategy": "lora",
-    "learning_rate": 5e-4,  # LoRA wants ~10x the full fine-tuning rate
-    "num_train_epochs": 3,
     "output_dir": "outputs/audio_classification",
 }
 
@@ -104,7 +102,8 @@ class AudioClassificationRecipe(ClassificationRecipe):
 
         clips = self.data.splits["train"]
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
-                                 self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers)
+                                 self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers,
+                                 self.loss_function(clips["labels"]))
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
         target = self.target_split(self.data.splits)

@@ -47,8 +47,6 @@ DEFAULTS = {
     "model_name_or_path": "google/vit-base-patch16-224-in21k",
     "dataset_name": "AI-Lab-Makerere/beans",
     "strategy": "lora",
-    "learning_rate": 5e-3,  # peft's ViT LoRA example rate; full fine-tuning wants ~5e-5
-    "num_train_epochs": 5,
     "output_dir": "outputs/image_classification",
 }
 
@@ -100,7 +98,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
 
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
-                                 workers)
+                                 workers, self.loss_function(self.data.splits["train"]["labels"]))
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
         compute_loss = None  # the target's loss

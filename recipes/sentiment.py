@@ -27,8 +27,6 @@ DEFAULTS = {
     "model_name_or_path": "google-bert/bert-base-uncased",
     "dataset_name": "stanfordnlp/sst2",
     "strategy": "lora",
-    "learning_rate": 5e-4,  # LoRA wants ~10x the full fine-tuning rate
-    "num_train_epochs": 3,
     "output_dir": "outputs/sentiment",
 }
 
@@ -69,7 +67,7 @@ class SentimentRecipe(ClassificationRecipe):
         # DANN runs the backbone on target batches every step: no cached features.
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, self.adapting, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
-                                 workers)
+                                 workers, self.loss_function(self.data.splits["train"]["labels"]))
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
         target = self.target_split(splits)

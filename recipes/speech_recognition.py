@@ -64,6 +64,8 @@ DEFAULTS = {
     "strategy": "full",
     "learning_rate": 1e-4,
     "num_train_epochs": 10,
+    "warmup_ratio": 0.06,
+    "layerwise_lr_decay": 1.0,
     "metric_for_best_model": "cer",
     "output_dir": "outputs/speech_recognition",
 }

@@ -45,7 +45,7 @@ def test_every_strategy_trains_both_heads(tiny_bert, strategy, trains_layer_0, t
 def test_a_two_head_model_trains_on_two_streams_saves_reloads_and_predicts_with_each_head(tiny_bert, tmp_path,
                                                                                         strategy):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    strategy_args = StrategyArgs(strategy=strategy)
+    strategy_args = StrategyArgs(strategy=strategy, layerwise_lr_decay=1.0)
     model = apply_strategy(two_head_model(tiny_bert), strategy_args, None)
     args = TrainArgs(output_dir=str(tmp_path / "run"), max_train_steps=40,
                      learning_rate=3e-3 if strategy == "full" else 2e-2, warmup_ratio=0.0,

@@ -125,7 +125,7 @@ def test_best_weights_that_do_not_fit_the_model_are_refused(tmp_path):
     (a skipped tensor would leave the end-of-training weights in a model said to hold the best ones)."""
     model = TwoInputs()
     model.target.requires_grad_(False)  # frozen: left out of the best weights, and not missed when they load
-    args = TrainArgs(output_dir=str(tmp_path), mixed_precision="no")
+    args = TrainArgs(output_dir=str(tmp_path), mixed_precision="no", num_train_epochs=3, warmup_ratio=0.0)
     loop = Loop(new_accelerator(args, str(tmp_path), cpu=True), model, torch.optim.SGD(model.parameters(), lr=0.1),
                 {"source": shuffled_loader(4, 0)}, None, None, args, tmp_path)
     best = {name: p.detach().clone() for name, p in model.state_dict().items()}

@@ -24,6 +24,10 @@ def apply_strategy(model: nn.Module, args: StrategyArgs, peft_task_type: str | N
     Frozen parts then run as in inference even while the rest trains (see `keep_frozen_in_eval`)."""
     model = _freeze(model, args, peft_task_type)
     keep_frozen_in_eval(model, batchnorm_only=args.strategy == "lora")
+    if args.batchnorm == "frozen":  # trainable ones too: they normalise with the pretrained statistics
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.register_forward_pre_hook(_run_in_eval)
     return model
 
 

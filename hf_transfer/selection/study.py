@@ -52,8 +52,8 @@ class StudyArgs:
     learning_rates: list[str] = field(
         default_factory=list,
         metadata={"help": "STRATEGY=RATE pairs (`feature_extraction=1e-2 lora=1e-3`): the learning rate of that "
-                          "strategy's cells, whatever their layers or pooling; the others take the recipe's "
-                          "--learning_rate. A head alone or LoRA usually wants 10-100x full fine-tuning's rate."},
+                          "strategy's cells, whatever their layers or pooling; the others take the base --learning_rate, or "
+                          "when it is unset the rate chosen for their strategy and backbone (README: defaults)."},
     )
     output_dir: str = field(default="outputs/study", metadata={"help": "Where study.json, study.png and cells/ go."})
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hf_transfer.config import StrategyArgs, TrainArgs
 from hf_transfer.data.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples, data_order
+from hf_transfer.models.architectures import head_module_names
 from hf_transfer.models.heads import MultiHeadModel
 
 PATH_TEXT = {
@@ -154,6 +155,59 @@ class HeadOnFeatures(nn.Module):
         return HeadOutput(logits=self.head(self.model, features))
 
 
+# Fitting the head before fine-tuning (`--fit_head_first`): the LP of LP-FT (Kumar et al. 2022). A random head sends
+# large, wrong gradients into the pretrained features in the first steps; a head that already answers as well as a
+# linear probe does not. The fit is that probe: the run's own loss (cross-entropy, BCE or the regression loss, with
+# its class weights) over every training example at once, plus an L2 penalty on the weights as scikit-learn's
+# logistic regression puts it (C = 1), minimised by L-BFGS. Deterministic, so every DDP process fits the same head.
+MAX_ITERATIONS = 200
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable weights of the task head (under LoRA, the head's trained copy)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [param for name in head_module_names(base) for param in base.get_submodule(name).parameters()
+            if param.requires_grad]
+
+
+def fits_head_first(model: nn.Module, strategy: StrategyArgs, head_loss: Callable | None,
+                    accelerator: Accelerator) -> bool:
+    """Whether --fit_head_first applies: asked for, a loss to fit with, and a model whose features can be read
+    (`FEATURE_HEADS`); says so when it was asked for and can't."""
+    if not strategy.fit_head_first or head_loss is None:
+        return False
+    if feature_head(model) is None:
+        accelerator.print(f"--fit_head_first: hf_transfer can't read the features of a {model.config.model_type!r} "
+                          "model, so its head starts random")
+        return False
+    return True
+
+
+def fit_head(model: nn.Module, features: FeatureDataset, loss: Callable) -> float:
+    """Set the head of `model` to the minimiser of `loss` on `features` (plus the L2 penalty); returns the mean
+    training loss it reaches. Dropout is off during the fit, as in a probe."""
+    head, params = HeadOnFeatures(model), head_parameters(model)
+    device = params[0].device
+    inputs, labels = features.features.to(device), features.labels.to(device)
+    penalty = 1 / (2 * len(labels))  # scikit-learn's C = 1 on a mean loss: ||W||^2 / (2 n)
+    optimizer = torch.optim.LBFGS(params, max_iter=MAX_ITERATIONS, line_search_fn="strong_wolfe")
+    training = model.training
+    model.eval()
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = loss(head(inputs).logits.float(), labels)
+        value = value + penalty * sum((param**2).sum() for param in params if param.dim() > 1)
+        value.backward()
+        return value
+
+    optimizer.step(objective)
+    optimizer.zero_grad()
+    model.train(training)
+    with torch.no_grad():
+        return float(loss(head(inputs).logits.float(), labels))
+
+
 @dataclass
 class TrainingInputs:
     """What the loop trains on: its batches, the validation batches it scores, and the module it trains."""
@@ -167,18 +221,25 @@ class TrainingInputs:
 
 def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: StrategyArgs, train_args: TrainArgs,
                     random_inputs: bool, plain_loaders: dict[str, DataLoader], evaluation_loader: DataLoader,
-                    examples: Dataset, lengths: list[int] | None, train_collate: Callable,
-                    workers: int) -> TrainingInputs:
+                    examples: Dataset, lengths: list[int] | None, train_collate: Callable, workers: int,
+                    head_loss: Callable | None = None) -> TrainingInputs:
     """The head on cached features when `uses_cached_features` allows it: the frozen backbone runs once over the
     `plain_loaders` (train and validation, preprocessed as in evaluation). Otherwise the whole model on `examples`,
-    each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given."""
+    each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given.
+    With --fit_head_first, the head is first fitted (`fit_head`) on the training split's features with `head_loss`."""
     cached = uses_cached_features(model, strategy, random_inputs)
     accelerator.print(f"backbone: {PATH_TEXT[cached]}")
+    fitting, train = fits_head_first(model, strategy, head_loss, accelerator), None
+    if cached or fitting:
+        model.to(accelerator.device)
+        train = compute_features(model, plain_loaders["train"], accelerator)
+    if fitting:
+        loss = fit_head(model, train, head_loss)
+        accelerator.print(f"head fitted on the frozen features of {len(train):,} training examples "
+                          f"(training loss {loss:.4f}); training starts from it")
     if not cached:
         train_loader = example_loader(examples, lengths, train_collate, train_args, workers, accelerator.device)
         return TrainingInputs(train_loader, evaluation_loader, model, cached)
-    model.to(accelerator.device)
-    train = compute_features(model, plain_loaders["train"], accelerator)
     validation = compute_features(model, plain_loaders["validation"], accelerator)
     evaluation_loader = accelerator.prepare(DataLoader(validation, batch_size=train_args.per_device_eval_batch_size,
                                                        collate_fn=batch_as_fetched))
