@@ -8,7 +8,13 @@ import pytest
 from hf_transfer.cli import main
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.compare import compare_runs
-from hf_transfer.evaluation.item_predictions import classification_items, transcription_items, write_items
+from hf_transfer.evaluation.item_predictions import (
+    classification_items,
+    multilabel_items,
+    regression_items,
+    transcription_items,
+    write_items,
+)
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import error_counts
 from hf_transfer.training.run_folder import RUN_RECORD
@@ -84,3 +90,46 @@ def test_compare_speech_runs_by_utterance(tmp_path):
     wer = compare_runs(tmp_path / "a", tmp_path / "b")["differences"][0]
     assert wer["metric"] == "wer" and wer["difference"] == pytest.approx((2 - 10) / 200)
     assert wer["share_a_better"] > 0.99 and "mcnemar" not in compare_runs(tmp_path / "a", tmp_path / "b")
+
+
+def write_multilabel_run(folder, missed: set[int], count=100):
+    """Items carry `ant`, `bee` or both; the run misses the `bee` of every item in `missed` that has one."""
+    folder.mkdir()
+    references = np.array([[i % 2 == 0, i % 3 != 0] for i in range(count)])
+    predictions = references.copy()
+    predictions[sorted(missed), 1] = False
+    scores = np.where(predictions, 0.9, 0.1)
+    write_items(folder, "test", multilabel_items([f"img{i}.jpg" for i in range(count)], scores, references,
+                                                 predictions, NAMES))
+    return folder
+
+
+def test_compare_multilabel_runs_on_their_own_metrics(tmp_path):
+    run_a = write_multilabel_run(tmp_path / "a", set())
+    run_b = write_multilabel_run(tmp_path / "b", set(range(40)))
+    differences = {d["metric"]: d for d in compare_runs(run_a, run_b)["differences"]}
+    assert set(differences) == {"f1_micro", "f1_macro", "f1_samples", "map", "subset_accuracy", "hamming_loss"}
+    assert differences["f1_micro"]["value_a"] == 1.0 and differences["f1_micro"]["ci_low"] > 0
+    # Lower is better for the Hamming loss: A, which misses nothing, is ahead in every resample.
+    assert differences["hamming_loss"]["difference"] < 0 and differences["hamming_loss"]["share_a_better"] == 1.0
+
+
+def test_compare_regression_runs_lower_error_wins(tmp_path):
+    references = np.linspace(0, 10, 80)
+    for name, noise in (("a", 0.1), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        errors = noise * np.random.default_rng(0).standard_normal(80)
+        write_items(tmp_path / name, "test", regression_items([f"x{i}" for i in range(80)], references + errors,
+                                                              references))
+    result = compare_runs(tmp_path / "a", tmp_path / "b")
+    differences = {d["metric"]: d for d in result["differences"]}
+    assert differences["rmse"]["difference"] < 0 and differences["rmse"]["ci_high"] < 0
+    assert differences["rmse"]["share_a_better"] == 1.0 and differences["r2"]["share_a_better"] == 1.0
+    assert "mcnemar" not in result
+
+
+def test_compare_refuses_runs_of_different_tasks(tmp_path):
+    run_a = write_multilabel_run(tmp_path / "a", set(), count=120)
+    run_b = write_run(tmp_path / "b", set())
+    with pytest.raises(UsageError, match="multi-label predictions .* single-label ones"):
+        compare_runs(run_a, run_b)

@@ -20,7 +20,11 @@ from hf_transfer.metrics.intervals import (
     classification_statistic,
     mcnemar,
     paired_bootstrap,
+    paired_item_differences,
 )
+from hf_transfer.metrics.multilabel import multilabel_metrics
+from hf_transfer.metrics.regression import regression_metrics
+from hf_transfer.targets import lower_is_better
 
 
 def _classification_arrays(path: Path, items: list[dict], names: list[str]):
@@ -34,20 +38,47 @@ def _classification_arrays(path: Path, items: list[dict], names: list[str]):
     return probabilities, references, predictions
 
 
+def _multilabel_arrays(path: Path, items: list[dict], names: list[str]):
+    if list(items[0]["scores"]) != names:
+        raise UsageError(f"{path}: labels {', '.join(items[0]['scores'])} differ from the other run's "
+                         f"({', '.join(names)})")
+    def multi_hot(labels):
+        return [name in labels for name in names]
+    return (np.array([[item["scores"][name] for name in names] for item in items]),
+            np.array([multi_hot(item["reference"]) for item in items]),
+            np.array([multi_hot(item["prediction"]) for item in items]))
+
+
+def _regression_arrays(items: list[dict]):
+    return tuple(np.array([item[key] for item in items], dtype=float) for key in ("prediction", "reference"))
+
+
+def _kind(item: dict) -> str:
+    """What a run predicts, from the fields of one of its items."""
+    for field, kind in (("probabilities", "single-label"), ("scores", "multi-label"), ("word_errors", "transcription")):
+        if field in item:
+            return kind
+    return "regression"
+
+
 def _counts(items: list[dict]) -> ErrorCounts:
     return ErrorCounts(*(np.array([item[key] for item in items]) for key in ("word_errors", "words", "char_errors",
                                                                              "chars")))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, bootstrap: Bootstrap = Bootstrap()) -> dict:
-    """Paired differences (A - B) of each headline metric, and McNemar's test for classifiers."""
+    """Paired differences (A - B) of each headline metric, and McNemar's test for single-label classifiers."""
     a, b = read_items(run_a), read_items(run_b)
-    check_same_items(a, b)
     (path_a, items_a), (path_b, items_b) = a, b
+    kind = _kind(items_a[0])
+    if _kind(items_b[0]) != kind:
+        raise UsageError(f"{path_a} holds {kind} predictions and {path_b} {_kind(items_b[0])} ones: compare runs of "
+                         "one task")
+    check_same_items(a, b)
     num_items = len(items_a)
     result = {"run_a": str(path_a), "run_b": str(path_b), "items": num_items, "confidence": bootstrap.confidence,
               "resamples": bootstrap.resamples, "seed": bootstrap.seed}
-    if "probabilities" in items_a[0]:
+    if kind == "single-label":
         names = list(items_a[0]["probabilities"])
         probabilities_a, references, predictions_a = _classification_arrays(path_a, items_a, names)
         probabilities_b, _, predictions_b = _classification_arrays(path_b, items_b, names)
@@ -58,6 +89,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, bootstrap: Bootstrap = Bo
             if statistic_a(np.arange(num_items)) is not None:
                 differences.append(paired_bootstrap(metric, statistic_a, statistic_b, num_items, bootstrap))
         result["mcnemar"] = asdict(mcnemar(predictions_a == references, predictions_b == references))
+    elif kind == "multi-label":
+        names = list(items_a[0]["scores"])
+        differences = paired_item_differences(multilabel_metrics, _multilabel_arrays(path_a, items_a, names),
+                                              _multilabel_arrays(path_b, items_b, names), lower_is_better, bootstrap)
+    elif kind == "regression":
+        differences = paired_item_differences(regression_metrics, _regression_arrays(items_a),
+                                              _regression_arrays(items_b), lower_is_better, bootstrap)
     else:
         counts_a, counts_b = _counts(items_a), _counts(items_b)
         differences = [paired_bootstrap(metric, lambda rows, m=metric: counts_a.rate(m, rows),

@@ -193,6 +193,29 @@ def paired_bootstrap(metric: str, statistic_a: Callable[[np.ndarray], float | No
     return PairedDifference(metric, value_a, value_b, value_a - value_b, low, high, float(np.mean(a_better)))
 
 
+def paired_item_differences(metrics: Callable[..., dict], arrays_a: tuple[np.ndarray, ...],
+                            arrays_b: tuple[np.ndarray, ...], lower_is_better: Callable[[str], bool],
+                            bootstrap: Bootstrap = Bootstrap()) -> list[PairedDifference]:
+    """`paired_bootstrap` for every metric `metrics(*arrays)` gives (multi-label, regression): each draw scores both
+    runs once on the same items; a metric undefined for either run on the full set is left out."""
+    def scored(arrays, rows):
+        return metrics(*(array[rows] for array in arrays))
+
+    draws = [(scored(arrays_a, rows), scored(arrays_b, rows)) for rows in bootstrap.indices(len(arrays_a[0]))]
+    everything_a, everything_b = metrics(*arrays_a), metrics(*arrays_b)
+    differences = []
+    for metric, value_a in everything_a.items():
+        value_b = everything_b[metric]
+        if value_a is None or value_b is None:
+            continue
+        pairs = [(a[metric], b[metric]) for a, b in draws if a[metric] is not None and b[metric] is not None]
+        low, high = bootstrap.percentiles(a - b for a, b in pairs)
+        a_better = [a < b if lower_is_better(metric) else a > b for a, b in pairs]
+        differences.append(PairedDifference(metric, value_a, value_b, value_a - value_b, low, high,
+                                            float(np.mean(a_better))))
+    return differences
+
+
 @dataclass(frozen=True)
 class McNemar:
     """Items only A got right (`only_a`) against items only B got right (`only_b`)."""
