@@ -52,8 +52,8 @@ class StudyArgs:
     learning_rates: list[str] = field(
         default_factory=list,
         metadata={"help": "STRATEGY=RATE pairs (`feature_extraction=1e-2 lora=1e-3`): the learning rate of that "
-                          "strategy's cells, whatever their layers or pooling; the others take the base --learning_rate, or "
-                          "when it is unset the rate chosen for their strategy and backbone (README: defaults)."},
+                          "strategy's cells, whatever their layers or pooling; the others take the base "
+                          "--learning_rate, or when it is unset the rate chosen for their strategy and backbone."},
     )
     output_dir: str = field(default="outputs/study", metadata={"help": "Where study.json, study.png and cells/ go."})
 
