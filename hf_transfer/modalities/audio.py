@@ -6,6 +6,7 @@ batch rather than held in memory, so memory stays flat however large the data se
 far less than the model's forward pass over it.
 """
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def prepare_audio_splits(labelled: LabelledSplits, data: DataArgs, args: AudioAr
     """
     column = audio_column(labelled, args)
     max_samples = round(args.max_duration_seconds * sampling_rate)
-    splits, skipped = datasets.DatasetDict(), {}
+    splits, skipped, file_rows = datasets.DatasetDict(), {}, dict(labelled.file_rows)
     for split, dataset in labelled.splits.items():
         is_hub_audio = isinstance(dataset.features[column], datasets.Audio)
         if is_hub_audio:
@@ -210,12 +211,14 @@ def prepare_audio_splits(labelled: LabelledSplits, data: DataArgs, args: AudioAr
         splits[split] = dataset.select(keep) if bad else dataset
         if bad:
             skipped[split] = bad
+            if split in file_rows:  # rows named in later messages are the kept examples' own
+                file_rows[split] = [file_rows[split][index] for index in keep]
     if skipped and args.bad_audio == "error":
         where = ", ".join(f"{len(bad)} in {split} ({labelled.sources[split]})" for split, bad in skipped.items())
         raise UsageError(f"{sum(map(len, skipped.values()))} audio file(s) can't be used, {where}: "
                          f"{_shorten([entry for bad in skipped.values() for entry in bad])}. "
                          "Fix or remove them, or pass --bad_audio skip to leave them out")
-    prepared = LabelledSplits(splits=splits, label_names=labelled.label_names, sources=labelled.sources)
+    prepared = dataclasses.replace(labelled, splits=splits, file_rows=file_rows)  # names and problem type kept
     return prepared, column, skipped
 
 

@@ -9,6 +9,7 @@ The features are the head's input, caught with a forward hook, so every classifi
 discriminator lives only in training: the saved model is the plain classifier.
 """
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def with_splits(data: LabelledSplits, task: Task, input_column: str | None, labe
             labels = _encode_target_labels(dataset, label_column, data, source)
         splits[split] = datasets.Dataset.from_dict({train_column: values, "labels": labels})
         sources[split] = source
-    return LabelledSplits(datasets.DatasetDict(splits), data.label_names, sources, data.file_rows)
+    return dataclasses.replace(data, splits=datasets.DatasetDict(splits), sources=sources)
 
 
 def _encode_target_labels(dataset: datasets.Dataset, label_column: str | None, data: LabelledSplits,
