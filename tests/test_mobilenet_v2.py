@@ -15,7 +15,7 @@ from transformers import (
     MobileNetV2ForImageClassification,
 )
 
-from hf_transfer.config import ModelArgs, StrategyArgs
+from hf_transfer.config import ModelArgs, StrategyArgs, UsageError
 from hf_transfer.models import builtin
 from hf_transfer.models.checkpoints import mobilenet_v2
 from hf_transfer.models.loading import load_model
@@ -101,3 +101,15 @@ def test_partial_trains_the_last_blocks_and_the_convolution_after_them(tiny_mobi
     trained = {name.split(".")[1] + ("." + name.split(".")[2] if ".layer." in name else "")
                for name, p in model.named_parameters() if p.requires_grad and name.startswith("mobilenet_v2.")}
     assert trained == {"layer.15", "conv_1x1"}
+
+
+def test_lora_adapts_the_pointwise_convolutions_and_refuses_the_depthwise_ones(tiny_mobilenet):
+    model = apply_strategy(tiny(tiny_mobilenet), StrategyArgs(strategy="lora"), None)
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    adapted = {name.split(".lora_")[0].rsplit(".", 2)[-2] for name in trained if ".lora_" in name}
+    assert adapted == {"expand_1x1", "reduce_1x1"}
+    assert all(".lora_" in name or "classifier" in name for name in trained)
+    model(pixel_values=torch.randn(2, 3, 32, 32)).logits.sum().backward()  # the adapters run
+    with pytest.raises(UsageError, match=r"conv_3x3.convolution is a depthwise convolution.*"
+                                         r"expand_1x1.convolution, reduce_1x1.convolution"):
+        apply_strategy(tiny(tiny_mobilenet), StrategyArgs(strategy="lora", lora_target_modules=["convolution"]), None)
