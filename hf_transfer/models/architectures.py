@@ -15,6 +15,7 @@ LORA_TARGETS = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert",
                      "data2vec-text"), ["query", "value"]),
     "distilbert": ["q_lin", "v_lin"],
+    "mpnet": ["q", "v"],
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
     **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm", "whisper"), ["q_proj", "v_proj"]),
