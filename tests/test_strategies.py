@@ -13,6 +13,7 @@ ARCHITECTURES = [
     ("distilbert", ["pre_classifier", "classifier"], ["q_lin", "v_lin"]),
     ("roberta", ["classifier"], ["query", "value"]),
     ("deberta-v2", ["pooler", "classifier"], ["query_proj", "value_proj"]),
+    ("mpnet", ["classifier"], ["q", "v"]),
 ]
 
 

@@ -110,8 +110,8 @@ def test_the_cli_runs_a_study(tiny_bert, sentiment_files, tmp_path):
 
 def test_scratch_cells_of_a_builtin_model_run(tiny_bert, sentiment_files, tmp_path, monkeypatch):
     """A built-in model's folder may come back as a Path: the scratch cell's settings must still save as JSON."""
-    monkeypatch.setitem(builtin.MODELS, "tiny", builtin.BuiltinModel("org/tiny", "tiny-package", "demo",
-                                                                     lambda: Path(tiny_bert)))
+    tiny = builtin.BuiltinModel("org/tiny", "text", "1 M", "MIT", ("tiny-package",), False, lambda: Path(tiny_bert))
+    monkeypatch.setitem(builtin.MODELS, "tiny", tiny)
     results = study(["--recipe", "sentiment", "--strategies", "scratch", "--samples_per_class", "all", "--seeds", "0",
                      "--output_dir", str(tmp_path), "--model_name_or_path", "builtin:tiny",
                      "--train_file", str(sentiment_files["train"]), "--max_train_steps", "2"])

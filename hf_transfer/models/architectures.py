@@ -15,33 +15,46 @@ LORA_TARGETS = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "megatron-bert",
                      "data2vec-text"), ["query", "value"]),
     "distilbert": ["q_lin", "v_lin"],
+    "mpnet": ["q", "v"],
     "deberta-v2": ["query_proj", "value_proj"],
     "deberta": ["in_proj"],
     **dict.fromkeys(("vit", "deit", "wav2vec2", "hubert", "wavlm", "whisper"), ["q_proj", "v_proj"]),
     # CNNs: the 1x1 convolutions around each block's depthwise one. A depthwise convolution (groups > 1) takes no
-    # mergeable adapter in peft, so it is never a default target.
+    # mergeable adapter in peft, so it is never a default target. MobileNetV2 names every convolution
+    # `convolution`: its targets say which module holds it.
     "efficientnet": ["expand_conv", "project_conv"],
+    "mobilenet_v2": ["expand_1x1.convolution", "reduce_1x1.convolution"],
 }
 # When the table has no entry: the first pair whose names occur among the model's Linear layers.
 LORA_TARGET_FALLBACKS = (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["query_proj", "value_proj"])
 
 
-def _linear_names(model: nn.Module) -> set[str]:
-    """Names of the layers LoRA adapts: Linear layers and ungrouped convolutions."""
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)}
+def matches_target(name: str, target: str) -> bool:
+    """peft's rule for a list of target modules: a target is a module's full name or its last dotted parts."""
+    return name == target or name.endswith("." + target)
+
+
+def _adaptable_names(model: nn.Module) -> list[str]:
+    """Full names of the layers LoRA adapts: Linear layers and ungrouped convolutions."""
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)]
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
     model_type = getattr(model.config, "model_type", "")
-    linears = _linear_names(model)
-    if model_type in LORA_TARGETS and set(LORA_TARGETS[model_type]) <= linears:
+    adaptable = _adaptable_names(model)
+
+    def present(targets: list[str]) -> bool:
+        return all(any(matches_target(name, target) for name in adaptable) for target in targets)
+
+    if model_type in LORA_TARGETS and present(LORA_TARGETS[model_type]):
         return LORA_TARGETS[model_type]
     for pair in LORA_TARGET_FALLBACKS:
-        if set(pair) <= linears:
+        if present(pair):
             return pair
+    names = sorted({name.rsplit(".", 1)[-1] for name in adaptable})
     raise UsageError(f"can't guess LoRA target modules for model type {model_type!r}; name them with "
-                     f"--lora_target_modules (its Linear and convolution layers are: {', '.join(sorted(linears))})")
+                     f"--lora_target_modules (its Linear and convolution layers are: {', '.join(names)})")
 
 
 def _backbone_name(model: nn.Module) -> str:
@@ -88,8 +101,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 # Backbone modules above the block stack, trained with the top blocks by `partial`: BERT's pooler, the 1x1
-# convolution and BatchNorm that EfficientNet runs after its last block, the final LayerNorm of Whisper's encoder.
-TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "layer_norm")
+# convolution and BatchNorm that EfficientNet (and MobileNetV2) runs after its last block, the final LayerNorm of
+# Whisper's encoder.
+TOP_MODULES = ("pooler", "encoder.top_conv", "encoder.top_bn", "conv_1x1", "layer_norm")
 
 
 def top_modules(model: nn.Module) -> list[nn.Module]:

@@ -140,16 +140,21 @@ def load_model(model_args: ModelArgs, auto_model: type, label_names: list[str], 
 
 
 def set_batchnorm_momentum(model: PreTrainedModel) -> None:
-    """Give every EfficientNet BatchNorm layer PyTorch's meaning of the config's momentum.
+    """Give every BatchNorm layer PyTorch's meaning of its momentum (the share of each batch in the running
+    statistics).
 
-    transformers passes `batch_norm_momentum` to `nn.BatchNorm2d` as it is, but Hub EfficientNet configs hold
-    TensorFlow's meaning (0.99: keep 99 % of the running statistics), which PyTorch reads as "keep 1 %"; and it
-    builds the expansion layers' BatchNorm without it (PyTorch's 0.1). Our converted Lite0 stores 0.01.
+    transformers passes EfficientNet's `batch_norm_momentum` to `nn.BatchNorm2d` as it is, but Hub EfficientNet
+    configs hold TensorFlow's meaning (0.99: keep 99 % of the running statistics), which PyTorch reads as "keep 1 %";
+    and it builds the expansion layers' BatchNorm without it (PyTorch's 0.1). Our converted Lite stores 0.01.
+    MobileNet hard-codes TensorFlow's 0.997 in every layer.
     """
-    if getattr(model.config, "model_type", "") != "efficientnet":
-        return
-    momentum = model.config.batch_norm_momentum
-    momentum = 1 - momentum if momentum > 0.5 else momentum
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = momentum
+    if getattr(model.config, "model_type", "") == "efficientnet":
+        momentum = model.config.batch_norm_momentum
+        momentum = 1 - momentum if momentum > 0.5 else momentum
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
+    elif getattr(model.config, "model_type", "") in ("mobilenet_v1", "mobilenet_v2"):
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum > 0.5:
+                module.momentum = 1 - module.momentum

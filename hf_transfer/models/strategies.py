@@ -14,6 +14,7 @@ from hf_transfer.models.architectures import (
     has_decoder,
     head_module_names,
     lora_target_modules,
+    matches_target,
     top_modules,
 )
 
@@ -68,7 +69,7 @@ def _check_lora_targets(model: nn.Module, targets: list[str], rank: int) -> None
     """peft adapts a grouped (depthwise) convolution only when the rank divides by its groups, and never merges
     it; say so before peft fails deep inside, and name the layers that work."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.groups > 1 and name.rsplit(".", 1)[-1] in targets:
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and any(matches_target(name, t) for t in targets):
             raise UsageError(f"--lora_target_modules: {name} is a depthwise convolution (groups={module.groups}); "
                              "LoRA on it can't be merged and needs a rank divisible by its groups. Target the 1x1 "
                              f"convolutions instead (for {model.config.model_type}: "
