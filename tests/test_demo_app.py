@@ -1,0 +1,152 @@
+"""`hf-transfer demo`: the Gradio page answers as `predict` does, says what is wrong with bad input, shows the test
+metrics with their intervals."""
+
+import pytest
+import soundfile as sf
+from fixtures import sentences, tone, write_csv
+from transformers import PretrainedConfig
+
+from hf_transfer.evaluation.inference import predict
+from hf_transfer.recipes import audio_classification, image_classification, sentiment
+
+gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[app]'")
+
+from hf_transfer.publish.demo import Demo, answer_markdown, build_app, metrics_markdown, respond  # noqa: E402
+
+
+def with_sites(rows: list[dict], sites: tuple[str, ...]) -> list[dict]:
+    return [{**row, "site": sites[i % len(sites)]} for i, row in enumerate(rows)]
+
+
+@pytest.fixture(scope="module")
+def text_run(tiny_bert, tmp_path_factory):
+    """A tiny text classifier with a calibrated temperature, a threshold chosen on validation and per-site scores."""
+    folder = tmp_path_factory.mktemp("text-demo")
+    train = write_csv(folder / "train.csv", with_sites(sentences(96), ("east", "west", "centre")))
+    test = write_csv(folder / "test.csv", with_sites(sentences(24, seed=1), ("north", "south")))
+    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
+                    "output_dir": str(folder / "out"), "strategy": "full", "learning_rate": 5e-3,
+                    "max_train_steps": 4, "per_device_train_batch_size": 16, "group_column": "site",
+                    "decision_threshold": "auto", "calibrate": "temperature", "bootstrap_resamples": 50})
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def image_run(tiny_vit, images, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("image-demo") / "out"
+    image_classification.main({"model_name_or_path": str(tiny_vit), "output_dir": str(output_dir),
+                               "train_dir": str(images / "train"), "validation_dir": str(images / "val"),
+                               "test_dir": str(images / "val"), "learning_rate": 5e-3,
+                               "per_device_train_batch_size": 8, "max_train_steps": 2, "bootstrap_resamples": 50})
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def audio_run(tiny_wav2vec2, tones, tmp_path_factory):
+    """An audio classifier that hears 0.25 s."""
+    output_dir = tmp_path_factory.mktemp("audio-demo") / "out"
+    audio_classification.main({"model_name_or_path": str(tiny_wav2vec2), "output_dir": str(output_dir),
+                               "train_dir": str(tones / "train"), "test_dir": str(tones / "test"),
+                               "max_duration_seconds": 0.25, "validation_split_percentage": 25,
+                               "per_device_train_batch_size": 8, "max_train_steps": 2, "bootstrap_resamples": 50})
+    return output_dir
+
+
+def test_text_page_answers_as_predict_does_with_the_saved_operating_point(text_run):
+    demo = Demo.load(text_run)
+    assert demo.model.config.decision_threshold is not None and demo.model.config.calibration_temperature != 1.0
+    text = "the hotel was lovely and superb"
+    [expected] = predict(demo.model, demo.processor, demo.settings, [text])
+
+    answer, note = respond(demo, text)
+
+    assert demo.answer(text) == (expected, "")
+    assert answer.startswith(f"**{expected['label']}** ({expected['score']:.4f})")
+    for label, score in expected["scores"].items():
+        assert f"| {label} | {score:.4f} |" in answer
+    assert note == ""
+
+
+def test_image_page_answers_as_predict_does_on_the_uploaded_file(image_run, images):
+    demo = Demo.load(image_run)
+    path = str(images / "val" / "red" / "0.png")
+    [expected] = predict(demo.model, demo.processor, demo.settings, [path])
+
+    answer, note = respond(demo, {"path": path, "orig_name": "0.png"})  # gradio's raw upload
+
+    assert demo.answer(path) == (expected, "")
+    assert answer.startswith(f"**{expected['label']}** ({expected['score']:.4f})") and note == ""
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_an_empty_text_gets_a_message_not_an_answer(text_run, text):
+    assert respond(Demo.load(text_run), text) == ("", "Type a text first: an empty text has nothing to classify.")
+
+
+def test_an_unreadable_image_or_none_gets_a_message(image_run, tmp_path):
+    demo = Demo.load(image_run)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+
+    answer, note = respond(demo, {"path": str(broken)})
+
+    assert answer == "" and note.startswith(f"That image can't be used: can't read image {broken}")
+    assert respond(demo, None) == ("", "Give an image first: upload a file.")
+
+
+def test_audio_page_says_where_a_long_clip_was_cut_and_names_an_unreadable_file(audio_run, tmp_path):
+    demo = Demo.load(audio_run)
+    clip, short, broken = tmp_path / "long.wav", tmp_path / "short.wav", tmp_path / "broken.wav"
+    sf.write(clip, tone(440.0, 1.0, 16000), 16000)
+    sf.write(short, tone(440.0, 0.2, 16000), 16000)
+    broken.write_bytes(b"RIFF not really")
+    [expected] = predict(demo.model, demo.processor, demo.settings, [str(clip)])
+
+    answer, note = respond(demo, str(clip))
+
+    assert answer.startswith(f"**{expected['label']}** ({expected['score']:.4f})")
+    assert note == ("The clip is 1.00 s long and the model hears 0.25 s: it answered on the middle, from 0.38 s to "
+                    "0.62 s. The rest was cut.")
+    assert respond(demo, str(short))[1] == ""
+    answer, note = respond(demo, str(broken))
+    assert answer == "" and note.startswith(f"That audio can't be used: can't read audio file {broken}")
+
+
+def test_metrics_panel_shows_the_intervals_and_the_worst_group(text_run):
+    demo = Demo.load(text_run)
+    results = demo.results
+
+    panel = metrics_markdown(results, demo.settings["confidence_level"])
+
+    assert f"the test split ({results['test_samples']} items)" in panel and "| metric | score | 95% interval |" in panel
+    assert (f"| accuracy | {results['test_accuracy']:.4f} | [{results['test_accuracy_ci_low']:.4f}, "
+            f"{results['test_accuracy_ci_high']:.4f}] |") in panel
+    assert f"**Worst group:** {results['test_worst_group']} (accuracy " in panel
+    assert metrics_markdown({}, 0.95).startswith("This run has no test scores")
+
+
+def test_the_page_holds_the_plots_and_test_examples(text_run):
+    app = build_app(Demo.load(text_run))
+
+    images = [block for block in app.blocks.values() if isinstance(block, gr.Image)]
+    examples = next(block for block in app.blocks.values() if isinstance(block, gr.Dataset))
+    assert {image.label for image in images} == {"Confusion matrix (test split)", "ROC curve (test split)",
+                                                 "Reliability diagram (test split)"}
+    assert len(examples.samples) == 5 and all(sample[0] in (text_run / "test_predictions.jsonl").read_text()
+                                              for sample in examples.samples)
+
+
+def config_of(problem_type: str, labels: list[str], **extra) -> PretrainedConfig:
+    return PretrainedConfig(problem_type=problem_type, id2label=dict(enumerate(labels)), **extra)
+
+
+@pytest.mark.parametrize("prediction, config, expected", [
+    ({"text": "x", "labels": ["b"], "scores": {"a": 0.2, "b": 0.7}},
+     config_of("multi_label_classification", ["a", "b"], decision_thresholds=[0.3, 0.6]),
+     "**Labels: b**\n\n| label | score | threshold | on |\n|---|---|---|---|\n| a | 0.2000 | 0.3000 | no |\n"
+     "| b | 0.7000 | 0.6000 | yes |"),
+    ({"text": "x", "price": 1234.5}, config_of("regression", ["price"]), "**price: 1234.5**"),
+    ({"audio": "x.wav", "transcript": "a b"}, PretrainedConfig(), "**Transcript:** a b"),
+])
+def test_answers_follow_the_target(prediction, config, expected):
+    assert answer_markdown(prediction, config) == expected
