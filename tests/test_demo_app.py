@@ -1,11 +1,15 @@
 """`hf-transfer demo`: the Gradio page answers as `predict` does, says what is wrong with bad input, shows the test
-metrics with their intervals."""
+metrics with their intervals; the other commands never import gradio."""
+
+import subprocess
+import sys
 
 import pytest
 import soundfile as sf
 from fixtures import sentences, tone, write_csv
 from transformers import PretrainedConfig
 
+from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import predict
 from hf_transfer.recipes import audio_classification, image_classification, sentiment
 
@@ -150,3 +154,25 @@ def config_of(problem_type: str, labels: list[str], **extra) -> PretrainedConfig
 ])
 def test_answers_follow_the_target(prediction, config, expected):
     assert answer_markdown(prediction, config) == expected
+
+
+def test_the_other_commands_never_import_gradio(text_run):
+    script = ("import sys\nfrom hf_transfer.cli import main\n"
+              f"main(['predict', {str(text_run)!r}, 'the film was great'])\n"
+              "assert 'gradio' not in sys.modules, 'gradio was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"label"' in done.stdout
+
+
+def test_demo_without_gradio_says_how_to_install_it(text_run):
+    script = ("import sys\nsys.modules['gradio'] = None  # as if not installed\nfrom hf_transfer.cli import main\n"
+              f"main(['demo', {str(text_run)!r}])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: `hf-transfer demo` needs Gradio: pip install 'hf-transfer-kit[app]'"
+
+
+def test_demo_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(SystemExit, match=f"no such folder: {tmp_path / 'nope'}"):
+        cli(["demo", str(tmp_path / "nope")])
