@@ -6,43 +6,16 @@ import sys
 
 import pytest
 import soundfile as sf
-from fixtures import sentences, tone, write_csv
+from fixtures import tone
 from transformers import PretrainedConfig
 
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import predict
-from hf_transfer.recipes import audio_classification, image_classification, sentiment
+from hf_transfer.recipes import audio_classification
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[app]'")
 
 from hf_transfer.publish.demo import Demo, answer_markdown, build_app, metrics_markdown, respond  # noqa: E402
-
-
-def with_sites(rows: list[dict], sites: tuple[str, ...]) -> list[dict]:
-    return [{**row, "site": sites[i % len(sites)]} for i, row in enumerate(rows)]
-
-
-@pytest.fixture(scope="module")
-def text_run(tiny_bert, tmp_path_factory):
-    """A tiny text classifier with a calibrated temperature, a threshold chosen on validation and per-site scores."""
-    folder = tmp_path_factory.mktemp("text-demo")
-    train = write_csv(folder / "train.csv", with_sites(sentences(96), ("east", "west", "centre")))
-    test = write_csv(folder / "test.csv", with_sites(sentences(24, seed=1), ("north", "south")))
-    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
-                    "output_dir": str(folder / "out"), "strategy": "full", "learning_rate": 5e-3,
-                    "max_train_steps": 4, "per_device_train_batch_size": 16, "group_column": "site",
-                    "decision_threshold": "auto", "calibrate": "temperature", "bootstrap_resamples": 50})
-    return folder / "out"
-
-
-@pytest.fixture(scope="module")
-def image_run(tiny_vit, images, tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("image-demo") / "out"
-    image_classification.main({"model_name_or_path": str(tiny_vit), "output_dir": str(output_dir),
-                               "train_dir": str(images / "train"), "validation_dir": str(images / "val"),
-                               "test_dir": str(images / "val"), "learning_rate": 5e-3,
-                               "per_device_train_batch_size": 8, "max_train_steps": 2, "bootstrap_resamples": 50})
-    return output_dir
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +29,8 @@ def audio_run(tiny_wav2vec2, tones, tmp_path_factory):
     return output_dir
 
 
-def test_text_page_answers_as_predict_does_with_the_saved_operating_point(text_run):
-    demo = Demo.load(text_run)
+def test_text_page_answers_as_predict_does_with_the_saved_operating_point(demo_text_run):
+    demo = Demo.load(demo_text_run)
     assert demo.model.config.decision_threshold is not None and demo.model.config.calibration_temperature != 1.0
     text = "the hotel was lovely and superb"
     [expected] = predict(demo.model, demo.processor, demo.settings, [text])
@@ -71,8 +44,8 @@ def test_text_page_answers_as_predict_does_with_the_saved_operating_point(text_r
     assert note == ""
 
 
-def test_image_page_answers_as_predict_does_on_the_uploaded_file(image_run, images):
-    demo = Demo.load(image_run)
+def test_image_page_answers_as_predict_does_on_the_uploaded_file(demo_image_run, images):
+    demo = Demo.load(demo_image_run)
     path = str(images / "val" / "red" / "0.png")
     [expected] = predict(demo.model, demo.processor, demo.settings, [path])
 
@@ -83,12 +56,12 @@ def test_image_page_answers_as_predict_does_on_the_uploaded_file(image_run, imag
 
 
 @pytest.mark.parametrize("text", ["", "   \n"])
-def test_an_empty_text_gets_a_message_not_an_answer(text_run, text):
-    assert respond(Demo.load(text_run), text) == ("", "Type a text first: an empty text has nothing to classify.")
+def test_an_empty_text_gets_a_message_not_an_answer(demo_text_run, text):
+    assert respond(Demo.load(demo_text_run), text) == ("", "Type a text first: an empty text has nothing to classify.")
 
 
-def test_an_unreadable_image_or_none_gets_a_message(image_run, tmp_path):
-    demo = Demo.load(image_run)
+def test_an_unreadable_image_or_none_gets_a_message(demo_image_run, tmp_path):
+    demo = Demo.load(demo_image_run)
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
 
@@ -116,8 +89,8 @@ def test_audio_page_says_where_a_long_clip_was_cut_and_names_an_unreadable_file(
     assert answer == "" and note.startswith(f"That audio can't be used: can't read audio file {broken}")
 
 
-def test_metrics_panel_shows_the_intervals_and_the_worst_group(text_run):
-    demo = Demo.load(text_run)
+def test_metrics_panel_shows_the_intervals_and_the_worst_group(demo_text_run):
+    demo = Demo.load(demo_text_run)
     results = demo.results
 
     panel = metrics_markdown(results, demo.settings["confidence_level"])
@@ -129,14 +102,13 @@ def test_metrics_panel_shows_the_intervals_and_the_worst_group(text_run):
     assert metrics_markdown({}, 0.95).startswith("This run has no test scores")
 
 
-def test_the_page_holds_the_plots_and_test_examples(text_run):
-    app = build_app(Demo.load(text_run))
+def test_the_page_holds_the_plots_and_test_examples(demo_text_run):
+    app = build_app(Demo.load(demo_text_run))
 
     images = [block for block in app.blocks.values() if isinstance(block, gr.Image)]
     examples = next(block for block in app.blocks.values() if isinstance(block, gr.Dataset))
-    assert {image.label for image in images} == {"Confusion matrix (test split)", "ROC curve (test split)",
-                                                 "Reliability diagram (test split)"}
-    assert len(examples.samples) == 5 and all(sample[0] in (text_run / "test_predictions.jsonl").read_text()
+    assert {image.label for image in images} == {"Confusion matrix", "ROC curve", "Reliability diagram"}
+    assert len(examples.samples) == 5 and all(sample[0] in (demo_text_run / "test_predictions.jsonl").read_text()
                                               for sample in examples.samples)
 
 
@@ -156,21 +128,23 @@ def test_answers_follow_the_target(prediction, config, expected):
     assert answer_markdown(prediction, config) == expected
 
 
-def test_the_other_commands_never_import_gradio(text_run):
+def test_the_other_commands_never_import_gradio(demo_text_run):
     script = ("import sys\nfrom hf_transfer.cli import main\n"
-              f"main(['predict', {str(text_run)!r}, 'the film was great'])\n"
+              f"main(['predict', {str(demo_text_run)!r}, 'the film was great'])\n"
               "assert 'gradio' not in sys.modules, 'gradio was imported'\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"label"' in done.stdout
 
 
-def test_demo_without_gradio_says_how_to_install_it(text_run):
-    script = ("import sys\nsys.modules['gradio'] = None  # as if not installed\nfrom hf_transfer.cli import main\n"
-              f"main(['demo', {str(text_run)!r}])\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    assert done.stderr.strip() == "error: `hf-transfer demo` needs Gradio: pip install 'hf-transfer-kit[app]'"
+def test_demo_without_gradio_says_how_to_install_it(demo_text_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: importing it fails
+    monkeypatch.delitem(sys.modules, "hf_transfer.publish.demo")
+
+    with pytest.raises(SystemExit) as exit:
+        cli(["demo", str(demo_text_run)])
+
+    assert exit.value.code == "error: `hf-transfer demo` needs Gradio: pip install 'hf-transfer-kit[app]'"
 
 
 def test_demo_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
 
 import gradio as gr
@@ -21,9 +22,9 @@ from hf_transfer.evaluation.inference import load_trained, predict
 from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from hf_transfer.tasks import task_for
 
-# The plots a run folder may hold, with their captions on the page.
-PLOTS = {"confusion_matrix.png": "Confusion matrix (test split)", "roc_curve.png": "ROC curve (test split)",
-         "reliability_diagram.png": "Reliability diagram (test split)"}
+# The plots a run folder may hold, with their tabs' names on the page (each plot names its split).
+PLOTS = {"confusion_matrix.png": "Confusion matrix", "roc_curve.png": "ROC curve",
+         "reliability_diagram.png": "Reliability diagram"}
 EXAMPLES = 5  # inputs of the test split offered as examples
 SHOWN_CLASSES = 10  # the answer lists this many classes, best first
 ANSWER_ID, NOTE_ID, METRICS_ID = "answer", "note", "metrics"  # elem_ids the browser test reads
@@ -138,14 +139,17 @@ def metrics_markdown(results: dict, confidence_level: float) -> str:
 
 
 def examples_from_test_split(folder: Path, kind: str) -> list[str]:
-    """A few inputs of the run's test split (test_predictions.jsonl), files only where they are still there."""
+    """A few inputs of the run's test split (test_predictions.jsonl), one of each reference in turn so that the
+    examples show several classes; files only where they are still there."""
     path = folder / "test_predictions.jsonl"
     if not path.is_file():
         return []
-    inputs = [json.loads(line)["input"] for line in path.read_text().splitlines() if line.strip()]
-    if kind != "text":
-        inputs = [value for value in inputs if Path(value).is_file()]
-    return list(dict.fromkeys(inputs))[:EXAMPLES]
+    by_reference = {}
+    for row in map(json.loads, filter(str.strip, path.read_text().splitlines())):
+        if kind == "text" or Path(row["input"]).is_file():
+            by_reference.setdefault(str(row["reference"]), []).append(row["input"])
+    in_turn = [value for values in zip_longest(*by_reference.values()) for value in values if value is not None]
+    return list(dict.fromkeys(in_turn))[:EXAMPLES]
 
 
 def respond(demo: Demo, value: str | dict | None) -> tuple[str, str]:
@@ -159,14 +163,16 @@ def input_component(kind: str):
     if kind == "text":
         return gr.Textbox(label="Text", lines=3, placeholder="Type a sentence")
     if kind == "image":
-        return gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"])
+        return gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=240)
     return gr.Audio(label="Audio", type="filepath", sources=["upload", "microphone"])
 
 
 def build_app(demo: Demo) -> gr.Blocks:
     """The page: input, answer and a note on the left; metrics, operating point and plots on the right."""
-    with gr.Blocks(title=f"hf-transfer demo: {demo.folder.name}") as app:
-        gr.Markdown(f"# {demo.folder.name}\n{demo.settings['task']} trained with hf_transfer "
+    # No analytics: nothing leaves the machine unless --share asks for a public link.
+    name = demo.settings.get("hub_model_id") or demo.folder.resolve().name
+    with gr.Blocks(title=f"hf-transfer demo: {name}", analytics_enabled=False) as app:
+        gr.Markdown(f"# {name}\n{demo.settings['task']} trained with hf_transfer "
                     f"({demo.settings['strategy']}). Its answers are those of `hf-transfer predict`.")
         with gr.Row():
             with gr.Column():
@@ -181,9 +187,12 @@ def build_app(demo: Demo) -> gr.Blocks:
                 gr.Markdown(metrics_markdown(demo.results, demo.settings.get("confidence_level", 0.95)),
                             elem_id=METRICS_ID)
                 gr.Markdown(operating_point_markdown(demo.model.config))
-                for name, caption in PLOTS.items():
-                    if (demo.folder / name).is_file():
-                        gr.Image(str(demo.folder / name), label=caption, interactive=False)
+                with gr.Tabs():
+                    for name, caption in PLOTS.items():
+                        if (demo.folder / name).is_file():
+                            with gr.Tab(caption):
+                                gr.Image(str(demo.folder / name), label=caption, show_label=False,
+                                         interactive=False)
         # preprocess=False: gradio's own image preprocessing opens the file and fails with its own message on an
         # unreadable one; `predict`'s loader names the problem instead.
         events = [button.click] + ([source.submit] if demo.kind == "text" else [])
