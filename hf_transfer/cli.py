@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--head", help=HEAD_HELP)
     demo_parser = commands.add_parser("demo", help="try a trained folder in the browser: a Gradio page with its test "
                                                    "metrics and intervals (needs pip install 'hf-transfer-kit[app]')")
-    demo_parser.add_argument("output_dir")
+    demo_parser.add_argument("output_dir", help="a trained folder, or the Hub repo (user/name) it was pushed to")
     demo_parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
     demo_parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link (72 hours)")
     push_parser = commands.add_parser("push", help="upload a trained folder (model, card, report) to the Hub")
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--revision", help="branch to push to (created if missing)")
     push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
     push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
+    push_parser.add_argument("--space", help="user/name of a Gradio Space to create (or update) beside the model: "
+                                             "hf-transfer demo's page, loading the pushed model")
     compare_parser = commands.add_parser("compare", help="paired bootstrap and McNemar's test of two runs scored on "
                                                          "the same test items")
     compare_parser.add_argument("run_a", help="output folder, evaluate report folder or test_predictions.jsonl")
@@ -171,10 +173,12 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         demo(args.output_dir, args.port, args.share)
     elif args.command == "push":
-        from hf_transfer.publish.hub import push_folder
+        from hf_transfer.publish.hub import push_folder, push_space
 
         print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                          token=args.token, merge_adapter=args.merge_adapter))
+                          token=args.token, merge_adapter=args.merge_adapter, space=args.space))
+        if args.space:
+            print(push_space(args.space, args.repo_id, private=args.private, token=args.token))
     elif args.command == "compare":
         from hf_transfer.evaluation.compare import compare_runs, format_comparison
         from hf_transfer.metrics.intervals import Bootstrap

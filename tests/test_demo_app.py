@@ -1,16 +1,20 @@
 """`hf-transfer demo`: the Gradio page answers as `predict` does, says what is wrong with bad input, shows the test
-metrics with their intervals; the other commands never import gradio."""
+metrics with their intervals; the other commands never import gradio; `push --space` creates a Space that serves the
+pushed model."""
 
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 import soundfile as sf
 from fixtures import tone
+from huggingface_hub import SpaceCard
 from transformers import PretrainedConfig
 
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import predict
+from hf_transfer.publish import merge
 from hf_transfer.recipes import audio_classification
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[app]'")
@@ -150,3 +154,46 @@ def test_demo_without_gradio_says_how_to_install_it(demo_text_run, monkeypatch):
 def test_demo_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(SystemExit, match=f"no such folder: {tmp_path / 'nope'}"):
         cli(["demo", str(tmp_path / "nope")])
+
+
+# The colours and the length a Space's front matter allows (huggingface.co/docs/hub/spaces-config-reference).
+SPACE_COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+
+
+def test_push_with_space_creates_a_space_that_loads_the_pushed_model(fake_hub, demo_text_run, tmp_path, monkeypatch,
+                                                                     capsys):
+    repo, space_id = "user/tiny-sentiment", "user/tiny-sentiment-demo"
+    cli(["push", str(demo_text_run), "--repo_id", repo, "--space", space_id])
+
+    space = fake_hub.files(f"spaces/{space_id}")
+    assert set(space) == {"app.py", "requirements.txt", "README.md"}
+    assert capsys.readouterr().out.split() == [f"{fake_hub.url}/{repo}", f"{fake_hub.url}/spaces/{space_id}"]
+    card = SpaceCard(space["README.md"].decode())
+    assert card.data.sdk == "gradio" and card.data.app_file in space and card.data.models == [repo]
+    assert card.data.colorFrom in SPACE_COLOURS and card.data.colorTo in SPACE_COLOURS
+    assert len(card.data.short_description) <= 60 and card.data.sdk_version.startswith("6.")
+    assert f"(https://huggingface.co/{repo})" in card.text  # the Space links to the model card, and back:
+    assert f"(https://huggingface.co/spaces/{space_id})" in fake_hub.files(repo)["README.md"].decode()
+    assert space["requirements.txt"].decode().startswith("hf-transfer-kit[app]==")
+
+    def snapshot_download(repo_id):  # the fake Hub serves no downloads: read what it holds
+        folder = tmp_path / "snapshot"
+        for name, data in fake_hub.files(repo_id).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        return str(folder)
+
+    monkeypatch.setattr(merge, "snapshot_download", snapshot_download)
+    (tmp_path / "app.py").write_bytes(space["app.py"])
+    spec = importlib.util.spec_from_file_location("space_app", tmp_path / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)  # what the Space runs, less launch()
+    assert isinstance(app.demo, gr.Blocks) and app.demo.title == f"hf-transfer demo: {repo}"
+    pushed, local = Demo.load(repo), Demo.load(demo_text_run)
+    assert pushed.answer("the film was great") == local.answer("the film was great")
+    assert pushed.results == local.results
+
+
+def test_space_needs_the_main_branch(demo_text_run):
+    with pytest.raises(SystemExit, match="--space demos the model on its main branch: push it without --revision"):
+        cli(["push", str(demo_text_run), "--repo_id", "user/m", "--revision", "v1", "--space", "user/m-demo"])

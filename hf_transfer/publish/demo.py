@@ -19,6 +19,7 @@ import soundfile as sf
 
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import load_trained, predict
+from hf_transfer.publish.merge import trained_folder
 from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from hf_transfer.tasks import task_for
 
@@ -34,6 +35,7 @@ ANSWER_ID, NOTE_ID, METRICS_ID = "answer", "note", "metrics"  # elem_ids the bro
 class Demo:
     """A loaded run: the model and what the page shows about it."""
 
+    name: str  # the Hub repo, or the run folder's name
     folder: Path
     model: object
     processor: object
@@ -41,14 +43,18 @@ class Demo:
     results: dict  # all_results.json, or {} when the folder has none
 
     @classmethod
-    def load(cls, output_dir: str | Path, require_finished: bool = True) -> "Demo":
-        model, processor, settings = load_trained(output_dir, require_finished=require_finished)
+    def load(cls, output_dir: str | Path) -> "Demo":
+        """A finished run folder, or the Hub repo (`user/name`) it was pushed to, downloaded first."""
+        folder = trained_folder(output_dir)
+        downloaded = folder != Path(output_dir)
+        model, processor, settings = load_trained(folder, require_finished=not downloaded)
         if settings.get("text_pair_column"):
             raise UsageError(f"{output_dir} classifies text pairs ({settings['text_column']}, "
                              f"{settings['text_pair_column']}): score a file of them with `hf-transfer evaluate`")
-        results_file = Path(output_dir) / "all_results.json"
+        results_file = folder / "all_results.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-        return cls(Path(output_dir), model, processor, settings, results)
+        name = str(output_dir) if downloaded else folder.resolve().name
+        return cls(name, folder, model, processor, settings, results)
 
     @property
     def kind(self) -> str:
@@ -170,9 +176,8 @@ def input_component(kind: str):
 def build_app(demo: Demo) -> gr.Blocks:
     """The page: input, answer and a note on the left; metrics, operating point and plots on the right."""
     # No analytics: nothing leaves the machine unless --share asks for a public link.
-    name = demo.settings.get("hub_model_id") or demo.folder.resolve().name
-    with gr.Blocks(title=f"hf-transfer demo: {name}", analytics_enabled=False) as app:
-        gr.Markdown(f"# {name}\n{demo.settings['task']} trained with hf_transfer "
+    with gr.Blocks(title=f"hf-transfer demo: {demo.name}", analytics_enabled=False) as app:
+        gr.Markdown(f"# {demo.name}\n{demo.settings['task']} trained with hf_transfer "
                     f"({demo.settings['strategy']}). Its answers are those of `hf-transfer predict`.")
         with gr.Row():
             with gr.Column():
