@@ -114,7 +114,7 @@ def test_a_typed_sentence_gets_predicts_answer_beside_the_intervals(browser, dem
         assert page.locator("#answer").inner_text().strip() == ""
 
 
-def test_an_uploaded_image_gets_predicts_answer(browser, demo_image_run, images, tmp_path):
+def test_an_uploaded_image_gets_predicts_answer_and_a_broken_one_a_message(browser, demo_image_run, images, tmp_path):
     image = images / "val" / "red" / "0.png"
     with served(demo_image_run) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -125,3 +125,10 @@ def test_an_uploaded_image_gets_predicts_answer(browser, demo_image_run, images,
         assert answer_rows(page) == expected(demo_image_run, str(image))
         check_metrics_panel(page, demo_image_run)
         screenshot(page, tmp_path, "demo_image.png")
+
+        broken = tmp_path / "holiday.png"
+        broken.write_text("not an image")
+        page.locator("input[type=file]").first.set_input_files(str(broken))
+        page.get_by_role("button", name="Predict").click()
+        page.locator("#note", has_text="That image can't be used: can't read image holiday.png").wait_for(
+            timeout=30_000)

@@ -61,9 +61,9 @@ class Demo:
         """"text", "image" or "audio": what the page asks for."""
         return task_for(self.settings["task"], self.model.config).input_kind
 
-    def answer(self, value: str | None) -> tuple[dict | None, str]:
+    def answer(self, value: str | None, shown_as: str | None = None) -> tuple[dict | None, str]:
         """(`predict`'s answer for one text or file path, a note for the page); (None, what is wrong) for input the
-        model can't take."""
+        model can't take. `shown_as`: the name the user knows an uploaded file by (gradio stores it elsewhere)."""
         if self.kind == "text" and not (value or "").strip():
             return None, "Type a text first: an empty text has nothing to classify."
         if self.kind != "text" and not value:
@@ -72,7 +72,7 @@ class Demo:
         try:
             [prediction] = predict(self.model, self.processor, self.settings, [value])
         except UsageError as error:  # an unreadable or empty file
-            return None, f"That {self.kind} can't be used: {error}"
+            return None, f"That {self.kind} can't be used: {str(error).replace(value, shown_as or value)}"
         return prediction, self._cut_note(value)
 
     def _cut_note(self, path: str) -> str:
@@ -161,7 +161,8 @@ def examples_from_test_split(folder: Path, kind: str) -> list[str]:
 def respond(demo: Demo, value: str | dict | None) -> tuple[str, str]:
     """The page's prediction function: (the answer, a note) for a text, a file path, or the raw upload gradio hands
     over when its own preprocessing is off ({"path": ...})."""
-    prediction, note = demo.answer(value.get("path") if isinstance(value, dict) else value)
+    upload = value if isinstance(value, dict) else {"path": value}
+    prediction, note = demo.answer(upload["path"], upload.get("orig_name"))
     return ("" if prediction is None else answer_markdown(prediction, demo.model.config)), note
 
 
