@@ -8,14 +8,15 @@ import sys
 
 import pytest
 import soundfile as sf
-from fixtures import tone
+from fixtures import tone, write_csv
 from huggingface_hub import SpaceCard
+from test_targets import scored_rows, tagged_rows
 from transformers import PretrainedConfig
 
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import predict
 from hf_transfer.publish import merge
-from hf_transfer.recipes import audio_classification
+from hf_transfer.recipes import audio_classification, sentiment
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[app]'")
 
@@ -115,6 +116,34 @@ def test_the_page_holds_the_plots_and_test_examples(demo_text_run):
     assert {image.label for image in images} == {"Confusion matrix", "ROC curve", "Reliability diagram"}
     assert len(examples.samples) == 5 and all(sample[0] in (demo_text_run / "test_predictions.jsonl").read_text()
                                               for sample in examples.samples)
+
+
+@pytest.mark.parametrize("problem_type, rows, plot", [
+    ("multi_label_classification", tagged_rows, "precision_recall.png"),
+    ("regression", scored_rows, "regression.png"),
+])
+def test_multi_label_and_regression_pages_answer_as_predict_does(tiny_bert, tmp_path, problem_type, rows, plot):
+    train, test = write_csv(tmp_path / "train.csv", rows(64, 0)), write_csv(tmp_path / "test.csv", rows(16, 1))
+    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
+                    "output_dir": str(tmp_path / "out"), "problem_type": problem_type, "max_train_steps": 4,
+                    "learning_rate": 5e-3, "per_device_train_batch_size": 16, "bootstrap_resamples": 50})
+    demo = Demo.load(tmp_path / "out")
+    text = rows(1, 5)[0]["text"]
+    [expected] = predict(demo.model, demo.processor, demo.settings, [text])
+
+    answer, note = respond(demo, text)
+
+    assert demo.answer(text) == (expected, "") and note == ""
+    if problem_type == "regression":  # the number in the training targets' units
+        assert answer == f"**label: {expected['label']:.6g}**" and 20 < expected["label"] < 100
+    else:
+        for name, threshold in zip(expected["scores"], demo.model.config.decision_thresholds):
+            on = "yes" if name in expected["labels"] else "no"
+            assert f"| {name} | {expected['scores'][name]:.4f} | {threshold:.4f} | {on} |" in answer
+    metric = "rmse" if problem_type == "regression" else "f1_micro"
+    assert f"| {metric} | {demo.results[f'test_{metric}']:.4f} | [" in metrics_markdown(demo.results, 0.95)
+    assert any(image.value and image.value["path"].endswith(plot) for image in build_app(demo).blocks.values()
+               if isinstance(image, gr.Image))
 
 
 def config_of(problem_type: str, labels: list[str], **extra) -> PretrainedConfig:

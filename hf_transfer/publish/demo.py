@@ -23,9 +23,11 @@ from hf_transfer.publish.merge import trained_folder
 from hf_transfer.targets import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from hf_transfer.tasks import task_for
 
-# The plots a run folder may hold, with their tabs' names on the page (each plot names its split).
+# The plots a run folder may hold (single-label, multi-label, regression), with their tabs' names on the page (each
+# plot names its split).
 PLOTS = {"confusion_matrix.png": "Confusion matrix", "roc_curve.png": "ROC curve",
-         "reliability_diagram.png": "Reliability diagram"}
+         "reliability_diagram.png": "Reliability diagram", "precision_recall.png": "Precision-recall per label",
+         "regression.png": "Predicted against true"}
 EXAMPLES = 5  # inputs of the test split offered as examples
 SHOWN_CLASSES = 10  # the answer lists this many classes, best first
 ANSWER_ID, NOTE_ID, METRICS_ID = "answer", "note", "metrics"  # elem_ids the browser test reads
