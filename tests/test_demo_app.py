@@ -16,7 +16,7 @@ from transformers import PretrainedConfig
 from hf_transfer.cli import main as cli
 from hf_transfer.evaluation.inference import predict
 from hf_transfer.publish import merge
-from hf_transfer.recipes import audio_classification, sentiment
+from hf_transfer.recipes import audio_classification, sentiment, speech_recognition
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[app]'")
 
@@ -144,6 +144,20 @@ def test_multi_label_and_regression_pages_answer_as_predict_does(tiny_bert, tmp_
     assert f"| {metric} | {demo.results[f'test_{metric}']:.4f} | [" in metrics_markdown(demo.results, 0.95)
     assert any(image.value and image.value["path"].endswith(plot) for image in build_app(demo).blocks.values()
                if isinstance(image, gr.Image))
+
+
+def test_speech_recognition_page_gives_predicts_transcript(speech_data, tmp_path):
+    speech_recognition.main({
+        "model_name_or_path": str(speech_data / "tiny-wav2vec2"), "train_file": str(speech_data / "train.csv"),
+        "test_file": str(speech_data / "test.csv"), "output_dir": str(tmp_path / "out"), "strategy": "full",
+        "max_train_steps": 2, "per_device_train_batch_size": 8, "bootstrap_resamples": 50})
+    demo = Demo.load(tmp_path / "out")
+    clip = str(speech_data / "clips" / "test_0.wav")
+    [expected] = predict(demo.model, demo.processor, demo.settings, [clip])
+
+    assert demo.kind == "audio" and demo.answer(clip) == (expected, "")
+    assert respond(demo, clip) == (f"**Transcript:** {expected['transcript']}", "")
+    assert f"| wer | {demo.results['test_wer']:.4f} | [" in metrics_markdown(demo.results, 0.95)
 
 
 def config_of(problem_type: str, labels: list[str], **extra) -> PretrainedConfig:
