@@ -3,6 +3,7 @@ metrics with their intervals; the other commands never import gradio; `push --sp
 pushed model."""
 
 import importlib.util
+import socket
 import subprocess
 import sys
 
@@ -241,3 +242,12 @@ def test_push_with_space_creates_a_space_that_loads_the_pushed_model(fake_hub, d
 def test_space_needs_the_main_branch(demo_text_run):
     with pytest.raises(SystemExit, match="--space demos the model on its main branch: push it without --revision"):
         cli(["push", str(demo_text_run), "--repo_id", "user/m", "--revision", "v1", "--space", "user/m-demo"])
+
+
+def test_a_taken_port_is_named_before_the_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"--port {port}: 127.0.0.1:{port} is taken .*; pick another port"):
+            cli(["demo", str(tmp_path / "never-read"), "--port", str(port)])

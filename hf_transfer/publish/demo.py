@@ -9,6 +9,7 @@ imported by this module only: no other command loads it (`pip install 'hf-transf
 
 import json
 import math
+import socket
 from dataclasses import dataclass
 from functools import partial
 from itertools import zip_longest
@@ -208,7 +209,18 @@ def build_app(demo: Demo) -> gr.Blocks:
     return app
 
 
+def check_port(port: int) -> None:
+    """A taken port is named at once, not after the model has loaded (gradio would fail with a traceback)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            message = f"--port {port}: 127.0.0.1:{port} is taken ({error.strerror}); pick another port"
+            raise UsageError(message) from None
+
+
 def serve(output_dir: str | Path, port: int, share: bool) -> None:
     """Serve the page on 127.0.0.1:`port` (a public gradio.live link too with `share`) until interrupted."""
+    check_port(port)
     app = build_app(Demo.load(output_dir))
     app.launch(server_name="127.0.0.1", server_port=port, share=share, show_error=True)
