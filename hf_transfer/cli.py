@@ -1,5 +1,5 @@
-"""`hf-transfer`: train a recipe, rank checkpoints, measure a domain shift, evaluate, predict with, push or merge a
-trained folder, compare two runs, list the recipes and the built-in models."""
+"""`hf-transfer`: train a recipe, rank checkpoints, measure a domain shift, evaluate, predict with, try in a browser,
+push or merge a trained folder, compare two runs, list the recipes and the built-in models."""
 
 import argparse
 import importlib
@@ -71,6 +71,16 @@ def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: 
     print(f"{len(inputs)} predictions, {per_second:.1f} per second on {model.device.type}", file=sys.stderr)
 
 
+def demo(output_dir: str, port: int, share: bool) -> None:
+    try:
+        from hf_transfer.publish.demo import serve
+    except ModuleNotFoundError as error:
+        if error.name != "gradio":
+            raise
+        raise UsageError("`hf-transfer demo` needs Gradio: pip install 'hf-transfer-kit[app]'") from None
+    serve(output_dir, port, share)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-transfer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--file", help="a text file, one input per line")
     predict_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     predict_parser.add_argument("--head", help=HEAD_HELP)
+    demo_parser = commands.add_parser("demo", help="try a trained folder in the browser: a Gradio page with its test "
+                                                   "metrics and intervals (needs pip install 'hf-transfer-kit[app]')")
+    demo_parser.add_argument("output_dir", help="a trained folder, or the Hub repo (user/name) it was pushed to")
+    demo_parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
+    demo_parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link (72 hours)")
     push_parser = commands.add_parser("push", help="upload a trained folder (model, card, report) to the Hub")
     push_parser.add_argument("output_dir")
     push_parser.add_argument("--repo_id", required=True, help="user/name (created if missing)")
@@ -114,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     push_parser.add_argument("--revision", help="branch to push to (created if missing)")
     push_parser.add_argument("--token", help="default: HF_TOKEN or your login (better: a flag lands in shell history)")
     push_parser.add_argument("--merge_adapter", action="store_true", help="push LoRA merged into the base weights")
+    push_parser.add_argument("--space", help="user/name of a Gradio Space to create (or update) beside the model: "
+                                             "hf-transfer demo's page, loading the pushed model")
     compare_parser = commands.add_parser("compare", help="paired bootstrap and McNemar's test of two runs scored on "
                                                          "the same test items")
     compare_parser.add_argument("run_a", help="output folder, evaluate report folder or test_predictions.jsonl")
@@ -125,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge_parser = commands.add_parser("merge", help="fold a LoRA folder into a plain transformers model")
     merge_parser.add_argument("output_dir", help="a trained LoRA folder, or the Hub repo (user/name) it was pushed to")
     merge_parser.add_argument("--out", required=True, help="folder for the merged model")
-    for command in (evaluate_parser, predict_parser, merge_parser):
+    for command in (evaluate_parser, predict_parser, demo_parser, merge_parser):
         command.add_argument("--verbose", action="store_true", help="also show the libraries' warnings and reports")
     return parser
 
@@ -165,11 +182,15 @@ def run_command(args: argparse.Namespace) -> None:
         print(f"Report: {Path(report_dir) / 'eval_report.md'}")
     elif args.command == "predict":
         predict(args.output_dir, args.inputs, args.file, args.allow_pickle, args.head)
+    elif args.command == "demo":
+        demo(args.output_dir, args.port, args.share)
     elif args.command == "push":
-        from hf_transfer.publish.hub import push_folder
+        from hf_transfer.publish.hub import push_folder, push_space
 
         print(push_folder(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                          token=args.token, merge_adapter=args.merge_adapter))
+                          token=args.token, merge_adapter=args.merge_adapter, space=args.space))
+        if args.space:
+            print(push_space(args.space, args.repo_id, private=args.private, token=args.token))
     elif args.command == "compare":
         from hf_transfer.evaluation.compare import compare_runs, format_comparison
         from hf_transfer.metrics.intervals import Bootstrap

@@ -25,6 +25,8 @@ from fixtures import (  # noqa: E402
 )
 from hub_server import FakeHub  # noqa: E402
 
+from hf_transfer.recipes import image_classification, sentiment  # noqa: E402
+
 
 @pytest.fixture
 def fake_hub(monkeypatch):
@@ -106,3 +108,33 @@ def tones(tmp_path_factory):
 def speech_data(tmp_path_factory):
     """clips, train.csv / test.csv of path,transcript, and the tiny CTC model in tiny-wav2vec2/."""
     return write_speech_data(tmp_path_factory.mktemp("speech"))
+
+
+def with_sites(rows: list[dict], sites: tuple[str, ...]) -> list[dict]:
+    """`rows`, each tagged with a site in turn."""
+    return [{**row, "site": sites[i % len(sites)]} for i, row in enumerate(rows)]
+
+
+@pytest.fixture(scope="session")
+def demo_text_run(tiny_bert, tmp_path_factory):
+    """For `hf-transfer demo`'s tests: a tiny text classifier with a calibrated temperature, a threshold chosen on
+    validation and per-site scores (test sites apart from training's)."""
+    folder = tmp_path_factory.mktemp("text-demo")
+    train = write_csv(folder / "train.csv", with_sites(sentences(160), ("east", "west", "centre")))
+    test = write_csv(folder / "test.csv", with_sites(sentences(40, seed=1), ("north", "south")))
+    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(train), "test_file": str(test),
+                    "output_dir": str(folder / "tiny-sentiment"), "strategy": "full", "learning_rate": 5e-3,
+                    "max_train_steps": 12, "per_device_train_batch_size": 16, "group_column": "site",
+                    "decision_threshold": "auto", "calibrate": "temperature", "bootstrap_resamples": 50})
+    return folder / "tiny-sentiment"
+
+
+@pytest.fixture(scope="session")
+def demo_image_run(tiny_vit, images, tmp_path_factory):
+    """For `hf-transfer demo`'s tests: a tiny image classifier."""
+    output_dir = tmp_path_factory.mktemp("image-demo") / "tiny-colours"
+    image_classification.main({"model_name_or_path": str(tiny_vit), "output_dir": str(output_dir),
+                               "train_dir": str(images / "train"), "validation_dir": str(images / "val"),
+                               "test_dir": str(images / "val"), "learning_rate": 5e-3,
+                               "per_device_train_batch_size": 8, "max_train_steps": 2, "bootstrap_resamples": 50})
+    return output_dir

@@ -63,6 +63,7 @@ class CardContext:
     group_rows: list[dict] | None = None  # per-group scores on the report split, with --group_column
     problem_type: str = SINGLE_LABEL
     warnings: list[str] | None = None  # `evaluation.sanity`: signs that the model learned nothing
+    space: str | None = None  # the Gradio Space that demos the model (`hf-transfer push --space`)
 
 
 def _strategy_text(settings: dict) -> str:
@@ -233,7 +234,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         trust_lines=_trust_lines(ctx, split), group_rows=ctx.group_rows or [],
         group_column=settings.get("group_column"),
         decision=_decision(ctx.results, ctx.label_names), pooling=pooling, what_it_does=what_it_does,
-        problem_type=ctx.problem_type, warnings=ctx.warnings or [],
+        problem_type=ctx.problem_type, warnings=ctx.warnings or [], space=ctx.space,
     )
     return ModelCard(text)
 
@@ -244,10 +245,11 @@ def save_card(ctx: CardContext, output_dir: Path) -> None:
     atomic_write_text(output_dir / "README.md", str(render_card(ctx)))
 
 
-def retarget_card(output_dir: Path, repo_id: str, merged: bool = False) -> str:
-    """The folder's card re-rendered to name `repo_id` (usage snippet, model-index); `merged` for an adapter that
-    was folded into its base weights, which loads as a plain transformers model."""
+def retarget_card(output_dir: Path, repo_id: str, merged: bool = False, space: str | None = None) -> str:
+    """The folder's card re-rendered to name `repo_id` (usage snippet, model-index) and link to the `space` that
+    demos it; `merged` for an adapter that was folded into its base weights, which loads as a plain transformers
+    model."""
     ctx = CardContext(**json.loads((Path(output_dir) / CONTEXT_FILE).read_text()))
-    ctx.repo_id = repo_id
+    ctx.repo_id, ctx.space = repo_id, space
     ctx.is_adapter = ctx.is_adapter and not merged
     return str(render_card(ctx))

@@ -15,6 +15,7 @@ from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import read_run_config
 from hf_transfer.publish.cards import CONTEXT_FILE, retarget_card
 from hf_transfer.publish.merge import merge_adapter as merge_into
+from hf_transfer.publish.space import space_files
 
 # Weights, model and tokenizer/processor configs, vocabularies, sentencepiece models.
 MODEL_FILES = ["*.safetensors", "*.json", "*.txt", "*.model"]
@@ -23,20 +24,24 @@ REPORT_FILES = ["eval_report.md", "all_results.json", "train_log.json", "run_con
 
 
 def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-                token: str | None = None, merge_adapter: bool = False, commit_message: str | None = None) -> str:
+                token: str | None = None, merge_adapter: bool = False, commit_message: str | None = None,
+                space: str | None = None) -> str:
     """Upload a run's output folder to `repo_id` (created if missing) in one commit; return the repo's URL.
 
     `token=None` lets huggingface_hub find one (HF_TOKEN, then your login). The output folder is never changed.
+    `space`: the Space that demos the model (`push_space`), linked from the card.
     """
     folder = Path(output_dir)
     read_run_config(folder)  # a clear error for a folder that is not a run's output
+    if space and revision:
+        raise UsageError("--space demos the model on its main branch: push it without --revision")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_transfer-merged-") as scratch:
         model_dir = Path(scratch) if merge_adapter else folder
         if merge_adapter:
             merge_into(folder, model_dir)
         # The card is re-rendered to name this repo; everything else goes up exactly as it is on disk.
-        card = retarget_card(folder, repo_id, merged=merge_adapter).encode()
+        card = retarget_card(folder, repo_id, merged=merge_adapter, space=space).encode()
         files = {path.name: path for path in _files(folder, REPORT_FILES) + _files(model_dir, MODEL_FILES)}
         operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
         operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
@@ -52,7 +57,7 @@ def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, 
         except HFValidationError as error:
             raise UsageError(f"--repo_id {repo_id!r} is not a valid repo id: {error}") from None
         except (HTTPError, ConnectionError) as error:
-            retry = _retry_command(folder, repo_id, private, revision, merge_adapter)
+            retry = _retry_command(folder, repo_id, private, revision, merge_adapter, space)
             raise UsageError(f"push to {repo_id} failed ({_describe(error, api.endpoint)}). "
                              f"Nothing in {folder} was changed; retry with: {retry}") from None
     return f"{repo_url}/tree/{revision}" if revision else str(repo_url)
@@ -76,7 +81,24 @@ def _describe(error: Exception, endpoint: str) -> str:
     return text
 
 
-def _retry_command(folder: Path, repo_id: str, private: bool, revision: str | None, merge_adapter: bool) -> str:
+def push_space(space: str, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Create (or update) the Gradio Space `space` that demos the model pushed to `repo_id`; return its URL."""
+    api = HfApi(token=token)
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=text.encode())
+                  for path, text in space_files(repo_id, space, private).items()]
+    try:
+        url = api.create_repo(space, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.create_commit(space, operations, repo_type="space", commit_message=f"Demo of {repo_id} (hf_transfer)")
+    except HFValidationError as error:
+        raise UsageError(f"--space {space!r} is not a valid repo id: {error}") from None
+    except (HTTPError, ConnectionError) as error:
+        raise UsageError(f"the model is on the Hub, but creating the Space {space} failed "
+                         f"({_describe(error, api.endpoint)}); retry the push") from None
+    return str(url)
+
+
+def _retry_command(folder: Path, repo_id: str, private: bool, revision: str | None, merge_adapter: bool,
+                   space: str | None) -> str:
     """The same push as a command line. The token stays out of it: error messages end up in logs."""
     parts = ["hf-transfer", "push", str(folder), "--repo_id", repo_id]
     if private:
@@ -85,4 +107,6 @@ def _retry_command(folder: Path, repo_id: str, private: bool, revision: str | No
         parts += ["--revision", revision]
     if merge_adapter:
         parts.append("--merge_adapter")
+    if space:
+        parts += ["--space", space]
     return shlex.join(parts)
