@@ -234,6 +234,7 @@ def render_card(ctx: CardContext) -> ModelCard:
         group_column=settings.get("group_column"),
         decision=_decision(ctx.results, ctx.label_names), pooling=pooling, what_it_does=what_it_does,
         problem_type=ctx.problem_type, warnings=ctx.warnings or [],
+        merged=settings["strategy"] == "lora" and not ctx.is_adapter,  # `push --merge_adapter`: see merge.py
     )
     return ModelCard(text)
 
