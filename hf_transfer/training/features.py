@@ -165,15 +165,31 @@ class TrainingInputs:
     features: dict[str, FeatureDataset] | None = None  # on cached features: the train and validation ones
 
 
+def path_line(model: nn.Module, strategy: StrategyArgs, per_step: dict[str, str | None]) -> str:
+    """The console's line on the backbone's path. When only `per_step` (see `training_inputs`) keeps a frozen
+    backbone's features from being cached, it says so and names the settings that would cache them."""
+    cached = uses_cached_features(model, strategy, bool(per_step))
+    line = f"backbone: {PATH_TEXT[cached]}"
+    if cached or not per_step or not uses_cached_features(model, strategy, random_inputs=False):
+        return line
+    line += (f": {' and '.join(per_step)} need{'s' if len(per_step) == 1 else ''} the backbone every step (new "
+             "inputs each epoch), so its features are not cached")
+    if all(per_step.values()):
+        line += f"; {' '.join(per_step.values())} would cache them and run the frozen backbone once"
+    return line
+
+
 def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: StrategyArgs, train_args: TrainArgs,
-                    random_inputs: bool, plain_loaders: dict[str, DataLoader], evaluation_loader: DataLoader,
-                    examples: Dataset, lengths: list[int] | None, train_collate: Callable,
-                    workers: int) -> TrainingInputs:
+                    per_step: dict[str, str | None], plain_loaders: dict[str, DataLoader],
+                    evaluation_loader: DataLoader, examples: Dataset, lengths: list[int] | None,
+                    train_collate: Callable, workers: int) -> TrainingInputs:
     """The head on cached features when `uses_cached_features` allows it: the frozen backbone runs once over the
     `plain_loaders` (train and validation, preprocessed as in evaluation). Otherwise the whole model on `examples`,
-    each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given."""
-    cached = uses_cached_features(model, strategy, random_inputs)
-    accelerator.print(f"backbone: {PATH_TEXT[cached]}")
+    each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given.
+    `per_step`: the settings that give new inputs every step (`--augment basic`, DANN's target batches), each with
+    the setting that turns it off (`--augment none`; None where there is none to suggest)."""
+    cached = uses_cached_features(model, strategy, bool(per_step))
+    accelerator.print(path_line(model, strategy, per_step))
     if not cached:
         train_loader = example_loader(examples, lengths, train_collate, train_args, workers, accelerator.device)
         return TrainingInputs(train_loader, evaluation_loader, model, cached)
