@@ -330,7 +330,7 @@ def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list
                                sampler=LengthSortedSampler(lengths[:len(rows)]) if lengths else None,
                                num_workers=args.num_workers)
              for split, rows in (("train", examples), ("validation", examples[:args.batch_size]))}
-    inputs = training_inputs(accelerator, model, strategy, train_args, False, plain, plain["validation"], examples,
+    inputs = training_inputs(accelerator, model, strategy, train_args, {}, plain, plain["validation"], examples,
                              lengths, train_collate, args.num_workers)
     attach_counter(inputs.model, clock)
     compute_loss, evaluate = clocked(logits_loss(F.cross_entropy), clock, train_args.gradient_accumulation_steps)

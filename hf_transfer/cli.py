@@ -68,7 +68,8 @@ def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: 
     predictions, per_second = timed_predict(model, processor, settings, inputs)
     for prediction in predictions:
         print(json.dumps(prediction))
-    print(f"{len(inputs)} predictions, {per_second:.1f} per second on {model.device.type}", file=sys.stderr)
+    print(f"{len(inputs)} prediction{'' if len(inputs) == 1 else 's'}, {per_second:.1f} per second on "
+          f"{model.device.type}", file=sys.stderr)
 
 
 def demo(output_dir: str, port: int, share: bool) -> None:

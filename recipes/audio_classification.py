@@ -89,9 +89,15 @@ class AudioClassificationRecipe(ClassificationRecipe):
                                            collate_fn=eval_collate, num_workers=workers)
                          for split in ("train", *EVALUATED_SPLITS) if split in self.data.splits}
         self.prepare_evaluation_loaders(plain_loaders)
-        # DANN runs the backbone on target batches every step: no cached features.
-        per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
-                    or self.adapting)
+        # What gives new inputs every step (no cached features), and what turns it off. DANN runs the backbone on
+        # target batches every step.
+        per_step = {setting: off for setting, off, on in (
+            (f"--gain_db {audio.gain_db:g}", "--gain_db 0", bool(audio.gain_db)),
+            (f"--time_shift_seconds {audio.time_shift_seconds:g}", "--time_shift_seconds 0",
+             bool(audio.time_shift_seconds)),
+            (f"--noise_snr_db {audio.noise_snr_db:g}", "--noise_snr_db 0", bool(audio.noise_snr_db)),
+            (f"--spec_augment {audio.spec_augment:g}", "--spec_augment 0", bool(audio.spec_augment)),
+            ("--adaptation dann", None, self.adapting)) if on}
         # Fixed-length training batches under --torch_compile (one shape) and SpecAugment (see `audio_collator`).
         train_collate = (raw_wave_collator(self.processor, column, audio,
                                            run.train.torch_compile or bool(audio.spec_augment)) if on_device

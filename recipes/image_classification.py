@@ -88,8 +88,13 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                                                      self.data.sources[split], window))
                          for split in ("train", *EVALUATED_SPLITS) if split in splits}
         self.prepare_evaluation_loaders(plain_loaders)
-        # DANN runs the backbone on target batches every step: no cached features.
-        per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
+        # What gives new inputs every step (no cached features), and what turns it off. DANN runs the backbone on
+        # target batches every step.
+        per_step = {setting: off for setting, off, on in (
+            (f"--augment {image.augment}", "--augment none", image.augment != "none"),
+            (f"--mixup_alpha {image.mixup_alpha:g}", "--mixup_alpha 0", bool(image.mixup_alpha)),
+            (f"--cutmix_alpha {image.cutmix_alpha:g}", "--cutmix_alpha 0", bool(image.cutmix_alpha)),
+            ("--adaptation dann", None, self.adapting)) if on}
 
         def train_collate(split: str):
             transform = (CanvasTransform(self.processor, *self.image_size, image.augment == "randaugment")

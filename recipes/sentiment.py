@@ -65,7 +65,8 @@ class SentimentRecipe(ClassificationRecipe):
             return examples["length"] if run.train.length_grouping else None
 
         # DANN runs the backbone on target batches every step: no cached features.
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, self.adapting, plain_loaders,
+        per_step = {"--adaptation dann": None} if self.adapting else {}
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
                                  workers, self.loss_function(self.data.splits["train"]["labels"]))
         self.cached_features = inputs.cached

@@ -63,7 +63,8 @@ def test_saved_config_round_trips_and_never_holds_the_token(tmp_path):
     assert parse([], saved).to_dict() == run.to_dict()
 
 
-SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
+ROOT = Path(__file__).parents[1]
+SHIPPED_CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
@@ -74,6 +75,26 @@ def test_every_shipped_config_parses_and_opens_with_its_command(path):
                           f"# accelerate launch recipes/{recipe}.py --config recipes/configs/{path.name}")
     module = importlib.import_module(f"hf_transfer.recipes.{recipe}")
     parse([], path, task=module.TASK.name, modality=getattr(module, "MODALITY", None))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_every_shipped_config_points_where_a_user_has_files(path):
+    """No development paths (absolute, `..`, this machine's shared data, /tmp): a file or folder a config reads is the
+    repository's own (run from its root), another run's output under outputs/, or data the user puts under data/,
+    as the config's comments say how."""
+    text = path.read_text()
+    comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+    assert "../" not in comments and "/tmp/" not in comments and "shared/data" not in comments
+    for key, value in yaml.safe_load(text).items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            parts = Path(item).parts
+            assert not item.startswith(("/", "~")) and ".." not in parts and "shared" not in parts, f"{key}: {item}"
+            if key.endswith(("_file", "_dir")) or key == "config_name":
+                assert parts[0] in ("data", "outputs") or (ROOT / item).exists(), f"{key}: {item}"
+                if parts[0] == "data":
+                    assert Path(item).parent.as_posix() in comments, f"{key}: {item}: say how to get it"
 
 
 @pytest.mark.parametrize("argv", [["--train-file", "mine.csv"], ["--train_file=mine.csv"], ["--train-file=mine.csv"]])

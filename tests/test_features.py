@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from hf_transfer.config import StrategyArgs
 from hf_transfer.recipes import image_classification
-from hf_transfer.training.features import PATH_TEXT, uses_cached_features
+from hf_transfer.training.features import PATH_TEXT, path_line, uses_cached_features
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,3 +54,21 @@ def test_cached_features_only_when_inputs_repeat(tiny_efficientnet):
     assert not uses_cached_features(model, frozen, random_inputs=True)  # augmentation: new features every epoch
     assert not uses_cached_features(model, StrategyArgs(strategy="partial"), random_inputs=False)
     assert not uses_cached_features(model, StrategyArgs(strategy="feature_extraction", cache_features=False), False)
+
+
+def test_the_log_says_why_features_are_not_cached_and_what_caches_them(tiny_efficientnet, images, tmp_path, capsys):
+    from transformers import AutoModelForImageClassification
+
+    train(tiny_efficientnet, images, tmp_path / "out", augment="basic", max_train_steps=1)
+    assert ("backbone: backbone forward every step: --augment basic needs the backbone every step (new inputs each "
+            "epoch), so its features are not cached; --augment none would cache them and run the frozen backbone "
+            "once\n") in capsys.readouterr().out
+    model = AutoModelForImageClassification.from_pretrained(tiny_efficientnet)
+    frozen = StrategyArgs(strategy="feature_extraction")
+    assert path_line(model, frozen, {"--adaptation dann": None}).endswith("so its features are not cached")
+    assert path_line(model, frozen, {"--augment basic": "--augment none", "--mixup_alpha 0.2": "--mixup_alpha 0"}
+                     ).endswith("--augment basic and --mixup_alpha 0.2 need the backbone every step (new inputs each "
+                                "epoch), so its features are not cached; --augment none --mixup_alpha 0 would cache "
+                                "them and run the frozen backbone once")
+    for strategy in (StrategyArgs(strategy="full"), StrategyArgs(strategy="feature_extraction", cache_features=False)):
+        assert path_line(model, strategy, {"--augment basic": "--augment none"}) == f"backbone: {PATH_TEXT[False]}"

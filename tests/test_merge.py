@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from hf_transfer import cli
 from hf_transfer.config import UsageError
-from hf_transfer.evaluation.inference import load_trained
+from hf_transfer.evaluation.inference import load_trained, predict
 from hf_transfer.publish.merge import merge_adapter
 from hf_transfer.recipes import sentiment
 from hf_transfer.training.run_folder import RUN_RECORD
@@ -94,3 +94,37 @@ def test_merge_takes_the_hub_repo_the_card_names(lora_output, fake_hub, tmp_path
 def test_a_repo_that_can_not_be_downloaded_is_named(tmp_path):
     with pytest.raises(UsageError, match="nobody/nothing is not a folder here, and downloading it as a Hub repo"):
         merge_adapter("nobody/nothing", tmp_path / "merged")
+
+
+@pytest.fixture(scope="module")
+def mean_pooled_output(tmp_path_factory, tiny_bert, sentiment_files):
+    """A LoRA output whose classifier reads mean-pooled features (`--pooling mean`): a head transformers lacks."""
+    output_dir = tmp_path_factory.mktemp("lora-mean") / "out"
+    sentiment.main({"model_name_or_path": str(tiny_bert), "train_file": str(sentiment_files["train"]),
+                    "test_file": str(sentiment_files["test"]), "strategy": "lora", "pooling": "mean",
+                    "max_train_steps": 6, "per_device_train_batch_size": 16, "learning_rate": 5e-3,
+                    "output_dir": str(output_dir)})
+    return output_dir
+
+
+def test_a_merged_mean_pooled_model_predicts_as_before_in_predict_and_pipeline(mean_pooled_output, tmp_path):
+    merged = merge_adapter(mean_pooled_output, tmp_path / "merged")
+    before = predict(*load_trained(mean_pooled_output), TEXTS)
+    after = predict(*load_trained(merged), TEXTS)
+    for was, now in zip(before, after):
+        assert now["scores"] == pytest.approx(was["scores"], abs=1e-5)
+    classifier = pipeline("text-classification", model=str(merged), trust_remote_code=True, top_k=None)
+    for was, now in zip(before, classifier(TEXTS)):
+        assert {score["label"]: score["score"] for score in now} == pytest.approx(was["scores"], abs=1e-5)
+
+
+def test_a_pushed_merged_mean_pooled_model_carries_its_head_code_and_says_how_to_load_it(mean_pooled_output,
+                                                                                         fake_hub):
+    from hf_transfer.publish.hub import push_folder
+
+    push_folder(mean_pooled_output, "user/tiny-mean", merge_adapter=True)
+    files = fake_hub.files("user/tiny-mean")
+    assert {"heads.safetensors", "heads.json", "pooled_head_model.py"} <= set(files)
+    card = files["README.md"].decode()
+    assert 'pipeline("text-classification", model="user/tiny-mean", trust_remote_code=True)' in card
+    assert "does not build that head" not in card

@@ -1,13 +1,20 @@
 """Every notebook runs headless, offline, on tiny settings, so the notebooks cannot rot."""
 
+import fnmatch
 import json
+import re
+import shlex
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+ROOT = Path(__file__).parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 # What each notebook's outputs must show: the plots, or for speech recognition (no plots) the report's WER row.
 SHOWN = {"speech_recognition.ipynb": "| wer |"}
 
@@ -61,3 +68,40 @@ def test_notebook_runs_end_to_end(path, num_processes, request, tmp_path, monkey
     outputs = "".join(str(output) for cell in notebook.cells for output in cell.get("outputs", []))
     assert SHOWN.get(path.name, "image/png") in outputs
     assert "Traceback" not in outputs
+
+
+def readme_install_cell() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("start with this install cell", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1).splitlines()
+
+
+def install_cell_code(path: Path) -> list[str]:
+    """The notebook's install cell without its comments, read from the .ipynb JSON as Jupyter and Colab read it."""
+    [cell] = [cell for cell in json.loads(path.read_text())["cells"] if "install" in cell["metadata"].get("tags", [])]
+    return [line for line in "".join(cell["source"]).splitlines() if not line.startswith("#")]
+
+
+EXTRAS = re.compile(r"\{source\}\[([\w,-]+)\]")  # "{source}[demo]": the README's line plus an extra
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_install_cell_is_the_readmes_and_pip_can_install_it(path):
+    readme = readme_install_cell()
+    code = install_cell_code(path)
+    assert [EXTRAS.sub("{source}", line) for line in code[:len(readme)]] == readme
+    [pip_line] = [line for line in code if line.startswith("%pip ")]
+    distribution = metadata.metadata("hf-transfer-kit")
+    for extras in EXTRAS.findall(pip_line):
+        assert set(extras.split(",")) <= set(distribution.get_all("Provides-Extra"))
+    # In a clone, {source} is the folder above notebooks/ (Jupyter runs a notebook in its own folder); --no-index
+    # and --ignore-installed make pip find it there, not in an index or in this environment.
+    arguments = shlex.split(pip_line.removeprefix("%pip ").replace("{source}", ".."))
+    dry_run = subprocess.run([sys.executable, "-m", "pip", *arguments, "--dry-run", "--no-deps", "--no-index",
+                              "--ignore-installed", "--no-build-isolation"], cwd=NOTEBOOKS, capture_output=True,
+                             text=True)
+    assert dry_run.returncode == 0, dry_run.stderr
+    # In Colab, {source} is the wheel the README says to build and upload: the cell's pattern must find it.
+    wheel = f"hf_transfer_kit-{distribution['Version']}-py3-none-any.whl"
+    assert f"dist/{wheel}" in (ROOT / "README.md").read_text()
+    [pattern] = re.findall(r'glob\.glob\("([^"]+)"\)', "\n".join(code))
+    assert fnmatch.fnmatch(wheel, pattern)

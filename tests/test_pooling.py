@@ -135,7 +135,7 @@ def test_a_mean_pooled_run_trains_under_ddp(tiny_bert, sentiment_files, tmp_path
 def test_a_backbone_without_the_pooler_it_will_drop_is_not_reported_as_incomplete(tiny_bert):
     backbone = AutoModel.from_pretrained(tiny_bert)
     assert describe_new_weights(backbone, {"missing_keys": ["pooler.dense.weight", "pooler.dense.bias"],
-                                           "mismatched_keys": []}) == "backbone: the checkpoint's"
-    assert describe_new_weights(backbone, {"missing_keys": ["encoder.layer.0.output.dense.bias"],
-                                           "mismatched_keys": []}).endswith("1 weight(s) missing from it, initialised "
-                                                                            "at random")
+                                           "mismatched_keys": []}, headless=True) == "backbone: the checkpoint's"
+    missing = {"missing_keys": ["encoder.layer.0.output.dense.bias"], "mismatched_keys": []}
+    line = describe_new_weights(backbone, missing, headless=True)
+    assert line.endswith("1 weight(s) missing from it, initialised at random")

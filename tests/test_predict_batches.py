@@ -37,3 +37,12 @@ def test_throughput_is_reported(trained, sentiment_files, tmp_path, capsys):
     assert results["test_samples_per_second"] > 0 and results["test_samples"] == 40
     cli(["predict", str(trained), *TEXTS[:2]])
     assert "2 predictions, " in capsys.readouterr().err
+    cli(["predict", str(trained), TEXTS[0]])
+    assert "\n1 prediction, " in capsys.readouterr().err
+
+
+def test_evaluate_shows_its_progress_on_stderr(trained, sentiment_files, tmp_path, capsys):
+    cli(["evaluate", str(trained), "--test_file", str(sentiment_files["test"]), "--report_dir", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    assert "Predicting: 100%" in captured.err and "40/40" in captured.err
+    assert "Predicting" not in captured.out

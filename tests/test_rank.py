@@ -193,3 +193,37 @@ def test_fingerprint_takes_texts_longer_than_a_file_name(tmp_path):
     before = embeddings.data_fingerprint([str(clip)])
     clip.write_bytes(b"abc")
     assert embeddings.data_fingerprint([str(clip)]) != before
+
+
+def scored_rows(logme: list[float], h_score: list[float]) -> list[dict]:
+    return [{"candidate": f"model-{i}", "pooling": "mean", "random_init": False, "logme": value, "h_score": h,
+             "regularized_h_score": 0.1 * i, "knn_accuracy": 0.5 + 0.1 * i, "probe_accuracy": 0.6 + 0.1 * i}
+            for i, (value, h) in enumerate(zip(logme, h_score))]
+
+
+def test_a_score_with_one_value_for_every_candidate_is_said_to_rank_nothing():
+    from hf_transfer.selection.rank import constant_score_notes
+
+    assert constant_score_notes(scored_rows([-0.4, -0.9], [1.0, 1.0]), num_classes=2) == [
+        "H is 1.0000 for every candidate: it does not tell them apart here (its ceiling, classes - 1, which H-score "
+        "reaches when the features have as many dimensions as there are training examples, or more; reg. H shrinks the "
+        "covariance and still ranks them)."]
+    assert constant_score_notes(scored_rows([-0.4, -0.4], [0.3, 0.7]), num_classes=3) == [
+        "LogME is -0.4000 for every candidate: it does not tell them apart here."]
+    assert constant_score_notes(scored_rows([-0.4, -0.9], [0.3, 0.7]), num_classes=2) == []
+    assert constant_score_notes(scored_rows([-0.4], [1.0]), num_classes=2) == []  # one candidate: nothing to rank
+
+
+def test_negative_scores_are_drawn_as_dots_within_their_range(tmp_path, monkeypatch):
+    """Bars from 0 would make the worst (most negative) LogME the longest bar."""
+    from hf_transfer.selection import rank as rank_module
+
+    figures = []
+    monkeypatch.setattr(rank_module, "save_figure", lambda figure, path: figures.append(figure))
+    rank_module.plot_scores(scored_rows([-0.4, -0.9, -1.3], [1.0, 1.0, 1.0]), tmp_path / "rank.png")
+    logme = figures[0].axes[0]
+    assert logme.get_title() == "LogME" and not logme.patches
+    low, high = logme.get_xlim()
+    assert low < -1.3 and -0.4 < high < 0
+    [dots] = logme.collections
+    assert dots.get_offsets()[:, 0].tolist() == [-0.4, -0.9, -1.3]

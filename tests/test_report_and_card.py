@@ -35,9 +35,10 @@ def test_roc_auc_is_left_out_when_a_class_is_missing():
     assert classification_metrics(probabilities, np.array([0, 1]))["roc_auc"] is None
 
 
-def _context(tmp_path, results, per_class, strategy="lora"):
+def _context(tmp_path, results, per_class, strategy="lora", **settings):
     run = parse([], {"model_name_or_path": "/some/local/folder", "train_file": "reviews.csv", "strategy": strategy,
-                     "lora_target_modules": ["query", "value"], "language": "en", "license": "apache-2.0"})
+                     "lora_target_modules": ["query", "value"], "language": "en", "license": "apache-2.0",
+                     **settings})
     return CardContext(
         settings=run.to_dict(), repo_id="user/tiny-sentiment", base_model="google-bert/bert-base-uncased",
         pipeline_tag="text-classification", modality="text", auto_class="AutoModelForSequenceClassification",
@@ -100,3 +101,25 @@ def test_card_states_intervals_and_what_validation_chose(tmp_path):
     assert "Brackets give 95% bootstrap intervals over the 153 test items (1000 resamples)." in text
     assert "The best checkpoint came from the validation split; the test split was used once" in text
     assert "Expected calibration error on the test split: 0.0500" in text
+
+
+BASE = "[google-bert/bert-base-uncased](https://huggingface.co/google-bert/bert-base-uncased)"
+
+
+@pytest.mark.parametrize("strategy, pooling, merged, first_words", [
+    ("feature_extraction", "model", False, f"A new head trained on the frozen features of {BASE} that classifies"),
+    ("feature_extraction", "mean", False, f"A new head trained on the frozen features of {BASE} that classifies"),
+    ("partial", "model", False, f"A version of {BASE} with its top 2 layers fine-tuned under a new head that"),
+    ("lora", "model", False, f"A LoRA adapter for {BASE} that classifies"),
+    ("lora", "mean", False, f"A LoRA adapter for {BASE} that classifies"),
+    ("lora", "model", True, f"A LoRA adapter for {BASE}, merged into its weights, that classifies"),
+    ("full", "model", False, f"A fine-tuned version of {BASE} that classifies"),
+])
+def test_the_card_says_what_was_trained(tmp_path, strategy, pooling, merged, first_words):
+    """A frozen backbone was not fine-tuned, and a LoRA model is an adapter, merged or not."""
+    context = _context(tmp_path, {"test_accuracy": 0.9}, [], strategy, pooling=pooling)
+    context.is_adapter = strategy == "lora" and not merged
+    card = str(render_card(context))
+    assert first_words in card
+    if strategy != "full":
+        assert "fine-tuned version" not in card

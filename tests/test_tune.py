@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import warnings
 
 import optuna
 import pytest
@@ -11,7 +12,7 @@ from fixtures import launch_two_processes
 
 from hf_transfer.config import UsageError
 from hf_transfer.recipes import sentiment
-from hf_transfer.selection.tune import TuneArgs, storage_for, tune
+from hf_transfer.selection.tune import TuneArgs, storage_for, tune, write_outputs
 from hf_transfer.selection.tune import main as tune_main
 
 
@@ -101,3 +102,16 @@ def test_under_accelerate_launch_the_processes_train_each_trial_together(tiny_be
 def test_bad_tune_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):
         tune_main(argv)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_optunas_experimental_warnings_show_only_with_verbose(tmp_path, verbose):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("learning_rate", 0, 1) + trial.suggest_float("dropout", 0, 1),
+                   n_trials=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_outputs(study, TuneArgs(recipe="sentiment", output_dir=str(tmp_path)), {"verbose": verbose},
+                      ["learning_rate", "dropout"], "eval_accuracy", optuna)
+    assert (tmp_path / "param_importances.png").is_file()  # the plots that Optuna marks experimental
+    assert any(issubclass(w.category, optuna.exceptions.ExperimentalWarning) for w in caught) == verbose

@@ -128,3 +128,22 @@ def test_the_30_second_window_stays_when_short_inputs_are_off(tiny_whisper, tone
     assert json.loads((tmp_path / "config.json").read_text())["max_source_positions"] == 1500
     assert transformers.AutoFeatureExtractor.from_pretrained(tmp_path).nb_max_frames == 3000
     assert np.isfinite(results["test_accuracy"])
+
+
+def test_the_load_line_names_the_new_head_and_warns_only_of_weights_really_missing(tiny_whisper, capsys):
+    """WhisperForAudioClassification has no base-model submodule (encoder, projector, classifier): its new projector
+    and classifier are the head, not 4 backbone weights missing."""
+    from transformers import AutoConfig, AutoModelForAudioClassification
+
+    from hf_transfer.config import ModelArgs
+    from hf_transfer.models.loading import build_model, describe_new_weights
+
+    config = AutoConfig.from_pretrained(tiny_whisper, num_labels=3)
+    model = build_model(ModelArgs(model_name_or_path=str(tiny_whisper)), AutoModelForAudioClassification, config)
+    line = capsys.readouterr().out
+    assert "new head: classifier, projector (3 labels), initialised" in line
+    assert "missing" not in line
+    new = ["projector.weight", "projector.bias", "classifier.weight", "classifier.bias"]
+    line = describe_new_weights(model, {"missing_keys": [*new, "encoder.layer_norm.bias"], "mismatched_keys": []})
+    assert line.endswith("warning: 1 backbone weight(s) missing from the checkpoint, initialised at random "
+                         "(encoder.layer_norm.bias)")

@@ -11,6 +11,7 @@ import torch
 import transformers
 import yaml
 from peft import PeftModel
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel
 
 from hf_transfer.config import UsageError
@@ -185,11 +186,13 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
     predict_batch = _batch_predictor(task, model, processor, settings)
     batch_size = settings["per_device_eval_batch_size"]
     predictions = [None] * len(inputs)
-    for start in range(0, len(inputs), batch_size):
-        batch = order[start:start + batch_size]
-        found = predict_batch([inputs[i] for i in batch], pairs and [pairs[i] for i in batch])
-        for i, prediction in zip(batch, found):
-            predictions[i] = prediction
+    with tqdm(total=len(inputs), desc="Predicting", unit=kind) as progress:  # on stderr, as training's
+        for start in range(0, len(inputs), batch_size):
+            batch = order[start:start + batch_size]
+            found = predict_batch([inputs[i] for i in batch], pairs and [pairs[i] for i in batch])
+            for i, prediction in zip(batch, found):
+                predictions[i] = prediction
+            progress.update(len(batch))
     return predictions
 
 

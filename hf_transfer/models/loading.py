@@ -91,15 +91,15 @@ def build_model(model_args: ModelArgs, auto_model: type, config: PretrainedConfi
                                                     ignore_mismatched_sizes=True, output_loading_info=True)
     except (OSError, ValueError) as error:
         raise UsageError(f"could not load {auto_model.__name__} weights from {path!r}: {error}") from None
-    PartialState().print(describe_new_weights(model, loading))
+    PartialState().print(describe_new_weights(model, loading, headless=auto_model is AutoModel))
     return model
 
 
-def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
+def describe_new_weights(model: PreTrainedModel, loading: dict, headless: bool = False) -> str:
     """One line for transformers' LOAD REPORT table: which modules start from random weights, and why that is fine
-    (the new head) or not (backbone weights the checkpoint lacks)."""
+    (the new head) or not (backbone weights the checkpoint lacks). `headless`: a backbone loaded with `AutoModel`."""
     initialised = set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]}
-    if model.base_model is model:  # a headless backbone (`--pooling mean`): its head is built apart
+    if headless:  # `--pooling mean`: its head is built apart
         # A classification checkpoint may lack the pooler (ViT's); the pooled head drops it anyway.
         initialised = {key for key in initialised if not key.startswith("pooler.")}
         line = "backbone: the checkpoint's"
@@ -107,7 +107,7 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
             line += f"; warning: {len(initialised)} weight(s) missing from it, initialised at random"
         return line
     modules = sorted({key.split(".")[0] for key in initialised})
-    heads = [name for name in modules if name != model.base_model_prefix]
+    heads = [name for name in modules if _is_new_head(model, name, initialised)]
     if type(model).__name__.endswith("ForCTC"):
         size = f"{model.config.vocab_size} symbols"
     elif has_decoder(model):  # writes text: its config's num_labels (2 by default) means nothing
@@ -115,11 +115,19 @@ def describe_new_weights(model: PreTrainedModel, loading: dict) -> str:
     else:
         size = f"{model.config.num_labels} labels"
     line = f"new head: {', '.join(heads)} ({size}), initialised" if heads else f"head: the checkpoint's ({size})"
-    backbone = sorted(key for key in initialised if key.split(".")[0] == model.base_model_prefix)
+    backbone = sorted(key for key in initialised if key.split(".")[0] not in heads)
     if backbone:
         line += (f"; warning: {len(backbone)} backbone weight(s) missing from the checkpoint, initialised at random "
                  f"({', '.join(backbone[:3])}{', ...' if len(backbone) > 3 else ''})")
     return line
+
+
+def _is_new_head(model: PreTrainedModel, module: str, initialised: set[str]) -> bool:
+    """Whether the top-level `module` of `model` is a head: not its base model, or for a model without one as a
+    submodule (WhisperForAudioClassification: encoder, projector, classifier), a module whose every weight is new."""
+    if model.base_model is not model:
+        return module != model.base_model_prefix
+    return all(f"{module}.{key}" in initialised for key in getattr(model, module).state_dict())
 
 
 def load_model(model_args: ModelArgs, auto_model: type, label_names: list[str], dropout: float | None,

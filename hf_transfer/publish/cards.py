@@ -80,6 +80,21 @@ def _strategy_text(settings: dict) -> str:
     return text
 
 
+def _origin(settings: dict, base_model: str | None, is_adapter: bool) -> str:
+    """The card's first words: what the model is made of, by its strategy. A frozen backbone was not fine-tuned."""
+    if not base_model:
+        return "A model trained from scratch"
+    link = f"[{base_model}](https://huggingface.co/{base_model})"
+    strategy = settings["strategy"]
+    if strategy == "lora":
+        return f"A LoRA adapter for {link}" + ("" if is_adapter else ", merged into its weights,")
+    if strategy == "feature_extraction":
+        return f"A new head trained on the frozen features of {link}"
+    if strategy == "partial":
+        return f"A version of {link} with its top {settings['unfreeze_layers']} layers fine-tuned under a new head"
+    return f"A fine-tuned version of {link}"
+
+
 def _versions() -> dict[str, str]:
     versions = {}
     for name in VERSIONED:
@@ -235,6 +250,8 @@ def render_card(ctx: CardContext) -> ModelCard:
         group_column=settings.get("group_column"),
         decision=_decision(ctx.results, ctx.label_names), pooling=pooling, what_it_does=what_it_does,
         problem_type=ctx.problem_type, warnings=ctx.warnings or [], space=ctx.space,
+        merged=settings["strategy"] == "lora" and not ctx.is_adapter,  # `push --merge_adapter`: see merge.py
+        origin=_origin(settings, ctx.base_model, ctx.is_adapter),
     )
     return ModelCard(text)
 

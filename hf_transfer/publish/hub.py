@@ -14,11 +14,13 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import read_run_config
 from hf_transfer.publish.cards import CONTEXT_FILE, retarget_card
+from hf_transfer.publish.merge import POOLED_HEAD_CODE
 from hf_transfer.publish.merge import merge_adapter as merge_into
 from hf_transfer.publish.space import space_files
 
 # Weights, model and tokenizer/processor configs, vocabularies, sentencepiece models.
-MODEL_FILES = ["*.safetensors", "*.json", "*.txt", "*.model"]
+# A merged pooled model's head is built by its own code (merge.POOLED_HEAD_CODE), named in its config.
+MODEL_FILES = ["*.safetensors", "*.json", "*.txt", "*.model", POOLED_HEAD_CODE.name]
 # What a reader gets besides the model and the card: the report and its plots, the metrics, the run's settings.
 REPORT_FILES = ["eval_report.md", "all_results.json", "train_log.json", "run_config.yaml", "*.png"]
 

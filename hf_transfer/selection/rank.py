@@ -341,8 +341,26 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def constant_score_notes(rows: list[dict], num_classes: int) -> list[str]:
+    """A sentence for each score that has one value for every candidate: that column ranks nothing, and a table of
+    equal numbers does not say so."""
+    notes = []
+    for key, title, _ in SCORES:
+        values = {row[key] for row in rows}
+        if len(rows) < 2 or len(values) > 1:
+            continue
+        value = values.pop()
+        note = f"{title} is {value:.4f} for every candidate: it does not tell them apart here"
+        if key == "h_score" and np.isclose(value, num_classes - 1):
+            note += (" (its ceiling, classes - 1, which H-score reaches when the features have as many dimensions "
+                     "as there are training examples, or more; reg. H shrinks the covariance and still ranks them)")
+        notes.append(note + ".")
+    return notes
+
+
 def plot_scores(rows: list[dict], path: Path) -> None:
-    """One panel of horizontal bars per score, candidates in ranking order; random-init controls in grey."""
+    """One panel of dots per score, candidates in ranking order; random-init controls in grey. Dots, not bars: a bar
+    from 0 makes the lowest negative LogME look the largest."""
     columns = [(key, title) for key, title, _ in SCORES] + ([(TEST_SCORE, "test probe acc")] if TEST_SCORE in rows[0]
                                                             else [])
     labels = [f"{row['candidate']} ({row['pooling']})" for row in rows]
@@ -350,9 +368,12 @@ def plot_scores(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(1, len(columns), figsize=(2.4 * len(columns) + 3, 0.35 * len(rows) + 1.5),
                                 sharey=True)
     for axis, (key, title) in zip(axes, columns):
-        axis.barh(range(len(rows)), [row[key] for row in rows], color=colours)
+        values = [row[key] for row in rows]
+        axis.scatter(values, range(len(rows)), color=colours, zorder=2)
+        margin = 0.1 * (max(values) - min(values)) or 0.05 * max(abs(values[0]), 1)
+        axis.set_xlim(min(values) - margin, max(values) + margin)
         axis.set_title(title)
-        axis.grid(axis="x", alpha=0.3)
+        axis.grid(alpha=0.3)
     axes[0].set_yticks(range(len(rows)), labels)
     axes[0].invert_yaxis()  # best at the top
     save_figure(figure, path)
@@ -395,6 +416,7 @@ def rank(args: RankArgs, data_args: DataArgs) -> dict:
     if "test" in labels:
         results["scores"][TEST_SCORE] = "linear-probe accuracy on the test split, probe fitted on all training data"
         results["kendall_tau"] = kendall_taus(rows)
+    results["notes"] = constant_score_notes(rows, len(data.labelled.label_names))
     if accelerator.is_main_process:
         output = Path(args.output_dir)
         atomic_write_json(output / "rank.json", results)
@@ -403,6 +425,8 @@ def rank(args: RankArgs, data_args: DataArgs) -> dict:
         if "kendall_tau" in results:
             print("Kendall's tau with the test probe accuracy: " + ", ".join(
                 f"{title} {results['kendall_tau'][key]}" for key, title, _ in SCORES))
+        for note in results["notes"]:
+            print(note)
         print(f"Saved {output / 'rank.json'} and {output / 'rank.png'}")
     return results
 

@@ -21,6 +21,7 @@ param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -246,9 +247,12 @@ def write_outputs(study, args: TuneArgs, settings: dict, names: list[str], key: 
     atomic_write_json(output / "tune.json", results)
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
-    save_figure(plot_optimization_history(study).figure, output / "optimization_history.png")
-    if len(finished) > 1 and len(names) > 1:
-        save_figure(plot_param_importances(study).figure, output / "param_importances.png")
+    with warnings.catch_warnings():
+        if not settings.get("verbose"):  # Optuna marks these plots experimental: a note on its API, not on the run
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        save_figure(plot_optimization_history(study).figure, output / "optimization_history.png")
+        if len(finished) > 1 and len(names) > 1:
+            save_figure(plot_param_importances(study).figure, output / "param_importances.png")
     plt.close("all")
     print(f"best of {len(trials)} trials ({results['counts']['PRUNED']} pruned): trial {best.number}, {key} "
           f"{best.value:.4f}, " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -219,16 +219,32 @@ class TrainingInputs:
     features: dict[str, FeatureDataset] | None = None  # on cached features: the train and validation ones
 
 
+def path_line(model: nn.Module, strategy: StrategyArgs, per_step: dict[str, str | None]) -> str:
+    """The console's line on the backbone's path. When only `per_step` (see `training_inputs`) keeps a frozen
+    backbone's features from being cached, it says so and names the settings that would cache them."""
+    cached = uses_cached_features(model, strategy, bool(per_step))
+    line = f"backbone: {PATH_TEXT[cached]}"
+    if cached or not per_step or not uses_cached_features(model, strategy, random_inputs=False):
+        return line
+    line += (f": {' and '.join(per_step)} need{'s' if len(per_step) == 1 else ''} the backbone every step (new "
+             "inputs each epoch), so its features are not cached")
+    if all(per_step.values()):
+        line += f"; {' '.join(per_step.values())} would cache them and run the frozen backbone once"
+    return line
+
+
 def training_inputs(accelerator: Accelerator, model: nn.Module, strategy: StrategyArgs, train_args: TrainArgs,
-                    random_inputs: bool, plain_loaders: dict[str, DataLoader], evaluation_loader: DataLoader,
-                    examples: Dataset, lengths: list[int] | None, train_collate: Callable, workers: int,
-                    head_loss: Callable | None = None) -> TrainingInputs:
+                    per_step: dict[str, str | None], plain_loaders: dict[str, DataLoader],
+                    evaluation_loader: DataLoader, examples: Dataset, lengths: list[int] | None,
+                    train_collate: Callable, workers: int, head_loss: Callable | None = None) -> TrainingInputs:
     """The head on cached features when `uses_cached_features` allows it: the frozen backbone runs once over the
     `plain_loaders` (train and validation, preprocessed as in evaluation). Otherwise the whole model on `examples`,
     each read with its own augmentation seed and batched by `train_collate`, grouped by `lengths` if given.
-    With --fit_head_first, the head is first fitted (`fit_head`) on the training split's features with `head_loss`."""
-    cached = uses_cached_features(model, strategy, random_inputs)
-    accelerator.print(f"backbone: {PATH_TEXT[cached]}")
+    `per_step`: the settings that give new inputs every step (`--augment basic`, DANN's target batches), each with
+    the setting that turns it off (`--augment none`; None where there is none to suggest). With --fit_head_first,
+    the head is first fitted (`fit_head`) on the training split's features with `head_loss`."""
+    cached = uses_cached_features(model, strategy, bool(per_step))
+    accelerator.print(path_line(model, strategy, per_step))
     fitting, train = fits_head_first(model, strategy, head_loss, accelerator), None
     if cached or fitting:
         model.to(accelerator.device)

@@ -243,6 +243,17 @@ def mark_complete(output_dir: str | Path) -> None:
     atomic_write_json(folder / RUN_RECORD, {**record, "complete": True, "files": files, "folders": folders})
 
 
+def record_derived(folder: Path, written: list[str], source: Path) -> None:
+    """A folder that a command wrote from the finished run in `source` (`merge --out`): a finished record of its
+    own, listing the files it wrote (`written`), so that `predict` and `evaluate` take it as they take a run's."""
+    record = read_record(source) or {}
+    kept = sorted(p.name for p in folder.iterdir() if p.name not in written and p.name != RUN_RECORD)
+    atomic_write_json(folder / RUN_RECORD, {"complete": False, "recipe": record.get("recipe"),
+                                            "task": record.get("task"), "fingerprint": record.get("fingerprint"),
+                                            "kept": kept, "derived_from": str(source)})
+    mark_complete(folder)
+
+
 def finish_command(output_dir: str | Path) -> list[str]:
     """The command that completes an unfinished run: resume from its latest checkpoint, or start it again."""
     folder = Path(output_dir)
