@@ -174,7 +174,7 @@ def build_model(name: str, seed: int, strategy: str):
         model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
             num_labels=NUM_LABELS, mask_time_prob=0.0, mask_feature_prob=0.0, **MODEL_CONFIGS[name]))
     set_spec_augment(model, AudioArgs(), SAMPLING_RATE)
-    model = apply_strategy(model, StrategyArgs(strategy=strategy), None)
+    model = apply_strategy(model, StrategyArgs(strategy=strategy, layerwise_lr_decay=1.0), None)
     freeze_feature_encoder(model)
     return model
 

@@ -147,7 +147,8 @@ def training_flops_per_sample(config: ViTConfig) -> float:
 
 def build_model(config: ViTConfig, seed: int, strategy: str) -> ViTForImageClassification:
     set_seed(seed)  # every side starts from the same weights
-    return apply_strategy(ViTForImageClassification(config), StrategyArgs(strategy=strategy), None)
+    return apply_strategy(ViTForImageClassification(config), StrategyArgs(strategy=strategy, layerwise_lr_decay=1.0),
+                          None)
 
 
 # -----------------------------------------------------------------------------------------------------------------

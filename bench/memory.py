@@ -135,14 +135,15 @@ def measure(strategy_name: str, args) -> dict:
     set_seed(args.seed)
     config = make_config()
     config.num_labels = NUM_LABELS
-    strategy = StrategyArgs(strategy=strategy_name)
+    strategy = StrategyArgs(strategy=strategy_name, layerwise_lr_decay=1.0)
     base = model_class(config)
     model = apply_strategy(base, strategy, task.peft_task_type)
     if task_name == "audio-classification":
         base.freeze_feature_encoder()  # recipes/audio_classification.py's default, applied after the strategy too
     trainable, total = count_parameters(model)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    optimizer = build_optimizer(model, strategy, TrainArgs(mixed_precision=args.mixed_precision), accelerator.device)
+    optimizer = build_optimizer(model, strategy, TrainArgs(learning_rate=5e-5, mixed_precision=args.mixed_precision),
+                                accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     compute_loss = logits_loss(F.cross_entropy)
     generator = torch.Generator().manual_seed(args.seed)

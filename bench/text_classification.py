@@ -191,7 +191,8 @@ def synthetic_sentences(count: int, tokenizer, seed: int) -> tuple[list[str], li
 def build_model(name: str, vocab_size: int, seed: int, strategy: str) -> BertForSequenceClassification:
     set_seed(seed)  # every side starts from the same weights
     config = BertConfig(vocab_size=vocab_size, num_labels=2, **MODEL_CONFIGS[name])
-    return apply_strategy(BertForSequenceClassification(config), StrategyArgs(strategy=strategy), "SEQ_CLS")
+    strategy_args = StrategyArgs(strategy=strategy, layerwise_lr_decay=1.0)
+    return apply_strategy(BertForSequenceClassification(config), strategy_args, "SEQ_CLS")
 
 
 def training_flops_per_token(model: torch.nn.Module) -> float:
@@ -320,7 +321,7 @@ def run_loop(args, train_args: TrainArgs, model: torch.nn.Module, examples: list
     --strategy feature_extraction, a per-step stream of `examples` otherwise), each batch through `prepare_batch`
     on the device (see `Loop`). `model` has its strategy applied. The image and audio benches use it too."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    strategy = StrategyArgs(strategy=args.strategy)
+    strategy = StrategyArgs(strategy=args.strategy, layerwise_lr_decay=1.0, fit_head_first=False)
     clock = StepClock(args.warmup_steps, device)
     if args.strategy == "feature_extraction":
         clock.start_now()  # the caching pass is part of our time
