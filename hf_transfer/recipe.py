@@ -26,15 +26,7 @@ from hf_transfer.models.architectures import output_layers
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.targets import SINGLE_LABEL, loss_function, target_for
 from hf_transfer.tasks import Task
-from hf_transfer.training.adaptation import (
-    TARGET_TEST,
-    TARGET_TRAIN,
-    DomainAdversarial,
-    add_target_splits,
-    check_trainable_features,
-    dann_loss,
-    head_input_size,
-)
+from hf_transfer.training.adaptation import add_target_splits
 from hf_transfer.training.features import PATH_TEXT, FeatureDataset
 from hf_transfer.training.folder_lock import output_dir_lock
 from hf_transfer.training.loop import (
@@ -44,9 +36,7 @@ from hf_transfer.training.loop import (
     new_accelerator,
     predict,
 )
-
-# The splits scored after training (those the data has): validation picks the operating point, the others are tests.
-EVALUATED_SPLITS = ("validation", "test", TARGET_TEST)
+from hf_transfer.training.objectives import EVALUATED_SPLITS, Objective, objective_for
 
 
 def run_from_command_line(main: Callable) -> None:
@@ -174,13 +164,10 @@ class ClassificationRecipe(Recipe):
     standardiser = None  # a regression's target scaling, folded into the head after training
     frozen_features: dict[str, FeatureDataset] | None = None  # those features, train and validation
 
-    @property
-    def adapting(self) -> bool:
-        return self.run.adaptation.adaptation == "dann"
-
     def claim_labels(self, data: LabelledSplits) -> None:
         """Checks the decision settings against the labels; `self.data` is `data`, with the target-domain splits
-        (`--target_train_file`, `--target_test_file`...) added, for the modality to prepare like the others."""
+        (`--target_train_file`, `--target_test_file`...) added, for the modality to prepare like the others;
+        `self.objective` is what the run trains for."""
         run = self.run
         self.target = target_for(data.problem_type, run.data.label_separator)
         check_decision_settings(run.evaluation, data.label_names, data.problem_type)
@@ -197,6 +184,12 @@ class ClassificationRecipe(Recipe):
                                      getattr(run.data, column, None) or getattr(run.modality, column, None),
                                      run.data.label_column)
         self.data = data
+        self.objective = self.new_objective()
+
+    def new_objective(self) -> Objective:
+        """What the run trains for (`training/objectives.py`): --adaptation's objective. A recipe with another
+        objective returns its own."""
+        return objective_for(self.run.adaptation, self.run.strategy.strategy, self.data.sources)
 
     def loss_function(self, labels: list) -> Callable:
         """(float logits, labels) -> the target's loss (`targets.loss_function`) with the run's --class_weights,
@@ -219,30 +212,26 @@ class ClassificationRecipe(Recipe):
                                                self.data.sources["validation"])
         return dict.fromkeys(self.target.metric_names())
 
-    def start_classification_loop(self, model, train_loader, evaluation_loader, target_loader=None,
-                                  prepare_batch: Callable | None = None, compute_loss: Callable | None = None) -> None:
-        """Train `model` on the labelled stream, scored on `evaluation_loader` (source validation: it also picks the
-        best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too.
-        `prepare_batch`: see `Loop`. `compute_loss` defaults to the target's loss on the model's logits."""
+    def start_classification_loop(self, model, train_loader, evaluation_loader,
+                                  training_loader: Callable[[str], DataLoader], prepare_batch: Callable | None = None,
+                                  compute_loss: Callable | None = None) -> None:
+        """Train `model` for `self.objective` on its streams: the labelled `train_loader`, and what else the objective
+        draws through `training_loader(split)`. Scored on `evaluation_loader` (source validation: it also picks the
+        best checkpoint, so no target label ever does). `prepare_batch`: see `Loop`. `compute_loss` (one labelled
+        batch's) defaults to the target's loss on the model's logits."""
         if compute_loss is None:
             compute_loss = logits_loss(self.loss_function(self.data.splits["train"]["labels"]))
-        def evaluate(model):
-            scores, references = predict(self.accelerator, model, evaluation_loader, self.training_scores)
+        objective = self.objective
+
+        def evaluate(module):
+            scores, references = predict(self.accelerator, objective.scored(module), evaluation_loader,
+                                         self.training_scores)
             return self.target.metrics(scores, references, self.target.decide(scores))
 
-        names = self.metric_names()
-        if not self.adapting:
-            self.start_loop(model, train_loader, compute_loss, evaluate, names, prepare_batch=prepare_batch)
-            return
-        check_trainable_features(self.model, self.run.strategy.strategy)
-        adversarial = DomainAdversarial(model, head_input_size(model), self.run.adaptation, compute_loss)
-        self.start_loop(adversarial, {"source": train_loader, "target": target_loader}, dann_loss,
-                        lambda adversarial: evaluate(self.accelerator.unwrap_model(adversarial).model), names,
-                        extra_modules=(adversarial.discriminator,), prepare_batch=prepare_batch)
-
-    def target_split(self, splits: dict):
-        """The unlabelled target split for --adaptation dann, prepared by the modality; None otherwise."""
-        return splits[TARGET_TRAIN] if self.adapting else None
+        module = objective.attach(model, compute_loss)
+        self.start_loop(module, objective.streams(train_loader, training_loader), objective.loss, evaluate,
+                        self.metric_names(), policy=objective.policy, extra_modules=objective.extra_modules(),
+                        prepare_batch=prepare_batch)
 
     def details(self) -> dict[str, str]:
         """The modality's settings, for the report and the card."""
@@ -252,9 +241,8 @@ class ClassificationRecipe(Recipe):
         """Score the best model on validation and test, then write model, processor, report and card.
 
         Scored through the whole model and the processor, as users run it, whichever path trained it."""
-        # The loop trained a head on cached features, or the model with its domain discriminator: `self.model` is
-        # the classifier alone.
-        model = self.model if self.cached_features or self.adapting else self.loop.model
+        # The loop trained a head on cached features, or what the objective trains: the classifier is in it.
+        model = self.model if self.cached_features else self.objective.scored(self.loop.model)
         if self.standardiser is not None:  # from here on the model answers in the user's units
             for layer in output_layers(self.accelerator.unwrap_model(self.model)):
                 self.standardiser.fold_into(layer)
@@ -263,7 +251,7 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
-        details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details()}
+        details = {**self.details(), **self.feature_extraction_details(), **self.objective.details()}
         if self.data.problem_type != SINGLE_LABEL:
             return outputs.write_target_outputs(self.accelerator, model, self.processor, self.run, self.task,
                                                 self.data, predictions, self.state, (self.trainable, self.total),
@@ -293,13 +281,3 @@ class ClassificationRecipe(Recipe):
         if self.run.strategy.strategy != "feature_extraction":
             return {}
         return {"feature extraction": PATH_TEXT[self.cached_features]}
-
-    def adaptation_details(self) -> dict[str, str]:
-        if not self.adapting:
-            return {}
-        args = self.run.adaptation
-        return {"domain adaptation": (
-            f"DANN: a domain discriminator ({args.discriminator_hidden_size}-wide, domain loss weight "
-            f"{args.domain_loss_weight:g}) on the features the classifier reads, through gradient reversal "
-            f"(weight 2/(1+exp(-10p))-1 over training progress p); unlabelled target data: "
-            f"{self.data.sources[TARGET_TRAIN]}; the best checkpoint chosen on the source validation split")}

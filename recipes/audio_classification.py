@@ -28,7 +28,7 @@ from hf_transfer.modalities.audio import (
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models.loading import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.recipe import ClassificationRecipe, run_from_command_line
 from hf_transfer.tasks import TASKS
 from hf_transfer.training.features import example_loader, training_inputs
 from hf_transfer.training.loop import dataloader_workers
@@ -89,11 +89,10 @@ class AudioClassificationRecipe(ClassificationRecipe):
         plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
                                            sampler=LengthSortedSampler(self.data.splits[split]["length"]),
                                            collate_fn=eval_collate, num_workers=workers)
-                         for split in ("train", *EVALUATED_SPLITS) if split in self.data.splits}
+                         for split in ("train", *self.objective.evaluated_splits) if split in self.data.splits}
         self.prepare_evaluation_loaders(plain_loaders)
-        # DANN runs the backbone on target batches every step: no cached features.
         per_step = (bool(audio.gain_db or audio.time_shift_seconds or audio.noise_snr_db or audio.spec_augment)
-                    or self.adapting)
+                    or self.objective.needs_backbone_every_step)
         # Fixed-length training batches under --torch_compile (one shape) and SpecAugment (see `audio_collator`).
         train_collate = (raw_wave_collator(self.processor, column, audio,
                                            run.train.torch_compile or bool(audio.spec_augment)) if on_device
@@ -107,11 +106,12 @@ class AudioClassificationRecipe(ClassificationRecipe):
                                  self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers)
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
-        target = self.target_split(self.data.splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
-                                       None if target is None else example_loader(
-                                           target, lengths(target), train_collate, run.train, workers,
-                                           accelerator.device),
+
+        def training_loader(split: str):
+            clips = self.data.splits[split]
+            return example_loader(clips, lengths(clips), train_collate, run.train, workers, accelerator.device)
+
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader, training_loader,
                                        DeviceWaveAugment(self.processor) if on_device else None)
 
     def details(self) -> dict[str, str]:

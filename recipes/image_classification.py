@@ -32,10 +32,9 @@ from hf_transfer.modalities.image import (
 )
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
 from hf_transfer.models.loading import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.recipe import ClassificationRecipe, run_from_command_line
 from hf_transfer.targets import SINGLE_LABEL
 from hf_transfer.tasks import TASKS
-from hf_transfer.training.adaptation import TARGET_TRAIN
 from hf_transfer.training.features import example_loader, training_inputs
 from hf_transfer.training.loop import dataloader_workers
 from hf_transfer.training.run_folder import claim_output_dir
@@ -88,10 +87,10 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                            num_workers=workers,
                                            collate_fn=image_collator(processor_transform(self.processor),
                                                                      self.data.sources[split], window))
-                         for split in ("train", *EVALUATED_SPLITS) if split in splits}
+                         for split in ("train", *self.objective.evaluated_splits) if split in splits}
         self.prepare_evaluation_loaders(plain_loaders)
-        # DANN runs the backbone on target batches every step: no cached features.
-        per_step = image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha) or self.adapting
+        per_step = (image.augment != "none" or bool(image.mixup_alpha or image.cutmix_alpha)
+                    or self.objective.needs_backbone_every_step)
 
         def train_collate(split: str):
             transform = (CanvasTransform(self.processor, *self.image_size, image.augment == "randaugment")
@@ -109,11 +108,11 @@ class ImageClassificationRecipe(ClassificationRecipe):
                                accelerator.process_index)
             accelerator.register_for_checkpointing(mixer)
             compute_loss = mixed_loss(mixer, self.loss_function(self.data.splits["train"]["labels"]))
-        target = self.target_split(splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
-                                       None if target is None else example_loader(
-                                           target, None, train_collate(TARGET_TRAIN), run.train, workers,
-                                           accelerator.device),
+
+        def training_loader(split: str):
+            return example_loader(splits[split], None, train_collate(split), run.train, workers, accelerator.device)
+
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader, training_loader,
                                        DeviceAugment(self.processor, *self.image_size) if on_device else None,
                                        compute_loss)
 

@@ -15,7 +15,7 @@ from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.text import check_max_seq_length, load_tokenizer, text_collator, tokenize_splits
 from hf_transfer.models.loading import load_model, model_path
 from hf_transfer.models.padding_free import enable_padding_free
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.recipe import ClassificationRecipe, run_from_command_line
 from hf_transfer.tasks import TASKS
 from hf_transfer.training.features import example_loader, training_inputs
 from hf_transfer.training.loop import dataloader_workers, text_padding_multiple
@@ -60,22 +60,24 @@ class SentimentRecipe(ClassificationRecipe):
         plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
                                            sampler=LengthSortedSampler(splits[split]["length"]),
                                            collate_fn=collate, num_workers=workers)
-                         for split in ("train", *EVALUATED_SPLITS) if split in splits}
+                         for split in ("train", *self.objective.evaluated_splits) if split in splits}
         self.prepare_evaluation_loaders(plain_loaders)
 
         def lengths(examples):
             return examples["length"] if run.train.length_grouping else None
 
-        # DANN runs the backbone on target batches every step: no cached features.
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, self.adapting, plain_loaders,
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train,
+                                 self.objective.needs_backbone_every_step, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]), collate,
                                  workers)
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
-        target = self.target_split(splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
-                                       None if target is None else example_loader(
-                                           target, lengths(target), collate, run.train, workers, accelerator.device))
+
+        def training_loader(split: str):
+            return example_loader(splits[split], lengths(splits[split]), collate, run.train, workers,
+                                  accelerator.device)
+
+        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader, training_loader)
 
 
 def main(config: dict | str | None = None, argv: list[str] | None = None) -> dict:

@@ -1,5 +1,7 @@
-"""The objectives (plain training, DANN): the streams, loss, extra modules and scored classifier each gives."""
+"""The objectives (plain training, DANN): the streams, loss, extra modules and scored classifier each gives; and a
+recipe trains any objective through one code path."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_transfer.config import AdaptationArgs, UsageError
+from hf_transfer.recipes import sentiment
 from hf_transfer.training.adaptation import TARGET_TRAIN, DomainAdversarial
 from hf_transfer.training.loop import Progress, logits_loss
 from hf_transfer.training.objectives import Dann, Supervised, objective_for
@@ -77,3 +80,50 @@ def test_adaptation_settings_name_the_objective():
     assert isinstance(objective_for(AdaptationArgs(), "lora", {"train": "train.csv"}), Supervised)
     dann = objective_for(ARGS, "lora", {"train": "train.csv", TARGET_TRAIN: "target/"})
     assert isinstance(dann, Dann) and dann.target_source == "target/"
+
+
+class TrainSplitTwice:
+    """A third objective, written outside the library: the training split as two streams taken in turn, each
+    micro-batch's loss logged under its stream's name."""
+
+    policy = "round_robin"
+    evaluated_splits = ("validation", "test")
+    needs_backbone_every_step = False
+
+    def attach(self, model, class_loss):
+        self.class_loss = class_loss
+        return model
+
+    def streams(self, train, training_loader):
+        return {"first": train, "second": training_loader("train")}
+
+    def loss(self, module, batch, progress):
+        (name, labelled), = batch.items()
+        loss = self.class_loss(module, labelled, progress)
+        return {"loss": loss, f"{name}_loss": loss.detach()}
+
+    def extra_modules(self):
+        return ()
+
+    def scored(self, module):
+        return module
+
+    def details(self):
+        return {"objective": "the training split twice, in turn"}
+
+
+def test_a_recipe_trains_any_objective_through_the_same_loop(tiny_bert, sentiment_files, tmp_path):
+    """The recipe names its objective and never asks which: a new one needs no branch in the library."""
+
+    class TwiceRecipe(sentiment.SentimentRecipe):
+        def new_objective(self):
+            return TrainSplitTwice()
+
+    results = TwiceRecipe.main({"model_name_or_path": str(tiny_bert), "train_file": str(sentiment_files["train"]),
+                                "test_file": str(sentiment_files["test"]), "output_dir": str(tmp_path / "out"),
+                                "strategy": "full", "max_train_steps": 4, "logging_steps": 2,
+                                "per_device_train_batch_size": 16}, None, sentiment.DEFAULTS)
+    logged = json.loads((tmp_path / "out" / "train_log.json").read_text())["train"]
+    assert all({"train_first_loss", "train_second_loss"} <= set(entry) for entry in logged)
+    assert 0 <= results["test_accuracy"] <= 1
+    assert "objective: the training split twice, in turn" in (tmp_path / "out" / "README.md").read_text()
