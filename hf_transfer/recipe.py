@@ -8,6 +8,7 @@ order: setup -> train -> finish -> cleanup.
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 
 from accelerate import DistributedDataParallelKwargs
@@ -17,37 +18,30 @@ from torch.utils.data import DataLoader
 from hf_transfer import outputs
 from hf_transfer.config import INVOCATION_ONLY, RunConfig, UsageError, parse
 from hf_transfer.console import library_output
-from hf_transfer.data.sampling import data_order
-from hf_transfer.data.splits import LabelledSplits
+from hf_transfer.data.sampling import LengthSortedSampler, data_order
+from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.evaluation.operating_point import check_decision_settings
 from hf_transfer.evaluation.sanity import linear_probe_accuracy
 from hf_transfer.metrics import classification_metric_names
 from hf_transfer.models.architectures import output_layers
+from hf_transfer.models.loading import load_model
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
 from hf_transfer.targets import SINGLE_LABEL, loss_function, target_for
 from hf_transfer.tasks import Task
-from hf_transfer.training.adaptation import (
-    TARGET_TEST,
-    TARGET_TRAIN,
-    DomainAdversarial,
-    add_target_splits,
-    check_trainable_features,
-    dann_loss,
-    head_input_size,
-)
+from hf_transfer.training.adaptation import add_target_splits
 from hf_transfer.training.defaults import apply_defaults
-from hf_transfer.training.features import PATH_TEXT, FeatureDataset
+from hf_transfer.training.features import PATH_TEXT, FeatureDataset, TrainingInputs, example_loader, training_inputs
 from hf_transfer.training.folder_lock import output_dir_lock
 from hf_transfer.training.loop import (
     Loop,
     check_metric_for_best_model,
+    dataloader_workers,
     logits_loss,
     new_accelerator,
     predict,
 )
-
-# The splits scored after training (those the data has): validation picks the operating point, the others are tests.
-EVALUATED_SPLITS = ("validation", "test", TARGET_TEST)
+from hf_transfer.training.objectives import EVALUATED_SPLITS, Objective, objective_for
+from hf_transfer.training.run_folder import claim_output_dir
 
 
 def run_from_command_line(main: Callable) -> None:
@@ -172,21 +166,40 @@ def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict
     return recipe_class, base, settings
 
 
+@dataclass
+class ModalityBatches:
+    """How a modality batches its prepared splits: what `ClassificationRecipe.start_training` takes from a recipe."""
+
+    splits: dict  # the prepared splits, each with its "labels"
+    eval_collate: Callable[[str], Callable]  # split -> its collate_fn, preprocessing as evaluation does
+    train_collate: Callable[[str], Callable]  # split -> its collate_fn in training (augmentation included)
+    # The splits have a "length" column: evaluation reads them longest first (little padding), and training groups
+    # batches by it under --length_grouping.
+    by_length: bool = False
+    # The settings that give new inputs every epoch (augmentation: no training on cached features), each with the
+    # setting that turns it off (`--augment basic` -> `--augment none`), for the console to say so.
+    per_step: dict[str, str | None] = field(default_factory=dict)
+    prepare_batch: Callable | None = None  # see `Loop`
+    compute_loss: Callable | None = None  # one labelled batch's loss; by default the target's loss on the logits
+
+
 class ClassificationRecipe(Recipe):
-    """A recipe whose model gives class logits: text, image and audio classification."""
+    """A recipe whose model gives class logits: text, image and audio classification.
+
+    Its `setup` calls, in order: `load_labels` (inside `main_process_first`, with the modality's preprocessing),
+    `load_classifier`, the strategy (`apply_strategy`, `count_trainable`), then `start_training` with the modality's
+    batches."""
 
     cached_features = False  # a frozen backbone's features computed once, and only the head trained on them
     standardiser = None  # a regression's target scaling, folded into the head after training
     frozen_features: dict[str, FeatureDataset] | None = None  # those features, train and validation
 
-    @property
-    def adapting(self) -> bool:
-        return self.run.adaptation.adaptation == "dann"
-
-    def claim_labels(self, data: LabelledSplits) -> None:
-        """Checks the decision settings against the labels; `self.data` is `data`, with the target-domain splits
-        (`--target_train_file`, `--target_test_file`...) added, for the modality to prepare like the others."""
+    def load_labels(self) -> None:
+        """`self.data`: the run's labelled splits, with the target-domain splits (`--target_train_file`,
+        `--target_test_file`...) added, for the modality to prepare like the others; the decision settings checked
+        against the labels; `self.objective`: what the run trains for."""
         run = self.run
+        data = load_labelled_splits(run.data, run.train.seed, layout=self.task.layout)
         self.target = target_for(data.problem_type, run.data.label_separator)
         check_decision_settings(run.evaluation, data.label_names, data.problem_type)
         if run.train.metric_for_best_model is None:
@@ -202,6 +215,20 @@ class ClassificationRecipe(Recipe):
                                      getattr(run.data, column, None) or getattr(run.modality, column, None),
                                      run.data.label_column)
         self.data = data
+        self.objective = self.new_objective()
+
+    def new_objective(self) -> Objective:
+        """What the run trains for (`training/objectives.py`): --adaptation's objective. A recipe with another
+        objective returns its own."""
+        return objective_for(self.run.adaptation, self.run.strategy.strategy, self.data.sources)
+
+    def load_classifier(self):
+        """Claims the output folder (its run record holds the settings as resolved so far), then loads the model
+        with a head for `self.data`'s labels."""
+        run = self.run
+        claim_output_dir(self.accelerator, run, self.data, self.name)
+        return load_model(run.model, self.task.auto_model, self.data.label_names, run.train.dropout,
+                          self.data.problem_type)
 
     def loss_function(self, labels: list) -> Callable:
         """(float logits, labels) -> the target's loss (`targets.loss_function`) with the run's --class_weights,
@@ -224,30 +251,56 @@ class ClassificationRecipe(Recipe):
                                                self.data.sources["validation"])
         return dict.fromkeys(self.target.metric_names())
 
-    def start_classification_loop(self, model, train_loader, evaluation_loader, target_loader=None,
-                                  prepare_batch: Callable | None = None, compute_loss: Callable | None = None) -> None:
-        """Train `model` on the labelled stream, scored on `evaluation_loader` (source validation: it also picks the
-        best checkpoint, so no target label ever does). With --adaptation dann, the `target_loader` stream too.
-        `prepare_batch`: see `Loop`. `compute_loss` defaults to the target's loss on the model's logits."""
+    def start_training(self, batches: ModalityBatches) -> None:
+        """Once `self.model` has its strategy: the loaders that score the evaluated splits (`self.eval_loaders`),
+        the training streams (on cached features where `training_inputs` allows it), and the loop."""
+        run, accelerator, splits = self.run, self.accelerator, batches.splits
+        workers = dataloader_workers(run.train)
+        # In order (longest first, by length) and preprocessed as in evaluation: for scoring, and for computing cached
+        # features. Scores and features come back in the data's order.
+        plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
+                                           sampler=LengthSortedSampler(splits[split]["length"]) if batches.by_length
+                                           else None, collate_fn=batches.eval_collate(split), num_workers=workers)
+                         for split in ("train", *self.objective.evaluated_splits) if split in splits}
+        self.prepare_evaluation_loaders(plain_loaders)
+
+        def lengths(examples):
+            return examples["length"] if batches.by_length and run.train.length_grouping else None
+
+        def training_loader(split: str) -> DataLoader:
+            return example_loader(splits[split], lengths(splits[split]), batches.train_collate(split), run.train,
+                                  workers, accelerator.device)
+
+        per_step = {**batches.per_step,  # DANN runs the backbone on target batches every step
+                    **({f"--adaptation {run.adaptation.adaptation}": None}
+                       if self.objective.needs_backbone_every_step else {})}
+        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
+                                 self.eval_loaders["validation"], splits["train"], lengths(splits["train"]),
+                                 batches.train_collate("train"), workers,
+                                 self.loss_function(splits["train"]["labels"]))
+        self.cached_features = inputs.cached
+        self.frozen_features = inputs.features
+        self.start_classification_loop(inputs, training_loader, batches.prepare_batch, batches.compute_loss)
+
+    def start_classification_loop(self, inputs: TrainingInputs, training_loader: Callable[[str], DataLoader],
+                                  prepare_batch: Callable | None, compute_loss: Callable | None) -> None:
+        """Train `inputs.model` for `self.objective` on its streams: the labelled `inputs.train_loader`, and what
+        else the objective draws through `training_loader(split)`. Scored on `inputs.evaluation_loader` (source
+        validation: it also picks the best checkpoint, so no target label ever does). `prepare_batch`: see `Loop`.
+        `compute_loss` (one labelled batch's) defaults to the target's loss on the model's logits."""
         if compute_loss is None:
             compute_loss = logits_loss(self.loss_function(self.data.splits["train"]["labels"]))
-        def evaluate(model):
-            scores, references = predict(self.accelerator, model, evaluation_loader, self.training_scores)
+        objective = self.objective
+
+        def evaluate(module):
+            scores, references = predict(self.accelerator, objective.scored(module), inputs.evaluation_loader,
+                                         self.training_scores)
             return self.target.metrics(scores, references, self.target.decide(scores))
 
-        names = self.metric_names()
-        if not self.adapting:
-            self.start_loop(model, train_loader, compute_loss, evaluate, names, prepare_batch=prepare_batch)
-            return
-        check_trainable_features(self.model, self.run.strategy.strategy)
-        adversarial = DomainAdversarial(model, head_input_size(model), self.run.adaptation, compute_loss)
-        self.start_loop(adversarial, {"source": train_loader, "target": target_loader}, dann_loss,
-                        lambda adversarial: evaluate(self.accelerator.unwrap_model(adversarial).model), names,
-                        extra_modules=(adversarial.discriminator,), prepare_batch=prepare_batch)
-
-    def target_split(self, splits: dict):
-        """The unlabelled target split for --adaptation dann, prepared by the modality; None otherwise."""
-        return splits[TARGET_TRAIN] if self.adapting else None
+        module = objective.attach(inputs.model, compute_loss)
+        self.start_loop(module, objective.streams(inputs.train_loader, training_loader), objective.loss, evaluate,
+                        self.metric_names(), policy=objective.policy, extra_modules=objective.extra_modules(),
+                        prepare_batch=prepare_batch)
 
     def details(self) -> dict[str, str]:
         """The modality's settings, for the report and the card."""
@@ -257,9 +310,8 @@ class ClassificationRecipe(Recipe):
         """Score the best model on validation and test, then write model, processor, report and card.
 
         Scored through the whole model and the processor, as users run it, whichever path trained it."""
-        # The loop trained a head on cached features, or the model with its domain discriminator: `self.model` is
-        # the classifier alone.
-        model = self.model if self.cached_features or self.adapting else self.loop.model
+        # The loop trained a head on cached features, or what the objective trains: the classifier is in it.
+        model = self.model if self.cached_features else self.objective.scored(self.loop.model)
         if self.standardiser is not None:  # from here on the model answers in the user's units
             for layer in output_layers(self.accelerator.unwrap_model(self.model)):
                 self.standardiser.fold_into(layer)
@@ -268,7 +320,7 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
-        details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details(),
+        details = {**self.details(), **self.feature_extraction_details(), **self.objective.details(),
                    **({"defaults chosen": self.run.chosen_defaults} if self.run.chosen_defaults else {})}
         if self.data.problem_type != SINGLE_LABEL:
             return outputs.write_target_outputs(self.accelerator, model, self.processor, self.run, self.task,
@@ -299,13 +351,3 @@ class ClassificationRecipe(Recipe):
         if self.run.strategy.strategy != "feature_extraction":
             return {}
         return {"feature extraction": PATH_TEXT[self.cached_features]}
-
-    def adaptation_details(self) -> dict[str, str]:
-        if not self.adapting:
-            return {}
-        args = self.run.adaptation
-        return {"domain adaptation": (
-            f"DANN: a domain discriminator ({args.discriminator_hidden_size}-wide, domain loss weight "
-            f"{args.domain_loss_weight:g}) on the features the classifier reads, through gradient reversal "
-            f"(weight 2/(1+exp(-10p))-1 over training progress p); unlabelled target data: "
-            f"{self.data.sources[TARGET_TRAIN]}; the best checkpoint chosen on the source validation split")}

@@ -11,12 +11,7 @@ Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer)
 report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is audio's own.
 """
 
-from torch.utils.data import DataLoader
-
-from hf_transfer.data.sampling import LengthSortedSampler
-from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.audio import (
-    AUDIO_LAYOUT,
     AudioArgs,
     audio_collator,
     describe_augmentation,
@@ -27,12 +22,9 @@ from hf_transfer.modalities.audio import (
 )
 from hf_transfer.modalities.audio_augment import DeviceWaveAugment, augments_on_device, raw_wave_collator
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
-from hf_transfer.models.loading import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.models.loading import model_path
+from hf_transfer.recipe import ClassificationRecipe, ModalityBatches, run_from_command_line
 from hf_transfer.tasks import TASKS
-from hf_transfer.training.features import example_loader, training_inputs
-from hf_transfer.training.loop import dataloader_workers
-from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["audio-classification"]
 MODALITY = AudioArgs
@@ -42,6 +34,8 @@ DEFAULTS = {
     "dataset_name": "google/speech_commands",
     "dataset_config_name": "v0.02",
     "strategy": "lora",
+    "learning_rate": 5e-4,  # LoRA wants ~10x the full fine-tuning rate
+    "num_train_epochs": 3,
     "output_dir": "outputs/audio_classification",
 }
 
@@ -58,20 +52,17 @@ class AudioClassificationRecipe(ClassificationRecipe):
     def setup(self) -> None:
         run, accelerator, audio = self.run, self.accelerator, self.run.modality
         with accelerator.main_process_first():
-            self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=AUDIO_LAYOUT))
+            self.load_labels()
             self.processor = load_feature_extractor(run.model, model_path(run.model))
             self.rate = self.processor.sampling_rate
             self.data, column, self.skipped = prepare_audio_splits(self.data, run.data, audio, self.rate)
         on_device = augments_on_device(audio, self.processor, accelerator.device)
         # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
         audio.augment_on = "device" if on_device else "loader"
-        claim_output_dir(accelerator, run, self.data, self.name)
+        model = self.load_classifier()
         for split, files in self.skipped.items():
             accelerator.print(f"--bad_audio skip: left out {len(files)} audio file(s) of the {split} split: "
                               + "; ".join(files))
-
-        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout,
-                           self.data.problem_type)
         self.whisper_window = (fit_whisper_window(model, self.processor, audio.max_duration_seconds,
                                                   audio.short_inputs) if is_whisper(model.config) else None)
         set_spec_augment(model, audio, self.rate)
@@ -80,44 +71,21 @@ class AudioClassificationRecipe(ClassificationRecipe):
             freeze_feature_encoder(model)  # after the strategy: `full` makes every weight trainable
         self.count_trainable()
 
-        workers = dataloader_workers(run.train)
         eval_collate = audio_collator(self.processor, column, audio, False)  # padded as `predict` pads
-        # In order (longest first: little padding) and preprocessed as in evaluation: for scoring, and for
-        # computing cached features.
-        plain_loaders = {split: DataLoader(self.data.splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                           sampler=LengthSortedSampler(self.data.splits[split]["length"]),
-                                           collate_fn=eval_collate, num_workers=workers)
-                         for split in ("train", *EVALUATED_SPLITS) if split in self.data.splits}
-        self.prepare_evaluation_loaders(plain_loaders)
-        # What gives new inputs every step (no cached features), and what turns it off. DANN runs the backbone on
-        # target batches every step.
-        per_step = {setting: off for setting, off, on in (
-            (f"--gain_db {audio.gain_db:g}", "--gain_db 0", bool(audio.gain_db)),
-            (f"--time_shift_seconds {audio.time_shift_seconds:g}", "--time_shift_seconds 0",
-             bool(audio.time_shift_seconds)),
-            (f"--noise_snr_db {audio.noise_snr_db:g}", "--noise_snr_db 0", bool(audio.noise_snr_db)),
-            (f"--spec_augment {audio.spec_augment:g}", "--spec_augment 0", bool(audio.spec_augment)),
-            ("--adaptation dann", None, self.adapting)) if on}
         # Fixed-length training batches under --torch_compile (one shape) and SpecAugment (see `audio_collator`).
         train_collate = (raw_wave_collator(self.processor, column, audio,
                                            run.train.torch_compile or bool(audio.spec_augment)) if on_device
                          else audio_collator(self.processor, column, audio, True, run.train.torch_compile))
-
-        def lengths(clips):
-            return clips["length"] if run.train.length_grouping else None
-
-        clips = self.data.splits["train"]
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
-                                 self.eval_loaders["validation"], clips, lengths(clips), train_collate, workers,
-                                 self.loss_function(clips["labels"]))
-        self.cached_features = inputs.cached
-        self.frozen_features = inputs.features
-        target = self.target_split(self.data.splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
-                                       None if target is None else example_loader(
-                                           target, lengths(target), train_collate, run.train, workers,
-                                           accelerator.device),
-                                       DeviceWaveAugment(self.processor) if on_device else None)
+        self.start_training(ModalityBatches(
+            self.data.splits, eval_collate=lambda split: eval_collate, train_collate=lambda split: train_collate,
+            by_length=True,
+            per_step={setting: off for setting, off, on in (
+                (f"--gain_db {audio.gain_db:g}", "--gain_db 0", bool(audio.gain_db)),
+                (f"--time_shift_seconds {audio.time_shift_seconds:g}", "--time_shift_seconds 0",
+                 bool(audio.time_shift_seconds)),
+                (f"--noise_snr_db {audio.noise_snr_db:g}", "--noise_snr_db 0", bool(audio.noise_snr_db)),
+                (f"--spec_augment {audio.spec_augment:g}", "--spec_augment 0", bool(audio.spec_augment))) if on},
+            prepare_batch=DeviceWaveAugment(self.processor) if on_device else None))
 
     def details(self) -> dict[str, str]:
         audio = self.run.modality

@@ -10,12 +10,8 @@ Phases, in order (`Recipe.run_phases`): setup (data, model, strategy, optimizer)
 report, card) -> cleanup. What every recipe shares is in hf_transfer/recipe.py; this file holds what is images' own.
 """
 
-from torch.utils.data import DataLoader
-
 from hf_transfer.config import UsageError
-from hf_transfer.data.splits import load_labelled_splits
 from hf_transfer.modalities.image import (
-    IMAGE_LAYOUT,
     BatchMixer,
     ImageArgs,
     TrainTransform,
@@ -31,14 +27,10 @@ from hf_transfer.modalities.image import (
     window_of,
 )
 from hf_transfer.modalities.image_augment import CanvasTransform, DeviceAugment
-from hf_transfer.models.loading import load_model, model_path
-from hf_transfer.recipe import EVALUATED_SPLITS, ClassificationRecipe, run_from_command_line
+from hf_transfer.models.loading import model_path
+from hf_transfer.recipe import ClassificationRecipe, ModalityBatches, run_from_command_line
 from hf_transfer.targets import SINGLE_LABEL
 from hf_transfer.tasks import TASKS
-from hf_transfer.training.adaptation import TARGET_TRAIN
-from hf_transfer.training.features import example_loader, training_inputs
-from hf_transfer.training.loop import dataloader_workers
-from hf_transfer.training.run_folder import claim_output_dir
 
 TASK = TASKS["image-classification"]
 MODALITY = ImageArgs
@@ -47,6 +39,8 @@ DEFAULTS = {
     "model_name_or_path": "google/vit-base-patch16-224-in21k",
     "dataset_name": "AI-Lab-Makerere/beans",
     "strategy": "lora",
+    "learning_rate": 5e-3,  # peft's ViT LoRA example rate; full fine-tuning wants ~5e-5
+    "num_train_epochs": 5,
     "output_dir": "outputs/image_classification",
 }
 
@@ -59,7 +53,7 @@ class ImageClassificationRecipe(ClassificationRecipe):
     def setup(self) -> None:
         run, accelerator, image = self.run, self.accelerator, self.run.modality
         with accelerator.main_process_first():  # one process reads the Hub data set, the others its cache
-            self.claim_labels(load_labelled_splits(run.data, run.train.seed, layout=IMAGE_LAYOUT))
+            self.load_labels()
             if (image.mixup_alpha or image.cutmix_alpha) and self.data.problem_type != SINGLE_LABEL:
                 raise UsageError(f"--mixup_alpha and --cutmix_alpha mix one-class targets: single-label "
                                  f"classification only, not {self.data.problem_type}")
@@ -67,11 +61,9 @@ class ImageClassificationRecipe(ClassificationRecipe):
         on_device = augments_on_device(image, accelerator.device)
         # Recorded as resolved: a run resumed on another kind of device must not switch places unnoticed.
         image.augment_on = "device" if on_device else "loader"
-        claim_output_dir(accelerator, run, self.data, self.name)
         self.processor = load_image_processor(run.model, model_path(run.model), image.image_size)
         self.image_size = input_size(self.processor)
-        model = load_model(run.model, TASK.auto_model, self.data.label_names, run.train.dropout,
-                           self.data.problem_type)
+        model = self.load_classifier()
         check_model_input_size(model.config, self.image_size)
         if run.strategy.strategy == "lora" and run.model.config_name:
             accelerator.print("note: LoRA on a randomly initialised model saves only the adapter and head; "
@@ -80,45 +72,29 @@ class ImageClassificationRecipe(ClassificationRecipe):
         self.count_trainable()
 
         window = window_of(image.window_center, image.window_width)
-        workers = dataloader_workers(run.train)
-        # In order and preprocessed as in evaluation: for scoring, and for computing cached features.
-        plain_loaders = {split: DataLoader(splits[split], batch_size=run.train.per_device_eval_batch_size,
-                                           num_workers=workers,
-                                           collate_fn=image_collator(processor_transform(self.processor),
-                                                                     self.data.sources[split], window))
-                         for split in ("train", *EVALUATED_SPLITS) if split in splits}
-        self.prepare_evaluation_loaders(plain_loaders)
-        # What gives new inputs every step (no cached features), and what turns it off. DANN runs the backbone on
-        # target batches every step.
-        per_step = {setting: off for setting, off, on in (
-            (f"--augment {image.augment}", "--augment none", image.augment != "none"),
-            (f"--mixup_alpha {image.mixup_alpha:g}", "--mixup_alpha 0", bool(image.mixup_alpha)),
-            (f"--cutmix_alpha {image.cutmix_alpha:g}", "--cutmix_alpha 0", bool(image.cutmix_alpha)),
-            ("--adaptation dann", None, self.adapting)) if on}
+
+        def eval_collate(split: str):
+            return image_collator(processor_transform(self.processor), self.data.sources[split], window)
 
         def train_collate(split: str):
             transform = (CanvasTransform(self.processor, *self.image_size, image.augment == "randaugment")
                          if on_device else TrainTransform(self.processor, image.augment))
             return image_collator(transform, self.data.sources[split], window)
 
-        inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
-                                 self.eval_loaders["validation"], splits["train"], None, train_collate("train"),
-                                 workers, self.loss_function(self.data.splits["train"]["labels"]))
-        self.cached_features = inputs.cached
-        self.frozen_features = inputs.features
         compute_loss = None  # the target's loss
         if image.mixup_alpha or image.cutmix_alpha:
             mixer = BatchMixer(image.mixup_alpha, image.cutmix_alpha, len(self.data.label_names), run.train.seed,
                                accelerator.process_index)
             accelerator.register_for_checkpointing(mixer)
             compute_loss = mixed_loss(mixer, self.loss_function(self.data.splits["train"]["labels"]))
-        target = self.target_split(splits)
-        self.start_classification_loop(inputs.model, inputs.train_loader, inputs.evaluation_loader,
-                                       None if target is None else example_loader(
-                                           target, None, train_collate(TARGET_TRAIN), run.train, workers,
-                                           accelerator.device),
-                                       DeviceAugment(self.processor, *self.image_size) if on_device else None,
-                                       compute_loss)
+        self.start_training(ModalityBatches(
+            splits, eval_collate, train_collate,
+            per_step={setting: off for setting, off, on in (
+                (f"--augment {image.augment}", "--augment none", image.augment != "none"),
+                (f"--mixup_alpha {image.mixup_alpha:g}", "--mixup_alpha 0", bool(image.mixup_alpha)),
+                (f"--cutmix_alpha {image.cutmix_alpha:g}", "--cutmix_alpha 0", bool(image.cutmix_alpha))) if on},
+            prepare_batch=DeviceAugment(self.processor, *self.image_size) if on_device else None,
+            compute_loss=compute_loss))
 
     def details(self) -> dict[str, str]:
         return image_details(self.run.modality, self.image_size)

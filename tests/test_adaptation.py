@@ -21,13 +21,9 @@ from hf_transfer.config import AdaptationArgs, TrainArgs, UsageError
 from hf_transfer.evaluation.inference import load_trained
 from hf_transfer.recipes import audio_classification, image_classification, sentiment
 from hf_transfer.selection.transferability import proxy_a_distance
-from hf_transfer.training.adaptation import (
-    DomainAdversarial,
-    dann_lambda,
-    dann_loss,
-    reverse_gradient,
-)
+from hf_transfer.training.adaptation import TARGET_TRAIN, dann_lambda, reverse_gradient
 from hf_transfer.training.loop import Loop, logits_loss
+from hf_transfer.training.objectives import Dann, Supervised
 
 
 def test_gradient_reversal_is_the_identity_forward_and_flips_the_gradient():
@@ -90,15 +86,12 @@ def train_features(adapt: bool, tmp_path) -> float:
                                shuffle=True, generator=torch.Generator().manual_seed(1))
     target_loader = DataLoader([{"inputs": x, "labels": torch.tensor(-1)} for x in target], batch_size=32,
                                shuffle=True, generator=torch.Generator().manual_seed(2))
-    class_loss = logits_loss(F.cross_entropy)
-    if adapt:
-        trained = DomainAdversarial(model, 8, AdaptationArgs(adaptation="dann", target_train_file="unused.csv",
-                                                             discriminator_hidden_size=32), class_loss)
-        streams, loss = {"source": source_loader, "target": target_loader}, dann_loss
-    else:
-        trained, streams, loss = model, source_loader, class_loss
-    Loop(Accelerator(cpu=True), trained, torch.optim.Adam(trained.parameters(), lr=1e-2), streams, loss,
-         lambda _: {"accuracy": 0.0}, args, tmp_path).fit()
+    objective = (Dann(AdaptationArgs(adaptation="dann", target_train_file="unused.csv", discriminator_hidden_size=32),
+                      "full", "unused.csv") if adapt else Supervised())
+    trained = objective.attach(model, logits_loss(F.cross_entropy))
+    Loop(Accelerator(cpu=True), trained, torch.optim.Adam(trained.parameters(), lr=1e-2),
+         objective.streams(source_loader, {TARGET_TRAIN: target_loader}.get), objective.loss,
+         lambda _: {"accuracy": 0.0}, args, tmp_path, policy=objective.policy).fit()
     with torch.no_grad():
         model.eval()
         return proxy_a_distance(model.backbone(source).numpy(), model.backbone(target).numpy())

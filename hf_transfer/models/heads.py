@@ -65,11 +65,9 @@ class MultiHeadModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, head: str | None = None, labels: torch.Tensor | None = None, **inputs
-                ) -> SequenceClassifierOutput:
-        logits = self.classify(self.pooled(inputs), head)
-        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+    def forward(self, head: str | None = None, **inputs) -> SequenceClassifierOutput:
+        """The logits of head `head` (of the only head when None); the losses are the Loop's (`multi_head_loss`)."""
+        return SequenceClassifierOutput(logits=self.classify(self.pooled(inputs), head))
 
     def pooled(self, inputs: dict) -> torch.Tensor:
         """(batch, width): the backbone's output pooled over the real positions (`padding_mask` for audio, else

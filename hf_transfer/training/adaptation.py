@@ -120,11 +120,6 @@ class DomainAdversarial(nn.Module):
         }
 
 
-def dann_loss(model: DomainAdversarial, batch: dict, progress) -> dict[str, torch.Tensor]:
-    """The Loop's `compute_loss` for the `source` and `target` streams, drawn together."""
-    return model(batch["source"], batch["target"], progress)
-
-
 def head_input_size(model: nn.Module) -> int:
     """The width of the features the classifier head reads: its (first) linear layer's input."""
     head = model.get_submodule(feature_head_name(model))
