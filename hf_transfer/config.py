@@ -210,8 +210,8 @@ class TrainArgs:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps spent warming up."})
     mixed_precision: str | None = field(
-        default=None, metadata={"help": "no | fp16 | bf16. Unset: the launcher's choice (accelerate launch), else bf16 "
-                                "where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
+        default=None, metadata={"help": "no | fp16 (GPU only) | bf16. Unset: the launcher's choice (accelerate "
+                                "launch), else bf16 where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
     regression_loss: str = field(
