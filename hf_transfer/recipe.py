@@ -167,6 +167,13 @@ def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict
     return recipe_class, base, settings
 
 
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """`NAME BEFORE then, NOW now` for each setting that differs: why the runs a study or tune kept from an earlier
+    command can't be compared with the ones this command would add."""
+    return [f"{name} {before.get(name)!r} then, {now.get(name)!r} now"
+            for name in sorted(before.keys() | now.keys()) if before.get(name) != now.get(name)]
+
+
 class ClassificationRecipe(Recipe):
     """A recipe whose model gives class logits: text, image and audio classification."""
 

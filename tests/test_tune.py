@@ -49,6 +49,16 @@ def test_pruned_trials_stop_at_an_evaluation_and_a_study_resumes(tiny_bert, sent
     assert resumed["best"] == first["best"]
 
 
+def test_a_rerun_with_other_recipe_settings_is_refused_not_added_to_the_study(tiny_bert, sentiment_files, tmp_path):
+    """Trials trained on other settings would be ranked against these ones: the study refuses them."""
+    args = TuneArgs(recipe="sentiment", n_trials=1, search=["learning_rate"], output_dir=str(tmp_path))
+    tune(args, [*recipe_flags(tiny_bert, sentiment_files), "--max_train_steps", "2"])
+    args = TuneArgs(recipe="sentiment", n_trials=2, search=["learning_rate"], output_dir=str(tmp_path))
+    with pytest.raises(UsageError, match="(?s)max_train_steps 2 then, 4 now.*another --study_name"):
+        tune(args, [*recipe_flags(tiny_bert, sentiment_files), "--max_train_steps", "4"])
+    assert len(optuna.load_study(study_name="hf_transfer", storage=storage_for(args, optuna)).trials) == 1
+
+
 def test_trials_are_scored_on_what_pruning_compares(tiny_bert, sentiment_files, tmp_path):
     """Pruning sees the loop's evaluations (top class, before any threshold or temperature); a finished trial's
     score is its best evaluation on that basis, not the tuned threshold's accuracy, fitted on validation itself."""

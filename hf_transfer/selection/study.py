@@ -28,7 +28,7 @@ from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json
 from hf_transfer.models.builtin import resolve_model
-from hf_transfer.recipe import ClassificationRecipe, recipe_class_of, recipe_names, runs_of
+from hf_transfer.recipe import ClassificationRecipe, changed_settings, recipe_class_of, recipe_names, runs_of
 from hf_transfer.training.run_folder import read_record
 
 ALL = "all"
@@ -151,10 +151,8 @@ def check_finished_cells(planned: dict[Path, dict]) -> None:
         if before is None:
             differing.append(f"{folder.name}: its settings were not recorded (an older study)")
             continue
-        changed = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
-        if changed:
-            differing.append(f"{folder.name}: " + ", ".join(f"{k} {before.get(k)!r} then, {settings.get(k)!r} now"
-                                                           for k in changed))
+        if changed := changed_settings(before, settings):
+            differing.append(f"{folder.name}: " + ", ".join(changed))
     if differing:
         raise UsageError(f"{len(differing)} finished cell(s) in {next(iter(planned)).parent} were trained with other "
                          "settings:\n  " + "\n  ".join(differing) + "\nGive another --output_dir for a new study, or "
