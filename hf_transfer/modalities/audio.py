@@ -148,6 +148,8 @@ def _probe(value: str | dict, sampling_rate: int) -> tuple[int, str | None]:
         return 0, f"unreadable: {error}"
     if len(samples) == 0:
         return 0, "empty: no audio samples"
+    if not np.isfinite(samples).all():  # a float file can hold them; they'd turn the loss or the scores into NaN
+        return 0, "holds NaN or infinite samples"
     return math.ceil(len(samples) * sampling_rate / rate), None
 
 
@@ -317,6 +319,8 @@ def load_clip(path: str, sampling_rate: int) -> np.ndarray:
         raise UsageError(f"can't read audio file {path}: {error}") from None
     if not len(wave):
         raise UsageError(f"audio file {path} is empty: no audio samples")
+    if not np.isfinite(wave).all():
+        raise UsageError(f"audio file {path} holds NaN or infinite samples")
     return wave
 
 
