@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hf_transfer.cli import main as cli
+from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from recipes import sentiment
 
@@ -37,3 +38,14 @@ def test_throughput_is_reported(trained, sentiment_files, tmp_path, capsys):
     assert results["test_samples_per_second"] > 0 and results["test_samples"] == 40
     cli(["predict", str(trained), *TEXTS[:2]])
     assert "2 predictions, " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["photos/cat.JPG", "clip.wav", "EXISTING"])
+def test_a_text_model_refuses_a_file_path_it_would_classify_as_text(trained, given, tmp_path):
+    existing = tmp_path / "review.txt"
+    existing.write_text("a great film")
+    given = str(existing) if given == "EXISTING" else given
+    model, tokenizer, settings = load_trained(trained)
+    with pytest.raises(UsageError, match=f"{given!r}.*a text model classifies the text itself"):
+        predict(model, tokenizer, settings, ["a fine film", given])
+    assert len(predict(model, tokenizer, settings, ["great" * 60])) == 1  # too long for a file name: still a text

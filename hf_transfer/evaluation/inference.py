@@ -36,7 +36,8 @@ from hf_transfer.evaluation.scoring import score_classification, score_target, s
 from hf_transfer.evaluation.target_report import write_target_report
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
-from hf_transfer.modalities.audio import clip_lengths
+from hf_transfer.modalities.audio import AUDIO_LAYOUT, clip_lengths
+from hf_transfer.modalities.image import IMAGE_LAYOUT
 from hf_transfer.modalities.transcripts import TRANSCRIPT_COLUMN_GUESSES, SpeechArgs, normalize, normalized_transcripts
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.models.heads import MultiHeadModel, is_multi_head
@@ -164,6 +165,18 @@ def _batch_predictor(task: Task, model, processor, settings: dict) -> Callable[[
     return classify
 
 
+def _looks_like_a_file(text: str) -> bool:
+    """A file that exists, or a name with an image or audio file's extension: a text model would classify the path's
+    characters as if they were a review."""
+    name = text.strip()
+    if Path(name).suffix.lower() in IMAGE_LAYOUT.extensions + AUDIO_LAYOUT.extensions and " " not in name:
+        return True
+    try:
+        return Path(name).is_file()
+    except OSError:  # a long text is a name too long for the file system
+        return False
+
+
 @torch.inference_mode()
 def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str] | None = None) -> list[dict]:
     """One prediction per input (a text, or an image or audio file path), in the inputs' order: label and class
@@ -176,6 +189,11 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
+    else:
+        for text in inputs:
+            if _looks_like_a_file(text):
+                raise UsageError(f"{text!r} is a file path, but a text model classifies the text itself: give the "
+                                 "text (an image or audio file needs a model trained on images or audio)")
     order = list(range(len(inputs)))
     if kind == "text":  # longest first, so that each batch pads little
         order.sort(key=lambda i: -(len(inputs[i]) + len(pairs[i] if pairs else "")))
