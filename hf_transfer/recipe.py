@@ -24,6 +24,7 @@ from hf_transfer.evaluation.sanity import linear_probe_accuracy
 from hf_transfer.metrics import classification_metric_names
 from hf_transfer.models.architectures import output_layers
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
+from hf_transfer.publish.hub import check_token
 from hf_transfer.targets import SINGLE_LABEL, loss_function, target_for
 from hf_transfer.tasks import Task
 from hf_transfer.training.adaptation import (
@@ -75,6 +76,8 @@ class Recipe:
         self.run = run
         handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if self.find_unused_parameters else []
         self.accelerator = new_accelerator(run.train, run.train.output_dir, kwargs_handlers=handlers)
+        if run.hub.push_to_hub and self.accelerator.is_main_process:
+            check_token(run.hub.hub_token)
         set_seed(run.train.seed)
 
     @classmethod
