@@ -19,14 +19,17 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
+from hf_transfer.config import CLASSIFIER_POOLINGS, DataArgs, UsageError
+from hf_transfer.data.splits import FolderLayout, load_labelled_splits
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json
+from hf_transfer.modalities.audio import AUDIO_LAYOUT
+from hf_transfer.modalities.image import IMAGE_LAYOUT
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.recipe import ClassificationRecipe, changed_settings, recipe_class_of, recipe_names, runs_of
 from hf_transfer.training.run_folder import read_record
@@ -34,6 +37,7 @@ from hf_transfer.training.run_folder import read_record
 ALL = "all"
 SCRATCH = "scratch"
 BASE_STRATEGIES = ("feature_extraction", "partial", "lora", "full")
+LAYOUTS = {"image": IMAGE_LAYOUT, "audio": AUDIO_LAYOUT}  # how each modality's recipe reads class folders
 
 
 @dataclass
@@ -139,6 +143,15 @@ def run_cell(recipe_class, settings: dict, folder: Path) -> float:
     return seconds
 
 
+def check_budgets(data: DataArgs, seeds: list[int], budgets: list[str], layout: FolderLayout | None) -> None:
+    """Each seed's training split holds the largest budget of every class: checked before the first cell trains,
+    not when that budget's cells come after hours of the others."""
+    largest = max((int(budget) for budget in budgets if budget != ALL), default=None)
+    if largest is not None:
+        for seed in seeds:
+            load_labelled_splits(replace(data, samples_per_class=largest), seed, layout=layout)
+
+
 def check_finished_cells(planned: dict[Path, dict]) -> None:
     """A finished cell is kept only if it was trained with the settings it would get now: a rerun with other recipe
     flags into the same --output_dir would otherwise mix two studies in one table. Checked for every cell before
@@ -230,6 +243,7 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
             {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
              "samples_per_class": None if budget == ALL else int(budget), **({"learning_rate": rate} if rate else {})},
             default=str))
+    check_budgets(base.data, args.seeds, args.samples_per_class, LAYOUTS.get(recipe_class.task.input_kind))
     check_finished_cells(planned)
     cells = []
     for (strategy, budget, seed), (folder, cell_settings) in zip(grid, planned.items()):
