@@ -6,8 +6,9 @@ from pathlib import Path
 
 import datasets
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
-from hf_transfer.config import RunConfig, save_config
+from hf_transfer.config import RunConfig, UsageError, save_config
 from hf_transfer.data.splits import LabelledSplits, guess_column
 from hf_transfer.evaluation.item_predictions import write_items
 from hf_transfer.evaluation.operating_point import choose_decision
@@ -58,7 +59,11 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
             model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    atomic_save_files(output_dir, save)
+    try:
+        atomic_save_files(output_dir, save)
+    except (OSError, SafetensorError) as error:  # a full disk, most often: safetensors says so in its own error
+        raise UsageError(f"writing the trained model to {output_dir} failed ({error}); the folder is left unfinished. "
+                         "Free some space (or fix the folder's permissions) and train again") from None
 
 
 def item_inputs(dataset: datasets.Dataset, settings: dict, task: Task) -> list[str]:

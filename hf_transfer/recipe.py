@@ -45,6 +45,7 @@ from hf_transfer.training.loop import (
     new_accelerator,
     predict,
 )
+from hf_transfer.training.run_folder import check_free_space
 
 # The splits scored after training (those the data has): validation picks the operating point, the others are tests.
 EVALUATED_SPLITS = ("validation", "test", TARGET_TEST)
@@ -125,10 +126,12 @@ class Recipe:
         self.model = apply_strategy(model, self.run.strategy, self.task.peft_task_type)
 
     def count_trainable(self) -> None:
-        """Says how much of `self.model` trains; once every freezing step is done."""
+        """Says how much of `self.model` trains, and checks that --output_dir has room for what the run will write;
+        once every freezing step is done."""
         self.trainable, self.total = count_parameters(self.model)
         self.accelerator.print(f"{self.run.strategy.strategy}: training {self.trainable:,} of {self.total:,} "
                                f"parameters ({100 * self.trainable / self.total:.2f}%)")
+        check_free_space(self.model, self.run.train)
 
     def evaluation_loaders(self, splits: dict, collate: Callable, workers: int) -> dict:
         """Prepared, in-order loaders of the splits scored after training."""
