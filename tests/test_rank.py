@@ -174,6 +174,8 @@ def test_candidate_spelling(spelled, expected):
     (["{bert}"], ["--label_column", "stars"], r"no label column 'stars'; columns are text, label"),
     (["{bert}"], ["--pooling", "max"], r"--pooling must be one of mean, cls; got 'max'"),
     (["{bert}", "{vit}"], [], r"the candidates read different inputs"),
+    (["/no/such/model"], [], r"--models /no/such/model: no such folder"),
+    (["random:./no-model@2"], [], r"--models ./no-model: no such folder"),
 ])
 def test_bad_input_fails_before_any_forward_pass(tiny_bert, tiny_vit, sentiment_files, tmp_path, forward_passes,
                                                  models, extra, message):
