@@ -107,6 +107,9 @@ def test_under_accelerate_launch_the_processes_train_each_trial_together(tiny_be
     (["--recipe", "nope"], "--recipe nope: choose one of"),
     (["--recipe", "sentiment", "--search", "momentum"], "--search momentum: searchable settings are"),
     (["--recipe", "sentiment", "--n_trials", "0"], "--n_trials must be at least 1"),
+    (["--recipe", "sentiment", "--storage", "redis://localhost/0"],
+     "--storage redis://localhost/0: give sqlite:///FILE.db, or a postgresql:// or mysql:// URL"),
+    (["--recipe", "sentiment", "--storage", "tune.db"], "--storage tune.db: give sqlite:///FILE.db"),
 ])
 def test_bad_tune_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):

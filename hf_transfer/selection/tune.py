@@ -51,6 +51,7 @@ SEARCH_SPACE = {
     "unfreeze_layers": ("int", 1, None, False),  # up to the model's layer count
 }
 STRATEGY_SETTINGS = {"lora": ["lora_r", "lora_alpha"], "partial": ["unfreeze_layers"]}
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # a URL's scheme, before any `+driver`
 
 
 @dataclass
@@ -79,6 +80,9 @@ class TuneArgs:
             raise UsageError(f"--search {unknown[0]}: searchable settings are {', '.join(SEARCH_SPACE)}")
         if self.n_trials < 1:
             raise UsageError(f"--n_trials must be at least 1; got {self.n_trials}")
+        if self.storage and self.storage.split("://")[0].split("+")[0] not in STORAGE_SCHEMES:
+            raise UsageError(f"--storage {self.storage}: give sqlite:///FILE.db, or a postgresql:// or mysql:// URL "
+                             "(the databases Optuna shares a study in)")
 
 
 def _optuna():
@@ -129,11 +133,13 @@ def storage_for(args: TuneArgs, optuna):
 def rdb_storage(url: str, optuna, attempts: int = 3):
     """Optuna's storage at `url`. Workers started together may both create a new database's schema, and the
     second one's write of the schema version then fails: it tries again, and finds the schema made."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url)
+        except (ArgumentError, ImportError) as error:  # a malformed URL, or its database driver not installed
+            raise UsageError(f"--storage {url}: {error}") from None
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise
