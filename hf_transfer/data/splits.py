@@ -49,6 +49,11 @@ class LabelledSplits:
     sources: dict[str, str]
     file_rows: dict[str, list[int]] = field(default_factory=dict)  # split -> each example's row in its file
     problem_type: str = SINGLE_LABEL
+    label_column: str = "labels"  # the files' own name of the column that `labels` encodes
+
+    def columns(self, split: str) -> list[str]:
+        """`split`'s columns as its file names them, for messages and for finding the input columns."""
+        return [self.label_column if c == "labels" else c for c in self.splits[split].column_names]
 
     def row_name(self, split: str, index: int) -> str:
         """The file's own row number of example `index` of `split` (after shuffles and the carved validation)."""
@@ -472,7 +477,7 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
     file_rows = {split: dataset[FILE_ROW] for split, dataset in splits.items()}
     splits = DatasetDict({split: dataset.remove_columns(FILE_ROW) for split, dataset in splits.items()})
     return LabelledSplits(splits=splits, label_names=names, sources=sources, file_rows=file_rows,
-                          problem_type=problem_type)
+                          problem_type=problem_type, label_column=label_column)
 
 
 def _is_unlabelled(dataset: datasets.Dataset, data: DataArgs, label_column_default: str | None) -> bool:

@@ -163,12 +163,12 @@ def _csv_folder(split: str, data: DataArgs) -> Path:
 
 
 def audio_column(labelled: LabelledSplits, args: AudioArgs) -> str:
-    column = guess_column(labelled.splits["train"].column_names, args.audio_column, AUDIO_COLUMN_GUESSES, "audio",
+    column = guess_column(labelled.columns("train"), args.audio_column, AUDIO_COLUMN_GUESSES, "audio",
                           labelled.sources["train"])
     for split, dataset in labelled.splits.items():
         if column not in dataset.column_names:
             raise UsageError(f"{labelled.sources[split]}: no audio column {column!r}; "
-                             f"columns are {', '.join(dataset.column_names)}")
+                             f"columns are {', '.join(labelled.columns(split))}")
         feature = dataset.features[column]
         is_path = getattr(feature, "dtype", None) in ("string", "large_string")
         if not isinstance(feature, datasets.Audio) and not is_path:
