@@ -356,7 +356,8 @@ def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names:
 
 
 def check_group_column(splits: DatasetDict, sources: dict[str, str], column: str) -> None:
-    """Every split names its groups; a given validation or test split that shares groups with train is flagged."""
+    """Every split names its groups; a given validation or test split that shares groups with train is flagged.
+    `splits` as read from the files: their columns and row order are the files'."""
     for split, dataset in splits.items():
         if column not in dataset.column_names:
             raise UsageError(f"{sources[split]}: no group column {column!r}; "
@@ -364,7 +365,7 @@ def check_group_column(splits: DatasetDict, sources: dict[str, str], column: str
         values = dataset[column]
         if any(v is None or str(v).strip() == "" for v in values):
             first = next(i for i, v in enumerate(values) if v is None or str(v).strip() == "")
-            raise UsageError(f"{sources[split]}: the group column {column!r} is empty at row {first}")
+            raise UsageError(f"{row_name(sources[split], first + 1)}: the group column {column!r} is empty")
     train_groups = {str(v) for v in splits["train"][column]}
     for split in ("validation", "test"):
         if split in splits:
@@ -432,6 +433,8 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         raise UsageError(f"--label_map renames the classes of a single-label column without a ClassLabel "
                          f"({sources['train']}, {label_column!r}); leave it out")
     warn_shared_rows(splits, label_column, sources)
+    if data.group_column:
+        check_group_column(splits, sources, data.group_column)
     splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
                           for split, dataset in splits.items()})
     splits, names = _encode_labels(splits, label_column, labels, sources, {s: d[FILE_ROW] for s, d in splits.items()},
@@ -446,8 +449,6 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         raise UsageError(f"--samples_per_class counts examples per class: single-label classification only, not "
                          f"{problem_type}; use --max_train_samples")
 
-    if data.group_column:
-        check_group_column(splits, sources, data.group_column)
     if "validation" not in splits and carve_validation and data.group_column:
         splits["train"], splits["validation"] = grouped_holdout(
             splits["train"], data.group_column, data.validation_split_percentage, seed, single, sources["train"])
