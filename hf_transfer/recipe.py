@@ -276,6 +276,7 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
+        outputs.check_finite_scores(self.accelerator, model, self.processor, self.run, self.data, predictions)
         details = {**self.details(), **self.feature_extraction_details(), **self.adaptation_details()}
         if self.data.problem_type != SINGLE_LABEL:
             return outputs.write_target_outputs(self.accelerator, model, self.processor, self.run, self.task,

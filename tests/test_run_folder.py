@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -305,4 +306,24 @@ def test_a_failed_write_of_the_weights_is_a_message_not_a_traceback(tiny_bert, s
     monkeypatch.setattr("transformers.modeling_utils.safe_save_file", disk_full)
     with pytest.raises(UsageError, match=r"writing the trained model to .*out failed \(.*No space left on device"):
         train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full")
+    assert read_record(tmp_path / "out")["complete"] is False
+
+
+def test_nan_scores_on_the_test_split_keep_the_trained_weights_and_name_the_row(tiny_bert, sentiment_files, tmp_path,
+                                                                                 monkeypatch):
+    """A test input the model overflows on: the error names its row, and the training is not lost."""
+    from hf_transfer import recipe
+
+    def nan_on_test(accelerator, model, loader, scores):
+        probabilities, references = real(accelerator, model, loader, scores)
+        if len(references) == 40:  # the test split (validation holds 16)
+            probabilities[3] = np.nan
+        return probabilities, references
+
+    real = recipe.predict
+    monkeypatch.setattr(recipe, "predict", nan_on_test)
+    with pytest.raises(UsageError, match=r"1 example\(s\) of the test split got NaN or infinite scores, the first at "
+                                         r".*test.csv: data row \d+ .*the trained model is saved in"):
+        train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full")
+    assert (tmp_path / "out" / "model.safetensors").is_file()
     assert read_record(tmp_path / "out")["complete"] is False
