@@ -15,6 +15,7 @@ from hf_transfer.recipe import recipe_names
 
 ALLOW_PICKLE_HELP = "load pickle .bin weights when the folder has no safetensors (unpickling can run code)"
 HEAD_HELP = "for a model with several heads (one backbone, several tasks): the head to use"
+TRUST_REMOTE_CODE_HELP = "load a model trained with --trust_remote_code (runs the Python files in its folder)"
 # The data's columns for `evaluate`, named as in training.
 COLUMN_FLAGS = ("text_column", "text_pair_column", "image_column", "audio_column", "label_column", "transcript_column")
 
@@ -51,7 +52,7 @@ def train(recipe: str | None, flags: list[str]) -> None:
 
 
 def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: bool = False,
-            head: str | None = None) -> None:
+            head: str | None = None, trust_remote_code: bool = False) -> None:
     from hf_transfer.evaluation.inference import load_trained, timed_predict
 
     if file:
@@ -61,7 +62,7 @@ def predict(output_dir: str, inputs: list[str], file: str | None, allow_pickle: 
         inputs = inputs + [line for line in path.read_text().splitlines() if line.strip()]
     if not inputs:
         raise UsageError("give texts (or image or audio file paths) to predict on, or --file with one per line")
-    model, processor, settings = load_trained(output_dir, allow_pickle, head=head)
+    model, processor, settings = load_trained(output_dir, allow_pickle, head=head, trust_remote_code=trust_remote_code)
     if settings.get("text_pair_column"):
         raise UsageError(f"{output_dir} classifies text pairs ({settings['text_column']}, "
                          f"{settings['text_pair_column']}): score a file of them with `hf-transfer evaluate`")
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--report_dir", help="where the report goes (default OUTPUT_DIR/evaluation)")
     evaluate_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     evaluate_parser.add_argument("--head", help=HEAD_HELP)
+    evaluate_parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     predict_parser = commands.add_parser("predict", help="classify texts, image or audio files (or transcribe audio "
                                                          "files) with a trained folder")
     predict_parser.add_argument("output_dir")
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--file", help="a text file, one input per line")
     predict_parser.add_argument("--allow_pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     predict_parser.add_argument("--head", help=HEAD_HELP)
+    predict_parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     demo_parser = commands.add_parser("demo", help="try a trained folder in the browser: a Gradio page with its test "
                                                    "metrics and intervals (needs pip install 'hf-transfer-kit[app]')")
     demo_parser.add_argument("output_dir", help="a trained folder, or the Hub repo (user/name) it was pushed to")
@@ -178,11 +181,12 @@ def run_command(args: argparse.Namespace) -> None:
         report_dir = args.report_dir or str(Path(args.output_dir) / "evaluation")
         results = evaluate_folder(args.output_dir, args.test_file, report_dir, test_dir=args.test_dir,
                                   columns={column: getattr(args, column) for column in COLUMN_FLAGS},
-                                  group_column=args.group_column, allow_pickle=args.allow_pickle, head=args.head)
+                                  group_column=args.group_column, allow_pickle=args.allow_pickle, head=args.head,
+                                  trust_remote_code=args.trust_remote_code)
         print(json.dumps(results, indent=2))
         print(f"Report: {Path(report_dir) / 'eval_report.md'}")
     elif args.command == "predict":
-        predict(args.output_dir, args.inputs, args.file, args.allow_pickle, args.head)
+        predict(args.output_dir, args.inputs, args.file, args.allow_pickle, args.head, args.trust_remote_code)
     elif args.command == "demo":
         demo(args.output_dir, args.port, args.share)
     elif args.command == "push":

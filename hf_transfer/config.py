@@ -8,6 +8,8 @@ import dataclasses
 import importlib.util
 import sys
 import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,8 +233,8 @@ class TrainArgs:
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "Fraction of steps spent warming up. Unset: chosen by strategy and backbone."})
     mixed_precision: str | None = field(
-        default=None, metadata={"help": "no | fp16 | bf16. Unset: the launcher's choice (accelerate launch), else bf16 "
-                                "where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
+        default=None, metadata={"help": "no | fp16 (GPU only) | bf16. Unset: the launcher's choice (accelerate "
+                                "launch), else bf16 where the CPU (AVX512-BF16, AMX) or GPU runs it fast, else no."}
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Cross-entropy label smoothing."})
     regression_loss: str = field(
@@ -510,6 +512,22 @@ def _check_keys(values: dict[str, Any], source: str, known: set[str]) -> None:
         raise UsageError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
 
 
+def _takes(annotation, kind: type) -> bool:
+    """Whether a field annotated `annotation` (`list[str] | None`...) may hold a `kind` (list, dict)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes(arg, kind) for arg in typing.get_args(annotation))
+    return (typing.get_origin(annotation) or annotation) is kind
+
+
+def _check_value_kinds(values: dict[str, Any], source: str, groups: tuple) -> None:
+    """A YAML list or mapping where a setting takes one value: flags can't give one, so argparse never sees it."""
+    annotations = {f.name: f.type for group in groups for f in dataclasses.fields(group)}
+    for key, value in values.items():
+        for kind, name in ((list, "a list"), (dict, "a mapping")):
+            if isinstance(value, kind) and not _takes(annotations[key], kind):
+                raise UsageError(f"{source}: {key} holds {name} ({value!r}); it takes one value")
+
+
 def _underscored(arg: str) -> str:
     """`--train-file` (the form argparse also accepts) as `--train_file`: the settings are named with underscores."""
     if not arg.startswith("--"):
@@ -563,6 +581,7 @@ def parse(
         if saved_task != task:
             raise UsageError(f"{config} is the config of a {saved_task} run; this recipe trains {task}")
         _check_keys(file_values, str(config) if not isinstance(config, dict) else "config", known)
+        _check_value_kinds(file_values, str(config) if not isinstance(config, dict) else "config", groups)
         values.update(file_values)
         user_keys |= set(file_values)
     for given, replaced in REPLACES_DEFAULT:

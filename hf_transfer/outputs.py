@@ -5,9 +5,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import numpy as np
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
-from hf_transfer.config import RunConfig, save_config
+from hf_transfer.config import RunConfig, UsageError, save_config
 from hf_transfer.data.splits import LabelledSplits, guess_column
 from hf_transfer.evaluation.item_predictions import write_items
 from hf_transfer.evaluation.operating_point import choose_decision
@@ -58,7 +60,26 @@ def save_model(model, processor, output_dir: Path, hub_base_model: str | None) -
             model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    atomic_save_files(output_dir, save)
+    try:
+        atomic_save_files(output_dir, save)
+    except (OSError, SafetensorError) as error:  # a full disk, most often: safetensors says so in its own error
+        raise UsageError(f"writing the trained model to {output_dir} failed ({error}); the folder is left unfinished. "
+                         "Free some space (or fix the folder's permissions) and train again") from None
+
+
+def check_finite_scores(accelerator: Accelerator, model, processor, run: RunConfig, data: LabelledSplits,
+                        predictions: dict) -> None:
+    """Scores that are NaN or infinite (an input the model overflows on) can't be scored or reported: the trained
+    model is saved first, so that the error loses no training, and the examples are named."""
+    for split, (scores, _) in predictions.items():
+        bad = np.flatnonzero(~np.isfinite(scores.reshape(len(scores), -1)).all(axis=1))
+        if len(bad):
+            output_dir = Path(run.train.output_dir)
+            if accelerator.is_main_process:
+                save_model(accelerator.unwrap_model(model), processor, output_dir, base_model_id(run.model))
+            raise UsageError(f"{len(bad)} example(s) of the {split} split got NaN or infinite scores, the first at "
+                             f"{data.row_name(split, int(bad[0]))}: check those inputs. Nothing was scored; the "
+                             f"trained model is saved in {output_dir}, a run not marked complete")
 
 
 def item_inputs(dataset: datasets.Dataset, settings: dict, task: Task) -> list[str]:

@@ -26,6 +26,7 @@ from hf_transfer.metrics import classification_metric_names
 from hf_transfer.models.architectures import output_layers
 from hf_transfer.models.loading import load_model
 from hf_transfer.models.strategies import apply_strategy, build_optimizer, count_parameters
+from hf_transfer.publish.hub import check_token
 from hf_transfer.targets import SINGLE_LABEL, loss_function, target_for
 from hf_transfer.tasks import Task
 from hf_transfer.training.adaptation import add_target_splits
@@ -41,7 +42,7 @@ from hf_transfer.training.loop import (
     predict,
 )
 from hf_transfer.training.objectives import EVALUATED_SPLITS, Objective, objective_for
-from hf_transfer.training.run_folder import claim_output_dir
+from hf_transfer.training.run_folder import check_free_space, claim_output_dir
 
 
 def run_from_command_line(main: Callable) -> None:
@@ -70,6 +71,8 @@ class Recipe:
         self.run = run
         handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if self.find_unused_parameters else []
         self.accelerator = new_accelerator(run.train, run.train.output_dir, kwargs_handlers=handlers)
+        if run.hub.push_to_hub and self.accelerator.is_main_process:
+            check_token(run.hub.hub_token)
         set_seed(run.train.seed)
 
     @classmethod
@@ -121,10 +124,12 @@ class Recipe:
         self.model = apply_strategy(model, self.run.strategy, self.task.peft_task_type)
 
     def count_trainable(self) -> None:
-        """Says how much of `self.model` trains; once every freezing step is done."""
+        """Says how much of `self.model` trains, and checks that --output_dir has room for what the run will write;
+        once every freezing step is done."""
         self.trainable, self.total = count_parameters(self.model)
         self.accelerator.print(f"{self.run.strategy.strategy}: training {self.trainable:,} of {self.total:,} "
                                f"parameters ({100 * self.trainable / self.total:.2f}%)")
+        check_free_space(self.model, self.run.train)
 
     def evaluation_loaders(self, splits: dict, collate: Callable, workers: int) -> dict:
         """Prepared, in-order loaders of the splits scored after training."""
@@ -164,6 +169,13 @@ def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict
     settings = {k: v for k, v in base.to_dict().items() if k != "task" and k not in INVOCATION_ONLY}
     settings.update(push_to_hub=False, write_card=False)
     return recipe_class, base, settings
+
+
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """`NAME BEFORE then, NOW now` for each setting that differs: why the runs a study or tune kept from an earlier
+    command can't be compared with the ones this command would add."""
+    return [f"{name} {before.get(name)!r} then, {now.get(name)!r} now"
+            for name in sorted(before.keys() | now.keys()) if before.get(name) != now.get(name)]
 
 
 @dataclass
@@ -320,6 +332,7 @@ class ClassificationRecipe(Recipe):
             positions = data_order(self.eval_read_orders[split])
             predictions[split] = tuple(rows[positions] for rows in predict(self.accelerator, model, loader,
                                                                            self.target.scores))
+        outputs.check_finite_scores(self.accelerator, model, self.processor, self.run, self.data, predictions)
         details = {**self.details(), **self.feature_extraction_details(), **self.objective.details(),
                    **({"defaults chosen": self.run.chosen_defaults} if self.run.chosen_defaults else {})}
         if self.data.problem_type != SINGLE_LABEL:

@@ -1,6 +1,7 @@
 """Small models and data sets the tests build for themselves (nothing is downloaded)."""
 
 import csv
+import json
 import os
 import random
 import subprocess
@@ -88,6 +89,25 @@ def make_tiny_model(folder: Path, name: str = "bert", num_labels: int = 2) -> Pa
                           **kwargs)
     model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_remote_code_model(folder: Path) -> Path:
+    """A tiny BERT whose config and model classes come from Python files in its folder, as a Hub repo with custom
+    code: it loads only with trust_remote_code."""
+    make_tiny_model(folder)
+    (folder / "configuration_tiny.py").write_text(
+        "from transformers import BertConfig\n\n\nclass TinyRemoteConfig(BertConfig):\n"
+        "    model_type = 'tiny-remote'\n")
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertForSequenceClassification\n\nfrom .configuration_tiny import TinyRemoteConfig"
+        "\n\n\nclass TinyRemoteForSequenceClassification(BertForSequenceClassification):\n"
+        "    config_class = TinyRemoteConfig\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="tiny-remote", auto_map={
+        "AutoConfig": "configuration_tiny.TinyRemoteConfig",
+        "AutoModelForSequenceClassification": "modeling_tiny.TinyRemoteForSequenceClassification"})
+    (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 

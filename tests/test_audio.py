@@ -25,6 +25,7 @@ from hf_transfer.modalities.audio import (
     audio_collator,
     augment,
     crop,
+    load_clip,
     prepare_audio_splits,
     read_audio,
 )
@@ -111,6 +112,24 @@ def test_bad_audio_skip_leaves_them_out_and_counts_them(csv_with_bad_files):
     kept = sum(len(prepared.splits[s]) for s in ("train", "validation"))
     assert kept == 24
     assert all(0 < n <= RATE for n in prepared.splits["train"]["length"])
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_clip_with_nan_samples_is_named_before_training(tones, tmp_path, split):
+    """NaN samples would make the training loss NaN ("lower the learning rate") or, in a test clip, break the
+    scoring after training: the file is named before training instead."""
+    wave = tone(PITCH["low"], 0.5, RATE)
+    wave[100:110] = np.nan
+    sf.write(tmp_path / "nan.wav", wave, RATE, subtype="FLOAT")
+    header, *rows = (tones / f"{split}.csv").read_text().splitlines()
+    (tmp_path / f"{split}.csv").write_text("\n".join([header, *(str(tones / row) for row in rows), "nan.wav,low"]))
+    files = {"train_file": str(tones / "train.csv"), f"{split}_file": str(tmp_path / f"{split}.csv")}
+    data = DataArgs(**files, validation_split_percentage=25)
+    labelled = load_labelled_splits(data, seed=0, layout=AUDIO_LAYOUT)
+    with pytest.raises(UsageError, match="1 audio file.*nan.wav \\(holds NaN or infinite samples\\)"):
+        prepare_audio_splits(labelled, data, AudioArgs(), RATE)
+    with pytest.raises(UsageError, match="nan.wav holds NaN or infinite samples"):  # predict's reader
+        load_clip(str(tmp_path / "nan.wav"), RATE)
 
 
 def test_relative_paths_are_read_from_the_csv_folder(tones, monkeypatch, tmp_path):

@@ -55,6 +55,23 @@ def test_predict_and_evaluate_commands(ddp_output, capsys):
     assert (ddp_output / "out" / "evaluation" / "confusion_matrix.png").is_file()
 
 
+def test_a_model_trained_with_remote_code_predicts_only_with_trust_remote_code(tmp_path, capsys):
+    """Loading it runs the Python files it holds: refused by name, not a transformers ValueError traceback."""
+    from fixtures import make_remote_code_model, sentences, write_csv
+
+    from hf_transfer.recipes import sentiment
+
+    sentiment.main({"model_name_or_path": str(make_remote_code_model(tmp_path / "remote")), "trust_remote_code": True,
+                    "train_file": str(write_csv(tmp_path / "train.csv", sentences(40))), "strategy": "full",
+                    "output_dir": str(tmp_path / "out"), "max_train_steps": 1})
+    with pytest.raises(SystemExit, match="was trained with --trust_remote_code: .*modeling_tiny.py.*"
+                                         "pass --trust_remote_code"):
+        cli(["predict", str(tmp_path / "out"), "a good film"])
+    capsys.readouterr()
+    cli(["predict", str(tmp_path / "out"), "a good film", "--trust_remote_code"])
+    assert json.loads(capsys.readouterr().out)["text"] == "a good film"
+
+
 def test_recipes_command_lists_configs_with_their_launch_commands(capsys):
     cli(["recipes"])
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,20 @@ def test_own_train_file_replaces_the_recipes_default_data_set():
 def test_bad_settings_are_rejected_by_name(argv, config, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse(argv, config, DEFAULTS)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("learning_rate: [0.001, 0.002]", "learning_rate holds a list ([0.001, 0.002]); it takes one value"),
+    ("test_file: [a.csv, b.csv]", "test_file holds a list (['a.csv', 'b.csv']); it takes one value"),
+    ("num_train_epochs: {a: 1}", "num_train_epochs holds a mapping ({'a': 1}); it takes one value"),
+])
+def test_a_list_or_mapping_for_a_single_value_setting_is_named(tmp_path, line, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(UsageError, match=re.escape(f"{config}: {message}")):
+        parse(["--config", str(config)], defaults=DEFAULTS)
+    config.write_text("lora_target_modules: [query, value]\n")  # a list setting takes one
+    assert parse(["--config", str(config)], defaults=DEFAULTS).strategy.lora_target_modules == ["query", "value"]
 
 
 def test_missing_config_file_is_named(tmp_path):

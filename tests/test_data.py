@@ -148,6 +148,20 @@ def test_bad_input_gets_a_clear_error(tmp_path, case, make_args, message):
         load_labelled_splits(make_args(tmp_path), seed=0)
 
 
+@pytest.mark.parametrize("flags, message", [
+    ({"text_column": "review"}, "t.csv: no text column 'review'; columns are text, label$"),
+    ({"text_column": "labels"}, "t.csv: no text column 'labels'; columns are text, label$"),
+    ({"text_column": "label"}, "t.csv: 'label' is the label column; name the text column with --text_column"),
+])
+def test_text_column_errors_name_the_files_own_columns(tmp_path, flags, message):
+    """Not the encoded `labels` column that loading puts in the label column's place."""
+    from hf_transfer.modalities.text import text_columns
+
+    args = data_args(train_file=_bad(tmp_path, "t.csv", sentences(20)), **flags)
+    with pytest.raises(UsageError, match=message):
+        text_columns(load_labelled_splits(args, seed=0), args)
+
+
 def test_max_eval_samples_is_a_seeded_stratified_sample(tmp_path):
     """Class folders list the files class by class: the first rows would be one class only."""
     from fixtures import write_image_folders

@@ -45,7 +45,7 @@ def test_given_splits_that_share_groups_with_train_are_flagged(tmp_path):
 @pytest.mark.parametrize("rows, message", [
     ([{"text": "good", "label": "a"}, {"text": "bad", "label": "b"}] * 5, "no group column 'speaker'"),
     ([{"text": "good", "label": "a", "speaker": "x"}, {"text": "bad", "label": "b", "speaker": ""}] * 5,
-     "group column 'speaker' is empty at row 1"),
+     r"train.csv: data row 2 \(counted from 1, header not counted\): the group column 'speaker' is empty"),
     ([{"text": "good", "label": "a", "speaker": "x"}, {"text": "bad", "label": "b", "speaker": "x"}] * 5,
      "has 1 group"),
 ])

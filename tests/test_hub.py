@@ -169,3 +169,17 @@ def test_training_with_push_to_hub_pushes_and_never_writes_the_token(fake_hub, t
     token = fake_hub.token.encode()
     assert not [name for name, data in files.items() if token in data]
     assert not [p for p in output_dir.rglob("*") if p.is_file() and token in p.read_bytes()]
+
+
+@pytest.mark.parametrize("token, message", [
+    ("hf_wrong", "--push_to_hub: the Hub refused the token .*HTTP 401"),
+    (None, "--push_to_hub: no Hub token found"),
+])
+def test_push_to_hub_checks_the_token_before_training(fake_hub, tmp_path, tiny_bert, sentiment_files, monkeypatch,
+                                                      token, message):
+    """Not after hours of training: the push's token is checked first."""
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))  # no login either
+    with pytest.raises(UsageError, match=message):
+        train(tmp_path / "out", tiny_bert, sentiment_files, push_to_hub=True, hub_model_id=REPO, hub_token=token)
+    assert not (tmp_path / "out" / "train_log.json").exists() and not (tmp_path / "out" / "checkpoints").exists()

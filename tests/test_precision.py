@@ -58,3 +58,17 @@ def test_unset_is_valid_and_the_recipe_saves_its_choice(nothing_set, tiny_bert, 
                     "test_file": str(sentiment_files["test"]), "output_dir": str(tmp_path), "strategy": "full",
                     "max_train_steps": 2})
     assert yaml.safe_load((tmp_path / "run_config.yaml").read_text())["mixed_precision"] == "bf16"
+
+
+@pytest.mark.parametrize("launcher", [False, True])
+def test_fp16_on_a_cpu_is_refused_not_run_as_fp32(nothing_set, monkeypatch, tmp_path, launcher):
+    # accelerate has no fp16 autocast on a CPU: it would compute in fp32 and still report fp16.
+    from hf_transfer.config import UsageError
+    from hf_transfer.training.loop import new_accelerator
+
+    nothing_set(False, False)
+    if launcher:
+        monkeypatch.setenv(precision.LAUNCHER_VARIABLE, "fp16")
+    args = TrainArgs(output_dir=str(tmp_path), mixed_precision=None if launcher else "fp16")
+    with pytest.raises(UsageError, match="fp16 .* CPU.*--mixed_precision bf16"):
+        new_accelerator(args, str(tmp_path), cpu=True)

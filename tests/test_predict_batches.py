@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hf_transfer.cli import main as cli
+from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import evaluate_folder, load_trained, predict
 from recipes import sentiment
 
@@ -46,3 +47,14 @@ def test_evaluate_shows_its_progress_on_stderr(trained, sentiment_files, tmp_pat
     captured = capsys.readouterr()
     assert "Predicting: 100%" in captured.err and "40/40" in captured.err
     assert "Predicting" not in captured.out
+
+
+@pytest.mark.parametrize("given", ["photos/cat.JPG", "clip.wav", "EXISTING"])
+def test_a_text_model_refuses_a_file_path_it_would_classify_as_text(trained, given, tmp_path):
+    existing = tmp_path / "review.txt"
+    existing.write_text("a great film")
+    given = str(existing) if given == "EXISTING" else given
+    model, tokenizer, settings = load_trained(trained)
+    with pytest.raises(UsageError, match=f"{given!r}.*a text model classifies the text itself"):
+        predict(model, tokenizer, settings, ["a fine film", given])
+    assert len(predict(model, tokenizer, settings, ["great" * 60])) == 1  # too long for a file name: still a text

@@ -170,10 +170,12 @@ def test_candidate_spelling(spelled, expected):
     (["builtin:no-such-model"], [], r"unknown built-in model 'builtin:no-such-model'"),
     (["{bert}@top"], [], r"the part after @ must be a layer number, got 'top'"),
     (["{bert}@9"], [], r"has layers 0 \(embeddings\) to 3; got 9"),
-    (["{bert}"], ["--text_column", "review"], r"no text column 'review'; columns are text, label"),
+    (["{bert}"], ["--text_column", "review"], r"no text column 'review'; columns are text, label$"),
     (["{bert}"], ["--label_column", "stars"], r"no label column 'stars'; columns are text, label"),
     (["{bert}"], ["--pooling", "max"], r"--pooling must be one of mean, cls; got 'max'"),
     (["{bert}", "{vit}"], [], r"the candidates read different inputs"),
+    (["/no/such/model"], [], r"--models /no/such/model: no such folder"),
+    (["random:./no-model@2"], [], r"--models ./no-model: no such folder"),
 ])
 def test_bad_input_fails_before_any_forward_pass(tiny_bert, tiny_vit, sentiment_files, tmp_path, forward_passes,
                                                  models, extra, message):

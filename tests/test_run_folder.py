@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -282,3 +283,47 @@ def test_a_nan_loss_stops_training_at_its_step(tmp_path):
         loop.fit()
     assert len(calls) == 5  # found at the first logging step, not an epoch later
     assert not (tmp_path / "checkpoints").exists()  # nothing diverged was saved
+
+
+def test_a_disk_without_room_for_the_weights_is_refused_before_training(tiny_bert, sentiment_files, tmp_path,
+                                                                        monkeypatch):
+    from hf_transfer.training import run_folder
+
+    monkeypatch.setattr(run_folder, "free_bytes", lambda folder: 1000)
+    with pytest.raises(UsageError, match=r"--output_dir .*out: 1 kB free on its disk, but this run writes up to "
+                                         r"[\d.]+ MB .*free some space or choose another --output_dir"):
+        train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full", save_steps=2)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_failed_write_of_the_weights_is_a_message_not_a_traceback(tiny_bert, sentiment_files, tmp_path,
+                                                                     monkeypatch):
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, message: \"No space left on device\" })")
+
+    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", disk_full)
+    with pytest.raises(UsageError, match=r"writing the trained model to .*out failed \(.*No space left on device"):
+        train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full")
+    assert read_record(tmp_path / "out")["complete"] is False
+
+
+def test_nan_scores_on_the_test_split_keep_the_trained_weights_and_name_the_row(tiny_bert, sentiment_files, tmp_path,
+                                                                                 monkeypatch):
+    """A test input the model overflows on: the error names its row, and the training is not lost."""
+    from hf_transfer import recipe
+
+    def nan_on_test(accelerator, model, loader, scores):
+        probabilities, references = real(accelerator, model, loader, scores)
+        if len(references) == 40:  # the test split (validation holds 16)
+            probabilities[3] = np.nan
+        return probabilities, references
+
+    real = recipe.predict
+    monkeypatch.setattr(recipe, "predict", nan_on_test)
+    with pytest.raises(UsageError, match=r"1 example\(s\) of the test split got NaN or infinite scores, the first at "
+                                         r".*test.csv: data row \d+ .*the trained model is saved in"):
+        train(tiny_bert, sentiment_files, tmp_path / "out", strategy="full")
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert read_record(tmp_path / "out")["complete"] is False

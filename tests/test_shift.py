@@ -42,7 +42,15 @@ def test_audio_class_folders_count_the_target_classes(tiny_wav2vec2, tones, tmp_
                      str(tones / "test"), "--max_duration_seconds", "0.25", "--output_dir", str(tmp_path)])
     assert results["task"] == "audio-classification"
     assert results["examples"]["target"] == sum(results["class_counts"]["target"].values())
-    assert -2 <= results["proxy_a_distance"] <= 2
+    assert 0 <= results["proxy_a_distance"] <= 2
+
+
+def test_a_distance_below_0_is_shown_as_0_with_its_reason(tiny_bert, sentiment_files, tmp_path, capsys,
+                                                          monkeypatch):
+    # A domain classifier that does worse than a coin on held-out features (noise on small samples).
+    monkeypatch.setattr("hf_transfer.selection.transferability.linear_probe_accuracy", lambda *_: 0.35)
+    assert run(tiny_bert, sentiment_files, sentiment_files["test"], tmp_path)["proxy_a_distance"] == 0.0
+    assert "no better than chance" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -81,6 +81,7 @@ def test_lora_ctc_saves_the_head_and_reloads(speech_data, tmp_path):
 def test_missing_transcript_is_named(speech_data, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("path,transcript\nclips/train_0.wav,ab\nclips/train_1.wav,\n")
-    with pytest.raises(UsageError, match="row 1 of column 'transcript' has no transcript"):
+    with pytest.raises(UsageError, match=r"bad.csv: data row 2 \(counted from 1, header not counted\): the "
+                                         r"transcript cell \('transcript'\) is empty"):
         speech_recognition.main({"model_name_or_path": str(speech_data / "tiny-wav2vec2"),
                                  "train_file": str(bad), "output_dir": str(tmp_path / "out")})

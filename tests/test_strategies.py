@@ -71,6 +71,18 @@ def test_lora_targets_cannot_be_guessed_for_unknown_layers(model_folders):
         lora_target_modules(model)
 
 
+def test_a_lora_target_that_matches_no_layer_is_named_with_the_layers_there_are(model_folders):
+    """peft adapts the targets that match and drops the others silently (or fails deep inside when none does)."""
+    for targets in (["query", "qkv"], ["qkv"]):
+        with pytest.raises(UsageError, match="--lora_target_modules qkv: no layer of the model is named so; "
+                                             "its layers: .*query.*value"):
+            apply_strategy(load(model_folders["bert"]), StrategyArgs(strategy="lora", lora_target_modules=targets),
+                           "SEQ_CLS")
+    dotted = StrategyArgs(strategy="lora", lora_target_modules=["attention.self.query"])  # a name's end matches
+    assert any("lora_A" in name for name, _ in apply_strategy(load(model_folders["bert"]), dotted,
+                                                               "SEQ_CLS").named_parameters())
+
+
 def test_layerwise_lr_decay_scales_lower_layers(model_folders):
     model = apply_strategy(load(model_folders["bert"]), StrategyArgs(strategy="full", layerwise_lr_decay=0.5), None)
     groups = parameter_groups(model, StrategyArgs(strategy="full", layerwise_lr_decay=0.5),

@@ -76,6 +76,32 @@ def test_a_study_killed_after_a_cell_finished_but_before_its_study_record_contin
     assert ran == ["full__kall__seed0"] and again["cells"][0]["wall_seconds"] > 0
 
 
+def test_a_rerun_with_other_recipe_settings_is_refused_before_any_cell_trains(tiny_bert, sentiment_files, tmp_path,
+                                                                              monkeypatch):
+    """Reusing a finished cell trained at another learning rate would mix two studies in one table."""
+    argv = ["--recipe", "sentiment", "--strategies", "full", "--samples_per_class", "all", "--output_dir",
+            str(tmp_path), "--model_name_or_path", str(tiny_bert), "--train_file", str(sentiment_files["train"]),
+            "--max_train_steps", "1"]
+    study([*argv, "--seeds", "0"])
+    ran = []
+    monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name))
+    changed = "(?s)full__kall__seed0: learning_rate 0.0005 then, 0.001 now.*another --output_dir"
+    with pytest.raises(UsageError, match=changed):
+        study([*argv, "--seeds", "1", "0", "--learning_rate", "1e-3"])
+    assert ran == []  # not even the new seed's cell, which comes first
+
+
+def test_a_budget_larger_than_a_class_is_refused_before_the_first_cell(tiny_bert, sentiment_files, tmp_path,
+                                                                       monkeypatch):
+    ran = []
+    monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name))
+    with pytest.raises(UsageError, match="--samples_per_class 500 but class '(negative|positive)' has only"):
+        study(["--recipe", "sentiment", "--strategies", "full", "--samples_per_class", "8", "500", "--seeds", "0",
+               "--output_dir", str(tmp_path), "--model_name_or_path", str(tiny_bert),
+               "--train_file", str(sentiment_files["train"]), "--max_train_steps", "1"])
+    assert ran == []  # not the 8-example cell either
+
+
 def test_budgets_nest_for_a_seed(tmp_path):
     path = write_csv(tmp_path / "train.csv", sentences(200, seed=0))
     picked = {}

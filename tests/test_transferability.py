@@ -11,6 +11,7 @@ from hf_transfer.selection.transferability import (
     knn_accuracy,
     linear_probe_accuracy,
     logme,
+    proxy_a_distance,
     regularized_h_score,
 )
 
@@ -109,6 +110,11 @@ def test_knn_and_probe_accuracies():
     shuffled = np.random.default_rng(5).permutation(labels)
     fit, held_out = held_out_split(shuffled, 0.5, seed=0)
     assert linear_probe_accuracy(features[fit], shuffled[fit], features[held_out], shuffled[held_out]) < 0.75
+
+
+def test_a_domain_classifier_below_chance_gives_a_proxy_a_distance_of_0_not_below():
+    rng = np.random.default_rng(3)  # two samples of one distribution; its held-out accuracy here is 0.325
+    assert proxy_a_distance(rng.normal(size=(40, 5)), rng.normal(size=(40, 5))) == 0.0
 
 
 def test_features_too_small_for_float32_are_scored_as_their_scaled_up_twins():

@@ -50,6 +50,16 @@ def test_pruned_trials_stop_at_an_evaluation_and_a_study_resumes(tiny_bert, sent
     assert resumed["best"] == first["best"]
 
 
+def test_a_rerun_with_other_recipe_settings_is_refused_not_added_to_the_study(tiny_bert, sentiment_files, tmp_path):
+    """Trials trained on other settings would be ranked against these ones: the study refuses them."""
+    args = TuneArgs(recipe="sentiment", n_trials=1, search=["learning_rate"], output_dir=str(tmp_path))
+    tune(args, [*recipe_flags(tiny_bert, sentiment_files), "--max_train_steps", "2"])
+    args = TuneArgs(recipe="sentiment", n_trials=2, search=["learning_rate"], output_dir=str(tmp_path))
+    with pytest.raises(UsageError, match="(?s)max_train_steps 2 then, 4 now.*another --study_name"):
+        tune(args, [*recipe_flags(tiny_bert, sentiment_files), "--max_train_steps", "4"])
+    assert len(optuna.load_study(study_name="hf_transfer", storage=storage_for(args, optuna)).trials) == 1
+
+
 def test_trials_are_scored_on_what_pruning_compares(tiny_bert, sentiment_files, tmp_path):
     """Pruning sees the loop's evaluations (top class, before any threshold or temperature); a finished trial's
     score is its best evaluation on that basis, not the tuned threshold's accuracy, fitted on validation itself."""
@@ -98,6 +108,9 @@ def test_under_accelerate_launch_the_processes_train_each_trial_together(tiny_be
     (["--recipe", "nope"], "--recipe nope: choose one of"),
     (["--recipe", "sentiment", "--search", "momentum"], "--search momentum: searchable settings are"),
     (["--recipe", "sentiment", "--n_trials", "0"], "--n_trials must be at least 1"),
+    (["--recipe", "sentiment", "--storage", "redis://localhost/0"],
+     "--storage redis://localhost/0: give sqlite:///FILE.db, or a postgresql:// or mysql:// URL"),
+    (["--recipe", "sentiment", "--storage", "tune.db"], "--storage tune.db: give sqlite:///FILE.db"),
 ])
 def test_bad_tune_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message):

@@ -49,6 +49,11 @@ class LabelledSplits:
     sources: dict[str, str]
     file_rows: dict[str, list[int]] = field(default_factory=dict)  # split -> each example's row in its file
     problem_type: str = SINGLE_LABEL
+    label_column: str = "labels"  # the files' own name of the column that `labels` encodes
+
+    def columns(self, split: str) -> list[str]:
+        """`split`'s columns as its file names them, for messages and for finding the input columns."""
+        return [self.label_column if c == "labels" else c for c in self.splits[split].column_names]
 
     def row_name(self, split: str, index: int) -> str:
         """The file's own row number of example `index` of `split` (after shuffles and the carved validation)."""
@@ -351,7 +356,8 @@ def _take_per_class(dataset: datasets.Dataset, per_class: int, seed: int, names:
 
 
 def check_group_column(splits: DatasetDict, sources: dict[str, str], column: str) -> None:
-    """Every split names its groups; a given validation or test split that shares groups with train is flagged."""
+    """Every split names its groups; a given validation or test split that shares groups with train is flagged.
+    `splits` as read from the files: their columns and row order are the files'."""
     for split, dataset in splits.items():
         if column not in dataset.column_names:
             raise UsageError(f"{sources[split]}: no group column {column!r}; "
@@ -359,7 +365,7 @@ def check_group_column(splits: DatasetDict, sources: dict[str, str], column: str
         values = dataset[column]
         if any(v is None or str(v).strip() == "" for v in values):
             first = next(i for i, v in enumerate(values) if v is None or str(v).strip() == "")
-            raise UsageError(f"{sources[split]}: the group column {column!r} is empty at row {first}")
+            raise UsageError(f"{row_name(sources[split], first + 1)}: the group column {column!r} is empty")
     train_groups = {str(v) for v in splits["train"][column]}
     for split in ("validation", "test"):
         if split in splits:
@@ -427,6 +433,8 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         raise UsageError(f"--label_map renames the classes of a single-label column without a ClassLabel "
                          f"({sources['train']}, {label_column!r}); leave it out")
     warn_shared_rows(splits, label_column, sources)
+    if data.group_column:
+        check_group_column(splits, sources, data.group_column)
     splits = DatasetDict({split: dataset.add_column(FILE_ROW, list(range(1, len(dataset) + 1)))
                           for split, dataset in splits.items()})
     splits, names = _encode_labels(splits, label_column, labels, sources, {s: d[FILE_ROW] for s, d in splits.items()},
@@ -441,8 +449,6 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
         raise UsageError(f"--samples_per_class counts examples per class: single-label classification only, not "
                          f"{problem_type}; use --max_train_samples")
 
-    if data.group_column:
-        check_group_column(splits, sources, data.group_column)
     if "validation" not in splits and carve_validation and data.group_column:
         splits["train"], splits["validation"] = grouped_holdout(
             splits["train"], data.group_column, data.validation_split_percentage, seed, single, sources["train"])
@@ -472,7 +478,7 @@ def load_labelled_splits(data: DataArgs, seed: int, label_column_default: str | 
     file_rows = {split: dataset[FILE_ROW] for split, dataset in splits.items()}
     splits = DatasetDict({split: dataset.remove_columns(FILE_ROW) for split, dataset in splits.items()})
     return LabelledSplits(splits=splits, label_names=names, sources=sources, file_rows=file_rows,
-                          problem_type=problem_type)
+                          problem_type=problem_type, label_column=label_column)
 
 
 def _is_unlabelled(dataset: datasets.Dataset, data: DataArgs, label_column_default: str | None) -> bool:

@@ -37,7 +37,8 @@ from hf_transfer.evaluation.scoring import score_classification, score_target, s
 from hf_transfer.evaluation.target_report import write_target_report
 from hf_transfer.io import atomic_write_json
 from hf_transfer.metrics.intervals import Bootstrap
-from hf_transfer.modalities.audio import clip_lengths
+from hf_transfer.modalities.audio import AUDIO_LAYOUT, clip_lengths
+from hf_transfer.modalities.image import IMAGE_LAYOUT
 from hf_transfer.modalities.transcripts import TRANSCRIPT_COLUMN_GUESSES, SpeechArgs, normalize, normalized_transcripts
 from hf_transfer.models.builtin import resolve_model
 from hf_transfer.models.heads import MultiHeadModel, is_multi_head
@@ -79,19 +80,25 @@ def check_weights_format(folder: Path, allow_pickle: bool) -> bool:
 
 
 def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_finished: bool = True,
-                 head: str | None = None):
+                 head: str | None = None, trust_remote_code: bool = False):
     """(model in eval mode on `inference_device()`, tokenizer or processor, run settings) from a folder a recipe
     wrote.
 
     The folder holds an adapter + head (LoRA) or a full model; the task recorded in run_config.yaml, and for
     speech recognition the model (encoder-decoder or not), say which Auto classes rebuild it. Its weights are read
     from safetensors; pickle `.bin` files only with `allow_pickle`. `require_finished`: see `read_run_config`.
-    A model with several heads (`hf_transfer.models.heads`) predicts with the one named `head`.
+    A model with several heads (`hf_transfer.models.heads`) predicts with the one named `head`. A model trained
+    with --trust_remote_code loads only with `trust_remote_code`: its folder's Python files run.
     """
     folder = Path(output_dir)
     settings = read_run_config(folder, require_finished)
     safetensors = check_weights_format(folder, allow_pickle)
-    config = AutoConfig.from_pretrained(folder)
+    if settings.get("trust_remote_code") and not trust_remote_code:
+        code = ", ".join(sorted(p.name for p in folder.glob("*.py"))) or "the Hub repo's code"
+        raise UsageError(f"{folder} was trained with --trust_remote_code: loading it runs its model's own Python code "
+                         f"({code}); pass --trust_remote_code if you trust it")
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
+    config = AutoConfig.from_pretrained(folder, **remote)
     task = task_for(settings["task"], config)
     if (folder / "adapter_config.json").is_file():
         if not settings.get("model_name_or_path"):
@@ -107,13 +114,13 @@ def load_trained(output_dir: str | Path, allow_pickle: bool = False, require_fin
         else:
             # The base checkpoint's head may have another size (labels, CTC vocabulary): the adapter's saved head
             # replaces it right after.
-            base = task.auto_model.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
+            base = task.auto_model.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True, **remote)
         model = PeftModel.from_pretrained(base, folder)
     elif is_multi_head(folder):
         model = MultiHeadModel.from_pretrained(folder)
     else:
-        model = task.auto_model.from_pretrained(folder, use_safetensors=safetensors)
-    processor = getattr(transformers, task.processor_class).from_pretrained(folder)
+        model = task.auto_model.from_pretrained(folder, use_safetensors=safetensors, **remote)
+    processor = getattr(transformers, task.processor_class).from_pretrained(folder, **remote)
     return _one_head(model.to(inference_device()).eval(), head, folder), processor, settings
 
 
@@ -165,6 +172,18 @@ def _batch_predictor(task: Task, model, processor, settings: dict) -> Callable[[
     return classify
 
 
+def _looks_like_a_file(text: str) -> bool:
+    """A file that exists, or a name with an image or audio file's extension: a text model would classify the path's
+    characters as if they were a review."""
+    name = text.strip()
+    if Path(name).suffix.lower() in IMAGE_LAYOUT.extensions + AUDIO_LAYOUT.extensions and " " not in name:
+        return True
+    try:
+        return Path(name).is_file()
+    except OSError:  # a long text is a name too long for the file system
+        return False
+
+
 @torch.inference_mode()
 def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str] | None = None) -> list[dict]:
     """One prediction per input (a text, or an image or audio file path), in the inputs' order: label and class
@@ -177,6 +196,11 @@ def predict(model, processor, settings: dict, inputs: list[str], pairs: list[str
             if not Path(path).is_file():
                 raise UsageError(f"no {kind} file {path!r}: an {kind} model takes {kind} file paths "
                                  "(a text model, texts)")
+    else:
+        for text in inputs:
+            if _looks_like_a_file(text):
+                raise UsageError(f"{text!r} is a file path, but a text model classifies the text itself: give the "
+                                 "text (an image or audio file needs a model trained on images or audio)")
     order = list(range(len(inputs)))
     if kind == "text":  # longest first, so that each batch pads little
         order.sort(key=lambda i: -(len(inputs[i]) + len(pairs[i] if pairs else "")))
@@ -207,7 +231,7 @@ def timed_predict(model, processor, settings: dict, inputs: list[str],
 def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: str | Path,
                     test_dir: str | None = None, columns: dict[str, str | None] | None = None,
                     group_column: str | None = None, bootstrap: Bootstrap = Bootstrap(),
-                    allow_pickle: bool = False, head: str | None = None) -> dict:
+                    allow_pickle: bool = False, head: str | None = None, trust_remote_code: bool = False) -> dict:
     """Score a trained folder on a labelled file (or, for image and audio classifiers, a folder of class
     subfolders); writes all_results.json, test_predictions.jsonl, the report and plots to `report_dir` and
     returns the results.
@@ -215,10 +239,10 @@ def evaluate_folder(output_dir: str | Path, test_file: str | None, report_dir: s
     `columns` names the data's columns as training's settings do (`text_column`, `audio_column`, `label_column`,
     `transcript_column`...); unnamed ones are those training used, then the usual names. `group_column` names
     who or where each row comes from (speaker, patient, site): the report scores each group. `head`: which head
-    of a model with several.
+    of a model with several. `trust_remote_code`: see `load_trained`.
     """
     refuse_run_folder(report_dir, "--report_dir")
-    model, processor, settings = load_trained(output_dir, allow_pickle, head=head)
+    model, processor, settings = load_trained(output_dir, allow_pickle, head=head, trust_remote_code=trust_remote_code)
     task, inputs = settings["task"], TASKS[settings["task"]]
     kind = inputs.input_kind
     if bool(test_file) == bool(test_dir):

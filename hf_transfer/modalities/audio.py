@@ -149,6 +149,8 @@ def _probe(value: str | dict, sampling_rate: int) -> tuple[int, str | None]:
         return 0, f"unreadable: {error}"
     if len(samples) == 0:
         return 0, "empty: no audio samples"
+    if not np.isfinite(samples).all():  # a float file can hold them; they'd turn the loss or the scores into NaN
+        return 0, "holds NaN or infinite samples"
     return math.ceil(len(samples) * sampling_rate / rate), None
 
 
@@ -162,12 +164,12 @@ def _csv_folder(split: str, data: DataArgs) -> Path:
 
 
 def audio_column(labelled: LabelledSplits, args: AudioArgs) -> str:
-    column = guess_column(labelled.splits["train"].column_names, args.audio_column, AUDIO_COLUMN_GUESSES, "audio",
+    column = guess_column(labelled.columns("train"), args.audio_column, AUDIO_COLUMN_GUESSES, "audio",
                           labelled.sources["train"])
     for split, dataset in labelled.splits.items():
         if column not in dataset.column_names:
             raise UsageError(f"{labelled.sources[split]}: no audio column {column!r}; "
-                             f"columns are {', '.join(dataset.column_names)}")
+                             f"columns are {', '.join(labelled.columns(split))}")
         feature = dataset.features[column]
         is_path = getattr(feature, "dtype", None) in ("string", "large_string")
         if not isinstance(feature, datasets.Audio) and not is_path:
@@ -320,6 +322,8 @@ def load_clip(path: str, sampling_rate: int) -> np.ndarray:
         raise UsageError(f"can't read audio file {path}: {error}") from None
     if not len(wave):
         raise UsageError(f"audio file {path} is empty: no audio samples")
+    if not np.isfinite(wave).all():
+        raise UsageError(f"audio file {path} holds NaN or infinite samples")
     return wave
 
 

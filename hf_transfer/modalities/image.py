@@ -109,7 +109,7 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
     once here, before training starts, and a missing or corrupt one is named (or left out: `bad_images="skip"`).
     Batches decode again when they need the image.
     """
-    column = guess_column(labelled.splits["train"].column_names, image_column, IMAGE_COLUMN_GUESSES, "image",
+    column = guess_column(labelled.columns("train"), image_column, IMAGE_COLUMN_GUESSES, "image",
                           labelled.sources["train"])
     # A validation split carved out of the training file shares its folder.
     carved_from_file = data.train_file if not (data.validation_dir or data.dataset_name) else None
@@ -118,7 +118,7 @@ def image_splits(labelled: LabelledSplits, data: DataArgs, image_column: str | N
     for split, dataset in labelled.splits.items():
         source = labelled.sources[split]
         if column not in dataset.column_names:
-            raise UsageError(f"{source}: no image column {column!r}; columns are {', '.join(dataset.column_names)}")
+            raise UsageError(f"{source}: no image column {column!r}; columns are {', '.join(labelled.columns(split))}")
         dataset = dataset.select_columns([column, "labels"])
         if isinstance(dataset.features[column], datasets.Image):
             dataset = dataset.cast_column(column, datasets.Image(decode=False))

@@ -42,15 +42,18 @@ def check_max_seq_length(config, max_seq_length: int, padding_multiple: int | No
 
 
 def text_columns(labelled: LabelledSplits, data: DataArgs) -> tuple[str, str | None]:
-    columns = labelled.splits["train"].column_names
+    columns = labelled.columns("train")
     source = labelled.sources["train"]
     text = guess_column(columns, data.text_column, TEXT_COLUMN_GUESSES, "text", source)
     pair = guess_column(columns, data.text_pair_column, (), "text pair", source) if data.text_pair_column else None
-    for split, dataset in labelled.splits.items():
+    for split in labelled.splits:
         for column in filter(None, (text, pair)):
-            if column not in dataset.column_names:
+            if column == labelled.label_column:
+                raise UsageError(f"{labelled.sources[split]}: {column!r} is the label column; name the text column "
+                                 f"with --text_column (columns are {', '.join(labelled.columns(split))})")
+            if column not in labelled.columns(split):
                 raise UsageError(f"{labelled.sources[split]}: no text column {column!r}; "
-                                 f"columns are {', '.join(dataset.column_names)}")
+                                 f"columns are {', '.join(labelled.columns(split))}")
     return text, pair
 
 

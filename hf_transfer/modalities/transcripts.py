@@ -18,7 +18,14 @@ from transformers import SequenceFeatureExtractor, Wav2Vec2CTCTokenizer, Wav2Vec
 
 from hf_transfer.config import DataArgs, UsageError
 from hf_transfer.data.sampling import random_sample
-from hf_transfer.data.splits import LabelledSplits, check_group_column, grouped_holdout, guess_column, load_raw_splits
+from hf_transfer.data.splits import (
+    LabelledSplits,
+    check_group_column,
+    grouped_holdout,
+    guess_column,
+    load_raw_splits,
+    row_name,
+)
 from hf_transfer.modalities.audio import AudioArgs, augment, load_clip, prepare_audio_splits, read_audio
 from hf_transfer.models.architectures import base_model
 
@@ -54,7 +61,7 @@ def normalized_transcripts(values: list, args: SpeechArgs, column: str, source: 
     """A column of transcripts, normalised; a row left with no text is named."""
     texts = [normalize(value, args) if isinstance(value, str) else "" for value in values]
     if "" in texts:
-        raise UsageError(f"{source}: row {texts.index('')} of column {column!r} has no transcript")
+        raise UsageError(f"{row_name(source, texts.index('') + 1)}: the transcript cell ({column!r}) is empty")
     return texts
 
 

@@ -66,8 +66,16 @@ def _freeze(model: nn.Module, args: StrategyArgs, peft_task_type: str | None) ->
 
 
 def _check_lora_targets(model: nn.Module, targets: list[str], rank: int) -> None:
-    """peft adapts a grouped (depthwise) convolution only when the rank divides by its groups, and never merges
+    """Each target names some layer: peft drops one that matches nothing silently (or fails deep inside when none
+    does). peft adapts a grouped (depthwise) convolution only when the rank divides by its groups, and never merges
     it; say so before peft fails deep inside, and name the layers that work."""
+    names = [name for name, _ in model.named_modules()]
+    for target in targets:  # peft's match: the module's name, or its end after a dot
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            layers = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))})
+            raise UsageError(f"--lora_target_modules {target}: no layer of the model is "
+                             f"named so; its layers: {', '.join(layers)}")
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.groups > 1 and any(matches_target(name, t) for t in targets):
             raise UsageError(f"--lora_target_modules: {name} is a depthwise convolution (groups={module.groups}); "

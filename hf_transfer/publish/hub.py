@@ -9,7 +9,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 # HTTPError: the base class of the HTTP client's own errors (refused connection, timeout) and of HfHubHTTPError;
 # huggingface_hub lets network failures through unwrapped.
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, LocalTokenNotFoundError
 
 from hf_transfer.config import UsageError
 from hf_transfer.evaluation.inference import read_run_config
@@ -63,6 +63,22 @@ def push_folder(output_dir: str | Path, repo_id: str, *, private: bool = False, 
             raise UsageError(f"push to {repo_id} failed ({_describe(error, api.endpoint)}). "
                              f"Nothing in {folder} was changed; retry with: {retry}") from None
     return f"{repo_url}/tree/{revision}" if revision else str(repo_url)
+
+
+def check_token(token: str | None) -> None:
+    """Before training: the Hub knows the token a push would use (`token`, else HF_TOKEN, else the login) and it may
+    write, so that a run's end is not a refused push."""
+    api = HfApi(token=token)
+    try:
+        role = api.whoami().get("auth", {}).get("accessToken", {}).get("role")
+    except LocalTokenNotFoundError:
+        raise UsageError("--push_to_hub: no Hub token found; pass --hub_token, set HF_TOKEN or run `hf auth login`"
+                         ) from None
+    except (HTTPError, ConnectionError) as error:
+        raise UsageError(f"--push_to_hub: the Hub refused the token before training ({_describe(error, api.endpoint)})"
+                         ) from None
+    if role == "read":
+        raise UsageError("--push_to_hub: the Hub token is read-only; use one that may write (hf.co/settings/tokens)")
 
 
 def _files(folder: Path, patterns: list[str]) -> list[Path]:

@@ -49,6 +49,7 @@ from hf_transfer.modalities.image import (
 from hf_transfer.modalities.text import load_tokenizer, text_collator, text_columns, tokenize_splits
 from hf_transfer.modalities.whisper_inputs import fit_whisper_window, is_whisper
 from hf_transfer.models.builtin import resolve_model
+from hf_transfer.models.loading import check_model_folder
 from hf_transfer.models.pooling import POOLINGS
 from hf_transfer.selection import embeddings, transferability
 from hf_transfer.tasks import classification_task
@@ -149,6 +150,7 @@ def resolve_candidates(args: RankArgs) -> tuple[dict[Candidate, list], str]:
     for spelled in args.models:
         model, random_init, layer = parse_candidate(spelled)
         path = resolve_model(model)[0]
+        check_model_folder(path, "models", needs_weights=not random_init)
         if path not in configs:
             try:
                 configs[path] = AutoConfig.from_pretrained(path)

@@ -109,6 +109,9 @@ def shift(args: ShiftArgs, data_args: DataArgs) -> dict:
     atomic_write_json(Path(args.output_dir) / "shift.json", results)
     print(f"proxy A-distance ({candidate.name}, {args.pooling} pooling): {results['proxy_a_distance']:.3f} "
           "(0: the features can't tell the domains apart, 2: they always can)")
+    if results["proxy_a_distance"] == 0:
+        print("  a classifier on these features told the domains apart no better than chance on held-out examples "
+              "(a worse-than-chance estimate, noise on small samples, is shown as 0)")
     for domain, counts in results["class_counts"].items():
         print(f"{domain}: {results['examples'][domain]} examples; classes: "
               + (", ".join(f"{name} {count}" for name, count in counts.items()) if counts else "labels unknown"))

@@ -9,8 +9,9 @@ the strategy (`partial:K` trains the top K layers; `scratch` is `full` from rand
 architecture; a `+mean` suffix, as in `full+mean`, sets `--pooling`), `--samples_per_class` (nested: a seed's 8
 examples of a class are among its 32) and `--seed`. Each
 cell is a run folder under OUTPUT_DIR/cells, without card or push. A finished cell is not run again: a killed study
-continues where it stopped. Strategies are chosen on validation accuracy; test accuracy is reported for the
-chosen one (and, marked as such, for every one). Output: study.json, study.png (accuracy against labels per
+continues where it stopped. A rerun whose settings differ from a finished cell's is refused: one table holds one
+study. Strategies are chosen on validation accuracy; test accuracy is reported for the chosen one (and, marked as
+such, for every one). Output: study.json, study.png (accuracy against labels per
 strategy, mean and spread over seeds) and a recommendation per budget.
 """
 
@@ -18,21 +19,25 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from hf_transfer.config import CLASSIFIER_POOLINGS, UsageError
+from hf_transfer.config import CLASSIFIER_POOLINGS, DataArgs, UsageError
+from hf_transfer.data.splits import FolderLayout, load_labelled_splits
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json
+from hf_transfer.modalities.audio import AUDIO_LAYOUT
+from hf_transfer.modalities.image import IMAGE_LAYOUT
 from hf_transfer.models.builtin import resolve_model
-from hf_transfer.recipe import ClassificationRecipe, recipe_class_of, recipe_names, runs_of
+from hf_transfer.recipe import ClassificationRecipe, changed_settings, recipe_class_of, recipe_names, runs_of
 from hf_transfer.training.run_folder import read_record
 
 ALL = "all"
 SCRATCH = "scratch"
 BASE_STRATEGIES = ("feature_extraction", "partial", "lora", "full")
+LAYOUTS = {"image": IMAGE_LAYOUT, "audio": AUDIO_LAYOUT}  # how each modality's recipe reads class folders
 
 
 @dataclass
@@ -128,13 +133,43 @@ def is_finished(folder: Path) -> bool:
 
 
 def run_cell(recipe_class, settings: dict, folder: Path) -> float:
-    """Train one cell from scratch (an interrupted one is started again); returns its wall seconds."""
+    """Train one cell from scratch (an interrupted one is started again); returns its wall seconds. study_cell.json
+    keeps the settings it was trained with, for a rerun to compare (`check_finished_cells`)."""
     start = time.perf_counter()
     recipe_class.from_settings({**settings, "output_dir": str(folder), "overwrite_output_dir": folder.exists()}
                                ).run_phases()
     seconds = time.perf_counter() - start
-    atomic_write_json(folder / "study_cell.json", {"wall_seconds": seconds})
+    atomic_write_json(folder / "study_cell.json", {"wall_seconds": seconds, "settings": settings})
     return seconds
+
+
+def check_budgets(data: DataArgs, seeds: list[int], budgets: list[str], layout: FolderLayout | None) -> None:
+    """Each seed's training split holds the largest budget of every class: checked before the first cell trains,
+    not when that budget's cells come after hours of the others."""
+    largest = max((int(budget) for budget in budgets if budget != ALL), default=None)
+    if largest is not None:
+        for seed in seeds:
+            load_labelled_splits(replace(data, samples_per_class=largest), seed, layout=layout)
+
+
+def check_finished_cells(planned: dict[Path, dict]) -> None:
+    """A finished cell is kept only if it was trained with the settings it would get now: a rerun with other recipe
+    flags into the same --output_dir would otherwise mix two studies in one table. Checked for every cell before
+    the first one trains."""
+    differing = []
+    for folder, settings in planned.items():
+        if not is_finished(folder):
+            continue
+        before = json.loads((folder / "study_cell.json").read_text()).get("settings")
+        if before is None:
+            differing.append(f"{folder.name}: its settings were not recorded (an older study)")
+            continue
+        if changed := changed_settings(before, settings):
+            differing.append(f"{folder.name}: " + ", ".join(changed))
+    if differing:
+        raise UsageError(f"{len(differing)} finished cell(s) in {next(iter(planned)).parent} were trained with other "
+                         "settings:\n  " + "\n  ".join(differing) + "\nGive another --output_dir for a new study, or "
+                         "delete those cells to train them again")
 
 
 def summarise(cells: list[dict], budgets: list[str], strategies: list[str]) -> list[dict]:
@@ -199,24 +234,29 @@ def study(args: StudyArgs, recipe_argv: list[str]) -> dict:
         raise UsageError("--strategies scratch takes the architecture of --model_name_or_path; give one")
     output = Path(args.output_dir)
     rates = strategy_learning_rates(args.learning_rates)
+    grid = [(strategy, budget, seed) for seed in args.seeds for budget in args.samples_per_class
+            for strategy in args.strategies]
+    planned = {}  # each cell's folder: its settings, as JSON holds them (a built-in model's path is a str there)
+    for strategy, budget, seed in grid:
+        rate = rates.get(spelling(strategy)[0])
+        planned[output / "cells" / cell_name(strategy, budget, seed)] = json.loads(json.dumps(
+            {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
+             "samples_per_class": None if budget == ALL else int(budget), **({"learning_rate": rate} if rate else {})},
+            default=str))
+    check_budgets(base.data, args.seeds, args.samples_per_class, LAYOUTS.get(recipe_class.task.input_kind))
+    check_finished_cells(planned)
     cells = []
-    for seed in args.seeds:
-        for budget in args.samples_per_class:
-            for strategy in args.strategies:
-                folder = output / "cells" / cell_name(strategy, budget, seed)
-                if is_finished(folder):
-                    print(f"study: {folder.name} done before, kept")
-                else:
-                    print(f"study: {folder.name}")
-                    rate = rates.get(spelling(strategy)[0])
-                    run_cell(recipe_class, {**settings, **strategy_overrides(strategy, model_path), "seed": seed,
-                                            "samples_per_class": None if budget == ALL else int(budget),
-                                            **({"learning_rate": rate} if rate else {})}, folder)
-                results = json.loads((folder / "all_results.json").read_text())
-                wall = json.loads((folder / "study_cell.json").read_text())["wall_seconds"]
-                cells.append({"strategy": strategy, "budget": budget, "seed": seed, "folder": str(folder),
-                              "wall_seconds": wall, "eval_accuracy": results["eval_accuracy"],
-                              "test_accuracy": results.get("test_accuracy")})
+    for (strategy, budget, seed), (folder, cell_settings) in zip(grid, planned.items()):
+        if is_finished(folder):
+            print(f"study: {folder.name} done before, kept")
+        else:
+            print(f"study: {folder.name}")
+            run_cell(recipe_class, cell_settings, folder)
+        results = json.loads((folder / "all_results.json").read_text())
+        wall = json.loads((folder / "study_cell.json").read_text())["wall_seconds"]
+        cells.append({"strategy": strategy, "budget": budget, "seed": seed, "folder": str(folder),
+                      "wall_seconds": wall, "eval_accuracy": results["eval_accuracy"],
+                      "test_accuracy": results.get("test_accuracy")})
     rows = summarise(cells, args.samples_per_class, args.strategies)
     chosen = recommend(rows, args.samples_per_class)
     results = {"recipe": args.recipe, "chosen_on": "validation accuracy (mean over seeds)", "chosen": chosen,

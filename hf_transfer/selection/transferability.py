@@ -110,9 +110,12 @@ def knn_accuracy(fit_features: np.ndarray, fit_labels: np.ndarray, test_features
 
 def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
     """2 (1 - 2 eps), eps the held-out error of a linear classifier telling `source` features from `target` ones
-    (Ben-David et al. 2007): 0 when it can't tell them apart, 2 when it always can."""
+    (Ben-David et al. 2007): 0 when it can't tell them apart, 2 when it always can.
+
+    A held-out accuracy below chance (noise, on small samples of alike domains) would give a distance below 0,
+    which has no meaning: it is 0, "can't tell them apart"."""
     features = np.concatenate([source, target])
     domains = np.concatenate([np.ones(len(source), dtype=int), np.zeros(len(target), dtype=int)])
     fit, held_out = held_out_split(domains, 0.5, seed)
     accuracy = linear_probe_accuracy(features[fit], domains[fit], features[held_out], domains[held_out])
-    return 2 * (1 - 2 * (1 - accuracy))
+    return max(0.0, 2 * (1 - 2 * (1 - accuracy)))

@@ -12,12 +12,14 @@ evaluation (the weights the run keeps) on that same basis: the top class, before
 
 The study lives in OUTPUT_DIR/optuna_journal.log (Optuna's journal storage, safe for several processes on one
 machine): run the same command again, in parallel or later, and the workers share the study until --n_trials
-trials are finished or pruned. `--storage sqlite:///tune.db` or a PostgreSQL/MySQL URL shares it across machines.
+trials are finished or pruned. A command whose recipe settings, --search or metric differ is refused: its trials
+could not be ranked with the study's. `--storage sqlite:///tune.db` or a PostgreSQL/MySQL URL shares it across machines.
 Under `accelerate launch` (several GPUs), the processes train each trial together: the main one owns the study.
 Output: best_config.yaml (its first line reproduces the best trial), tune.json, optimization_history.png and
 param_importances.png. Needs `pip install 'hf-transfer-kit[tune]'`.
 """
 
+import json
 import os
 import sys
 import time
@@ -35,7 +37,7 @@ from hf_transfer.console import library_output
 from hf_transfer.evaluation.report import plt, save_figure
 from hf_transfer.io import atomic_write_json, atomic_write_text
 from hf_transfer.models.builtin import resolve_model
-from hf_transfer.recipe import recipe_names, runs_of
+from hf_transfer.recipe import changed_settings, recipe_names, runs_of
 from hf_transfer.targets import SINGLE_LABEL, lower_is_better, target_for
 from hf_transfer.training.folder_lock import output_dir_lock
 
@@ -50,6 +52,7 @@ SEARCH_SPACE = {
     "unfreeze_layers": ("int", 1, None, False),  # up to the model's layer count
 }
 STRATEGY_SETTINGS = {"lora": ["lora_r", "lora_alpha"], "partial": ["unfreeze_layers"]}
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # a URL's scheme, before any `+driver`
 
 
 @dataclass
@@ -78,6 +81,9 @@ class TuneArgs:
             raise UsageError(f"--search {unknown[0]}: searchable settings are {', '.join(SEARCH_SPACE)}")
         if self.n_trials < 1:
             raise UsageError(f"--n_trials must be at least 1; got {self.n_trials}")
+        if self.storage and self.storage.split("://")[0].split("+")[0] not in STORAGE_SCHEMES:
+            raise UsageError(f"--storage {self.storage}: give sqlite:///FILE.db, or a postgresql:// or mysql:// URL "
+                             "(the databases Optuna shares a study in)")
 
 
 def _optuna():
@@ -128,15 +134,35 @@ def storage_for(args: TuneArgs, optuna):
 def rdb_storage(url: str, optuna, attempts: int = 3):
     """Optuna's storage at `url`. Workers started together may both create a new database's schema, and the
     second one's write of the schema version then fails: it tries again, and finds the schema made."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url)
+        except (ArgumentError, ImportError) as error:  # a malformed URL, or its database driver not installed
+            raise UsageError(f"--storage {url}: {error}") from None
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise
             time.sleep(1 + attempt)
+
+
+def claim_study(study, args: TuneArgs, settings: dict, names: list[str], key: str) -> str | None:
+    """Why the study's trials can't be ranked with this command's (trained with other recipe settings, searching
+    other settings or scored by another metric), or None; a new study records this command's. Output folders may
+    differ between workers: not compared."""
+    now = json.loads(json.dumps({**{k: v for k, v in settings.items() if k != "output_dir"}, "tune_search": names,
+                                 "tune_metric": key}, default=str))
+    before = study.user_attrs.get("settings")
+    if before is None and not study.trials:
+        study.set_user_attr("settings", now)
+        return None
+    changed = ["its settings were not recorded (an older tune)"] if before is None else changed_settings(before, now)
+    if not changed:
+        return None
+    return (f"study {args.study_name!r} ({args.storage or Path(args.output_dir) / 'optuna_journal.log'}) holds "
+            f"{len(study.trials)} trial(s) of another search: " + "; ".join(changed)
+            + ". Give another --study_name or --output_dir for a new study")
 
 
 def run_trial(recipe_class, settings: dict, report) -> None:
@@ -177,6 +203,8 @@ def tune(args: TuneArgs, recipe_argv: list[str], pruner=None) -> dict:
         storage=storage_for(args, optuna), study_name=args.study_name, direction=direction, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(n_startup_trials=args.n_startup_trials, seed=args.sampler_seed),
         pruner=pruner) if state.is_main_process else None
+    if problem := shared(claim_study(study, args, settings, names, key) if study else None):
+        raise UsageError(problem)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     while True:
         trial = study.ask() if study and len(study.get_trials(states=done)) < args.n_trials else None

@@ -94,6 +94,11 @@ def new_accelerator(args: TrainArgs, output_dir: str, **kwargs) -> Accelerator:
                               # Batches from pinned memory (the loaders pin on CUDA) copy to the GPU without
                               # the host waiting for the copy: the step's kernels queue behind it.
                               dataloader_config=DataLoaderConfiguration(non_blocking=True), **kwargs)
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # accelerate has no fp16 autocast on a CPU: it would compute in fp32 and record fp16.
+        source = "--mixed_precision fp16" if args.mixed_precision else "fp16 (from accelerate launch or its config)"
+        raise UsageError(f"{source} does not run on a CPU (accelerate would train in fp32 and report fp16); "
+                         "use --mixed_precision bf16 or --mixed_precision no")
     args.mixed_precision = accelerator.mixed_precision
     return accelerator
 

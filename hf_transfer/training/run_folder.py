@@ -16,10 +16,12 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from torch import nn
 
-from hf_transfer.config import RunConfig, UsageError, save_config
+from hf_transfer.config import RunConfig, TrainArgs, UsageError, save_config
 from hf_transfer.data.splits import LabelledSplits
 from hf_transfer.io import atomic_write_json
+from hf_transfer.models.strategies import is_adapter
 from hf_transfer.training.folder_lock import LOCK, check_writable
 
 RUN_RECORD = ".hf_transfer_run.json"
@@ -30,6 +32,42 @@ UNFINGERPRINTED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint
                    "save_steps", "save_total_limit", "push_to_hub", "hub_model_id", "hub_private", "hub_revision",
                    "merge_adapter", "language", "license", "base_model_id", "train_file", "validation_file",
                    "test_file", "train_dir", "validation_dir", "test_dir")
+
+
+# --- room on disk -----------------------------------------------------------------------------------------------
+# Beyond the weights: the scratch copy each atomic write holds beside its target, reports, plots, file-system slack.
+FREE_SPACE_MARGIN = 1.5
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk that holds `folder`, or would hold it once made."""
+    return shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+
+
+def check_free_space(model: nn.Module, train: TrainArgs) -> None:
+    """Refuse to train when --output_dir's disk can't hold what the run writes: the best weights seen (trainable
+    ones), the model at the end (only the trainable ones for an adapter) and, with --save_steps, the checkpoints
+    kept (every weight and Adam's two moments per trainable one). A full disk would otherwise end the run after
+    training, its weights lost."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = trainable + (trainable if is_adapter(model) else total)
+    if train.save_steps:  # a new checkpoint is written before the oldest kept one is deleted
+        need += (max(train.save_total_limit, 1) + 1) * (total + 2 * trainable)
+    need *= FREE_SPACE_MARGIN
+    folder = Path(train.output_dir)
+    if free_bytes(folder) < need:
+        raise UsageError(f"--output_dir {folder}: {_size(free_bytes(folder))} free on its disk, but this run writes "
+                         f"up to {_size(need)} (weights{', checkpoints' if train.save_steps else ''} and reports); "
+                         "free some space or choose another --output_dir")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000:
+            break
+        count /= 1000
+    return f"{count:.3g} {unit}"
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------------
