@@ -34,8 +34,6 @@ DEFAULTS = {
     "dataset_name": "google/speech_commands",
     "dataset_config_name": "v0.02",
     "strategy": "lora",
-    "learning_rate": 5e-4,  # LoRA wants ~10x the full fine-tuning rate
-    "num_train_epochs": 3,
     "output_dir": "outputs/audio_classification",
 }
 

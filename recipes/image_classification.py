@@ -39,8 +39,6 @@ DEFAULTS = {
     "model_name_or_path": "google/vit-base-patch16-224-in21k",
     "dataset_name": "AI-Lab-Makerere/beans",
     "strategy": "lora",
-    "learning_rate": 5e-3,  # peft's ViT LoRA example rate; full fine-tuning wants ~5e-5
-    "num_train_epochs": 5,
     "output_dir": "outputs/image_classification",
 }
 

@@ -21,8 +21,6 @@ DEFAULTS = {
     "model_name_or_path": "google-bert/bert-base-uncased",
     "dataset_name": "stanfordnlp/sst2",
     "strategy": "lora",
-    "learning_rate": 5e-4,  # LoRA wants ~10x the full fine-tuning rate
-    "num_train_epochs": 3,
     "output_dir": "outputs/sentiment",
 }
 
