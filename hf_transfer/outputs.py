@@ -125,7 +125,8 @@ def write_outputs(accelerator: Accelerator, model, processor, run: RunConfig, ta
         results["calibration_temperature"] = decision.temperature
     outcomes = {split: (scores.predictions, scores.references) for split, scores in scored.items()}
     results["warnings"] = classification_warnings(outcomes, results.get("eval_roc_auc"), data.splits["train"]["labels"],
-                                                  data.label_names, state.train_losses, probe_accuracy)
+                                                  data.label_names, state.train_losses, probe_accuracy,
+                                                  bool(run.strategy.fit_head_first))
     report_split = "test" if "test" in predictions else "validation"
 
     def report(output_dir: Path, summary: dict) -> dict:
@@ -168,7 +169,8 @@ def write_target_outputs(accelerator: Accelerator, model, processor, run: RunCon
                                      item_inputs(data.splits[split], settings, task), bootstrap)
         results.update({f"{PREFIX[split]}_{k}": v for k, v in scored[split].results.items()})
         results[f"{PREFIX[split]}_samples"] = len(references)
-    results["warnings"] = target_warnings(data.problem_type, results, state.train_losses)
+    results["warnings"] = target_warnings(data.problem_type, results, state.train_losses,
+                                          bool(run.strategy.fit_head_first))
     report_split = "test" if "test" in predictions else "validation"
 
     def report(output_dir: Path, summary: dict) -> dict:

@@ -117,11 +117,17 @@ class Recipe:
     # --- steps of setup ----------------------------------------------------------------------------------------
     def apply_strategy(self, model) -> None:
         """`self.model`: `model` with the run's strategy applied (its trainable weights chosen, LoRA added), and the
-        settings the user left unset chosen for that strategy and backbone (`training.defaults`)."""
-        apply_defaults(self.run, model)
-        if self.run.chosen_defaults:
-            self.accelerator.print(f"defaults: {self.run.chosen_defaults}")
+        settings the user left unset chosen for that strategy and backbone (`choose_defaults`)."""
+        self.choose_defaults(model)
         self.model = apply_strategy(model, self.run.strategy, self.task.peft_task_type)
+
+    def choose_defaults(self, model) -> None:
+        """Fill the settings the user left unset for the run's strategy and `model`'s backbone (`training.defaults`)
+        and say which; once, before the run is recorded, so a resumed run compares the same settings."""
+        if self.run.chosen_defaults is None:
+            apply_defaults(self.run, model)
+            if self.run.chosen_defaults:
+                self.accelerator.print(f"defaults: {self.run.chosen_defaults}")
 
     def count_trainable(self) -> None:
         """Says how much of `self.model` trains, and checks that --output_dir has room for what the run will write;
@@ -235,12 +241,14 @@ class ClassificationRecipe(Recipe):
         return objective_for(self.run.adaptation, self.run.strategy.strategy, self.data.sources)
 
     def load_classifier(self):
-        """Claims the output folder (its run record holds the settings as resolved so far), then loads the model
-        with a head for `self.data`'s labels."""
+        """Loads the model with a head for `self.data`'s labels, chooses the defaults it needs, then claims the output
+        folder (its run record holds the settings as resolved)."""
         run = self.run
+        model = load_model(run.model, self.task.auto_model, self.data.label_names, run.train.dropout,
+                           self.data.problem_type)
+        self.choose_defaults(model)
         claim_output_dir(self.accelerator, run, self.data, self.name)
-        return load_model(run.model, self.task.auto_model, self.data.label_names, run.train.dropout,
-                          self.data.problem_type)
+        return model
 
     def loss_function(self, labels: list) -> Callable:
         """(float logits, labels) -> the target's loss (`targets.loss_function`) with the run's --class_weights,

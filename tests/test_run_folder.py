@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -194,7 +195,7 @@ def test_resume_refuses_the_checkpoint_of_another_run(finished, tiny_bert, senti
         changed = tmp_path / "train.csv"
         changed.write_text(sentiment_files["train"].read_text() + "the film was great and superb,positive\n")
         files["train"], change = changed, {}
-    with pytest.raises(UsageError, match=f"belongs to another run: .*{named}".replace(".", r"\.").replace(">", ".")):
+    with pytest.raises(UsageError, match="belongs to another run: .*" + re.escape(named)):
         train(tiny_bert, files, folder, **{"strategy": "full", "save_steps": 2, "resume_from_checkpoint": "latest",
                                            **change})
 

@@ -45,6 +45,9 @@ CASES = [
      "0.6900 over the first logged value, 0.8000 over the last logged value"),
     (sanity.loss_did_not_fall, (losses(0.69, 0.5, 0.4, 0.3, 0.35, 0.2, 0.25, 0.1),), None),
     (sanity.loss_did_not_fall, (losses(0.69),), None),  # one logged value: nothing to compare
+    # A head fitted first starts near its lowest loss: flat is fine, doubled is not.
+    (sanity.loss_did_not_fall, (losses(0.10, 0.14, 0.12, 0.13), True), None),
+    (sanity.loss_did_not_fall, (losses(0.10, 0.30, 0.35, 0.40), True), "did not fall: 0.1000"),
 ]
 
 
@@ -105,7 +108,7 @@ def train(tiny_bert, tmp_path, labels=("negative", "positive"), **settings):
 def test_a_run_that_learned_nothing_is_told_so_on_the_console_in_the_report_and_on_the_card(
         tiny_bert, tmp_path, capsys, labels, strategy, expected):
     results, output_dir = train(tiny_bert, tmp_path, labels, strategy=strategy, learning_rate=1e-12,
-                                max_train_steps=2, logging_steps=1)
+                                max_train_steps=2, logging_steps=1, fit_head_first=False)  # a head left random
     [warning] = [w for w in results["warnings"] if expected in w]
     assert json.loads((output_dir / "all_results.json").read_text())["warnings"] == results["warnings"]
     assert f"warning: {warning}" in capsys.readouterr().out

@@ -71,15 +71,16 @@ def below_probe(accuracy: float, probe_accuracy: float | None) -> str | None:
             f"alone. Next step: train more epochs and {RATE_STEP}.")
 
 
-def loss_did_not_fall(train_losses: list[dict]) -> str | None:
+def loss_did_not_fall(train_losses: list[dict], head_fitted_first: bool = False) -> str | None:
     """The mean logged training loss of the last window not clearly below that of the first (one logged value:
-    nothing to compare)."""
+    nothing to compare). A head fitted first (`--fit_head_first`) starts near its lowest training loss, so a flat
+    curve says nothing there: only a loss that doubled counts."""
     losses = [entry["train_loss"] for entry in train_losses]
     if len(losses) < 2:
         return None
     window = max(1, int(len(losses) * LOSS_WINDOW))
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
-    if last < first * (1 - MIN_LOSS_FALL):
+    if last < first * (1 - MIN_LOSS_FALL) or (head_fitted_first and last < 2 * first):
         return None
     values = "logged value" if window == 1 else f"{window} logged values"
     return (f"The training loss did not fall: {first:.4f} over the first {values}, {last:.4f} over the last {values}. "
@@ -90,7 +91,7 @@ def loss_did_not_fall(train_losses: list[dict]) -> str | None:
 
 def classification_warnings(outcomes: dict[str, tuple[np.ndarray, np.ndarray]], validation_auc: float | None,
                             train_labels: np.ndarray, names: list[str], train_losses: list[dict],
-                            probe_accuracy: float | None = None) -> list[str]:
+                            probe_accuracy: float | None = None, head_fitted_first: bool = False) -> list[str]:
     """The warnings of a classification run. `outcomes`: each scored split's (decided predictions, references);
     `probe_accuracy`: a linear probe's validation accuracy, when the run had frozen features to fit it on."""
     found = []
@@ -100,7 +101,7 @@ def classification_warnings(outcomes: dict[str, tuple[np.ndarray, np.ndarray]], 
                       below_majority(split, *outcomes[split], np.asarray(train_labels), names)]
     predictions, references = outcomes["validation"]
     found += [chance_auc(validation_auc), below_probe(float(np.mean(predictions == references)), probe_accuracy),
-              loss_did_not_fall(train_losses)]
+              loss_did_not_fall(train_losses, head_fitted_first)]
     return [warning for warning in found if warning]
 
 
@@ -109,10 +110,11 @@ def transcription_warnings(train_losses: list[dict]) -> list[str]:
     return [warning for warning in (loss_did_not_fall(train_losses),) if warning]
 
 
-def target_warnings(problem_type: str, results: dict, train_losses: list[dict]) -> list[str]:
+def target_warnings(problem_type: str, results: dict, train_losses: list[dict],
+                    head_fitted_first: bool = False) -> list[str]:
     """A multi-label or regression run: a regression no better than predicting the mean (validation r2 <= 0), a
     multi-label model that finds no label on validation, and the training loss."""
-    found = [loss_did_not_fall(train_losses)]
+    found = [loss_did_not_fall(train_losses, head_fitted_first)]
     if problem_type == "regression" and (results.get("eval_r2") or 0.0) <= 0:
         found.append(f"validation r2 is {results.get('eval_r2') or 0.0:.3f}: the model does no better than predicting "
                      "the mean of the targets. Likely cause: too few steps or a learning rate too low for the head; "

@@ -75,7 +75,7 @@ def _strategy_text(settings: dict) -> str:
         targets = ", ".join(settings["lora_target_modules"])
         text += (f" (r={settings['lora_r']}, alpha={settings['lora_alpha']:g}, dropout={settings['lora_dropout']}, "
                  f"on {targets})")
-    if settings["layerwise_lr_decay"] < 1 and strategy in ("full", "partial"):
+    if (settings.get("layerwise_lr_decay") or 1) < 1 and strategy in ("full", "partial"):
         text += f", layer-wise learning-rate decay {settings['layerwise_lr_decay']}"
     return text
 

@@ -74,7 +74,7 @@ POOLED_HEAD = FeatureHead(features=lambda model, inputs: model.pooled(inputs),
 
 
 def feature_head(model: nn.Module) -> FeatureHead | None:
-    if isinstance(model, MultiHeadModel):
+    if isinstance(model.get_base_model() if hasattr(model, "get_base_model") else model, MultiHeadModel):
         return POOLED_HEAD
     return FEATURE_HEADS.get(getattr(model.config, "model_type", ""))
 
