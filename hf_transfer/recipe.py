@@ -180,7 +180,9 @@ def runs_of(recipe: str, argv: list[str]) -> tuple[type[Recipe], RunConfig, dict
 def changed_settings(before: dict, now: dict) -> list[str]:
     """`NAME BEFORE then, NOW now` for each setting that differs: why the runs a study or tune kept from an earlier
     command can't be compared with the ones this command would add."""
-    return [f"{name} {before.get(name)!r} then, {now.get(name)!r} now"
+    def shown(value):
+        return "unset" if value is None else repr(value)  # unset: chosen at run time (training.defaults)
+    return [f"{name} {shown(before.get(name))} then, {shown(now.get(name))} now"
             for name in sorted(before.keys() | now.keys()) if before.get(name) != now.get(name)]
 
 

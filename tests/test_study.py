@@ -85,7 +85,7 @@ def test_a_rerun_with_other_recipe_settings_is_refused_before_any_cell_trains(ti
     study([*argv, "--seeds", "0"])
     ran = []
     monkeypatch.setattr(study_module, "run_cell", lambda recipe_class, settings, folder: ran.append(folder.name))
-    changed = "(?s)full__kall__seed0: learning_rate 0.0005 then, 0.001 now.*another --output_dir"
+    changed = "(?s)full__kall__seed0: learning_rate unset then, 0.001 now.*another --output_dir"
     with pytest.raises(UsageError, match=changed):
         study([*argv, "--seeds", "1", "0", "--learning_rate", "1e-3"])
     assert ran == []  # not even the new seed's cell, which comes first
