@@ -296,22 +296,22 @@ class ClassificationRecipe(Recipe):
         per_step = {**batches.per_step,  # DANN runs the backbone on target batches every step
                     **({f"--adaptation {run.adaptation.adaptation}": None}
                        if self.objective.needs_backbone_every_step else {})}
+        # One loss for the head's fit and for training: a regression's standardiser must be the same in both.
+        class_loss = self.loss_function(self.data.splits["train"]["labels"])
         inputs = training_inputs(accelerator, self.model, run.strategy, run.train, per_step, plain_loaders,
                                  self.eval_loaders["validation"], splits["train"], lengths(splits["train"]),
-                                 batches.train_collate("train"), workers,
-                                 self.loss_function(splits["train"]["labels"]))
+                                 batches.train_collate("train"), workers, class_loss)
         self.cached_features = inputs.cached
         self.frozen_features = inputs.features
-        self.start_classification_loop(inputs, training_loader, batches.prepare_batch, batches.compute_loss)
+        self.start_classification_loop(inputs, training_loader, batches.prepare_batch,
+                                       batches.compute_loss or logits_loss(class_loss))
 
     def start_classification_loop(self, inputs: TrainingInputs, training_loader: Callable[[str], DataLoader],
-                                  prepare_batch: Callable | None, compute_loss: Callable | None) -> None:
+                                  prepare_batch: Callable | None, compute_loss: Callable) -> None:
         """Train `inputs.model` for `self.objective` on its streams: the labelled `inputs.train_loader`, and what
         else the objective draws through `training_loader(split)`. Scored on `inputs.evaluation_loader` (source
         validation: it also picks the best checkpoint, so no target label ever does). `prepare_batch`: see `Loop`.
-        `compute_loss` (one labelled batch's) defaults to the target's loss on the model's logits."""
-        if compute_loss is None:
-            compute_loss = logits_loss(self.loss_function(self.data.splits["train"]["labels"]))
+        `compute_loss`: one labelled batch's loss (`start_training`: the target's loss on the model's logits)."""
         objective = self.objective
 
         def evaluate(module):

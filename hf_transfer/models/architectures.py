@@ -119,12 +119,23 @@ def fixed_parameter_names(model: nn.Module) -> list[str]:
     return []
 
 
+def without_adapter(model: nn.Module) -> nn.Module:
+    """The model a peft wrapper (LoRA) holds, or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The task head's modules (`head_module_names`), under LoRA with their wrappers: the trained copy and the
+    original."""
+    base = without_adapter(model)
+    return [base.get_submodule(name) for name in head_module_names(base)]
+
+
 def output_layers(model: nn.Module) -> list[nn.Linear]:
     """The task head's one-output linear layers: a regression's output, where its target scaling is folded in
     (under LoRA both the trained copy and the original, so either one loads in the user's units)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers = [module for name in head_module_names(base) for module in base.get_submodule(name).modules()
+    layers = [module for head in head_modules(model) for module in head.modules()
               if isinstance(module, nn.Linear) and module.out_features == 1]
     if not layers:
-        raise RuntimeError(f"no one-output linear layer in the head of {type(base).__name__}")
+        raise RuntimeError(f"no one-output linear layer in the head of {type(without_adapter(model)).__name__}")
     return layers

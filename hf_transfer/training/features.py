@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hf_transfer.config import StrategyArgs, TrainArgs
 from hf_transfer.data.sampling import EpochKeys, GroupedShuffleSampler, SeededExamples, data_order
-from hf_transfer.models.architectures import head_module_names
+from hf_transfer.models.architectures import head_modules, without_adapter
 from hf_transfer.models.heads import MultiHeadModel
 
 PATH_TEXT = {
@@ -74,7 +74,7 @@ POOLED_HEAD = FeatureHead(features=lambda model, inputs: model.pooled(inputs),
 
 
 def feature_head(model: nn.Module) -> FeatureHead | None:
-    if isinstance(model.get_base_model() if hasattr(model, "get_base_model") else model, MultiHeadModel):
+    if isinstance(without_adapter(model), MultiHeadModel):
         return POOLED_HEAD
     return FEATURE_HEADS.get(getattr(model.config, "model_type", ""))
 
@@ -165,9 +165,7 @@ MAX_ITERATIONS = 200
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable weights of the task head (under LoRA, the head's trained copy)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return [param for name in head_module_names(base) for param in base.get_submodule(name).parameters()
-            if param.requires_grad]
+    return [param for head in head_modules(model) for param in head.parameters() if param.requires_grad]
 
 
 def fits_head_first(model: nn.Module, strategy: StrategyArgs, head_loss: Callable | None,
